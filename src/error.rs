@@ -1,0 +1,120 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong with a region. Each variant carries the
+/// numbers involved, so a message alone says what happened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A write's extent does not fit under the region's maximum capacity.
+    /// The region is unchanged and usable.
+    #[error(
+        "write of {requested} bytes needs a {extent}-byte extent, but only {available} of \
+         {max_capacity} bytes of capacity are free at the end of the region and no free extent is large enough"
+    )]
+    CapacityExceeded {
+        /// Payload length asked for.
+        requested: u64,
+        /// Extent the payload needs (header and alignment included).
+        extent: u64,
+        /// Bytes left between the end of the last extent and the maximum capacity.
+        available: u64,
+        /// The region's maximum capacity.
+        max_capacity: u64,
+    },
+
+    /// The slot index was never handed out by this region.
+    #[error("unknown slot {slot}: the region has {slot_count} slot indices")]
+    UnknownSlot {
+        /// The index asked for.
+        slot: usize,
+        /// Number of indices the region has handed out (occupied or freed).
+        slot_count: usize,
+    },
+
+    /// The slot index exists but holds no data (it was freed and not reused).
+    #[error("slot {slot} is free")]
+    SlotFree {
+        /// The index asked for.
+        slot: usize,
+    },
+
+    /// Every slot index the on-disk format can hold is in use.
+    #[error("too many slots: the format holds at most {max} slot indices")]
+    TooManySlots {
+        /// The largest number of slot indices.
+        max: u64,
+    },
+
+    /// The file exists but is not an overflow region (or is damaged before its
+    /// first extent). It was not modified.
+    #[error("{path}: not an overflow-region file: {reason}")]
+    NotARegion {
+        /// The file.
+        path: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+
+    /// The file is a region of a format version this build cannot read. It was
+    /// not modified.
+    #[error(
+        "{path}: region format version {found} is not supported (this build reads version {supported})"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file header.
+        found: u32,
+        /// Version this build reads and writes.
+        supported: u32,
+    },
+
+    /// Another writer (in this or another process) holds the file's lock.
+    #[error("{path}: locked by another writer")]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The capacities asked for cannot be used.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong, with the numbers.
+        reason: String,
+    },
+
+    /// A system call on the file failed.
+    #[error("{path}: {operation} failed: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done (`open`, `fallocate`, `msync`, ...).
+        operation: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_and_messages_carry_numbers() {
+        fn assert_send_sync<T: std::error::Error + Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        let message = Error::UnknownSlot {
+            slot: 7,
+            slot_count: 3,
+        }
+        .to_string();
+        assert!(message.contains('7') && message.contains('3'), "{message}");
+    }
+}

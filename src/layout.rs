@@ -1,0 +1,386 @@
+//! The on-disk encoding: the file header and the extent header.
+//!
+//! Pure functions over byte arrays; no I/O. The format is specified in
+//! `docs/FORMAT.md`; this module is its only implementation. All integers are
+//! little-endian.
+
+use crate::engine::EngineId;
+
+/// Bytes 0..8 of every region file.
+pub(crate) const FILE_MAGIC: [u8; 8] = *b"OVFLREGN";
+/// The format version this build reads and writes.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Length of the file header; the first extent starts here.
+pub(crate) const DATA_START: u64 = 4096;
+/// Every extent starts at, and is a multiple of, this many bytes.
+pub(crate) const EXTENT_ALIGN: u64 = 16;
+/// Length of the header at the start of every extent.
+pub(crate) const EXTENT_HEADER_LEN: u64 = 32;
+/// Length of the file header's immutable, checksummed part.
+const FILE_HEADER_FIXED_LEN: usize = 24;
+/// Offset of the file header's "slot indices handed out" counter (one `u64`).
+pub(crate) const SLOT_HIGH_WATER_OFFSET: u64 = 64;
+/// Offset of the file header's "next generation" counter (one `u64`).
+pub(crate) const NEXT_GENERATION_OFFSET: u64 = 72;
+/// The prefix of the file that `decode_file_header` needs.
+pub(crate) const FILE_HEADER_PROBE_LEN: usize = 80;
+
+/// Largest payload an extent header can describe (48-bit length).
+pub(crate) const MAX_PAYLOAD_LEN: u64 = (1 << 48) - 1;
+/// Largest extent a tag can describe (40-bit length in units of `EXTENT_ALIGN`).
+pub(crate) const MAX_EXTENT_LEN: u64 = ((1 << 40) - 1) * EXTENT_ALIGN;
+/// Slot indices are stored as `u32`.
+pub(crate) const MAX_SLOTS: u64 = u32::MAX as u64;
+
+const TAG_MAGIC: u64 = 0xE7A5;
+const TAG_LEN_BITS: u32 = 40;
+const TAG_LEN_MASK: u64 = (1 << TAG_LEN_BITS) - 1;
+const STATE_FREE: u8 = b'F';
+const STATE_LIVE: u8 = b'L';
+const STATE_END: u8 = b'E';
+
+/// What the first 8 bytes of an extent say about it.
+///
+/// The tag is the only part of a header that changes after the extent is
+/// written, always with one aligned 8-byte store: that store is what makes an
+/// extent live, free, or the end of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tag {
+    /// Nothing at or after this offset belongs to the region (all-zero bytes
+    /// read as `End` too: that is what a freshly allocated file holds).
+    End,
+    /// A free extent of `len` bytes.
+    Free { len: u64 },
+    /// A live extent of `len` bytes; the rest of its header describes it.
+    Live { len: u64 },
+}
+
+impl Tag {
+    /// The 8-byte word stored for this tag.
+    pub(crate) fn encode(self) -> u64 {
+        let (state, len) = match self {
+            Tag::End => (STATE_END, 0),
+            Tag::Free { len } => (STATE_FREE, len),
+            Tag::Live { len } => (STATE_LIVE, len),
+        };
+        debug_assert!(
+            len % EXTENT_ALIGN == 0 && len <= MAX_EXTENT_LEN,
+            "extent length {len}"
+        );
+        (TAG_MAGIC << 48) | (u64::from(state) << TAG_LEN_BITS) | (len / EXTENT_ALIGN)
+    }
+
+    /// Reads a tag word, or `None` when it is not one (damage, or bytes that
+    /// were never a header).
+    pub(crate) fn decode(word: u64) -> Option<Tag> {
+        if word == 0 {
+            return Some(Tag::End);
+        }
+        if word >> 48 != TAG_MAGIC {
+            return None;
+        }
+        let len = (word & TAG_LEN_MASK) * EXTENT_ALIGN;
+        match (word >> TAG_LEN_BITS) as u8 {
+            STATE_END if len == 0 => Some(Tag::End),
+            STATE_FREE => Some(Tag::Free { len }),
+            STATE_LIVE => Some(Tag::Live { len }),
+            _ => None,
+        }
+    }
+}
+
+/// The extent length that holds a payload of `payload_len` bytes, or `None`
+/// past what the format can describe.
+pub(crate) fn extent_len_for(payload_len: u64) -> Option<u64> {
+    if payload_len > MAX_PAYLOAD_LEN {
+        return None;
+    }
+    let len = (EXTENT_HEADER_LEN + payload_len).next_multiple_of(EXTENT_ALIGN);
+    (len <= MAX_EXTENT_LEN).then_some(len)
+}
+
+/// The description of a live extent (everything in its header but the state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LiveHeader {
+    /// Length of the whole extent, header included.
+    pub extent_len: u64,
+    /// Slot index the extent holds.
+    pub slot: u32,
+    /// Changes each time a slot index is reused (region-wide write counter).
+    pub generation: u32,
+    /// Length of the payload that follows the header.
+    pub payload_len: u64,
+    /// Engine that wrote it.
+    pub engine: EngineId,
+    /// CRC32C of the payload.
+    pub payload_crc: u32,
+}
+
+/// Why 32 bytes are not a valid live extent header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderDamage {
+    /// The tag word is not a live tag.
+    NotLive,
+    /// The header checksum does not match: the stored and computed values.
+    Checksum { stored: u32, computed: u32 },
+    /// The payload does not fit in the extent the tag describes.
+    PayloadTooLong { payload_len: u64, extent_len: u64 },
+    /// The engine byte names no engine.
+    UnknownEngine(u8),
+}
+
+impl LiveHeader {
+    /// The header's 24 bytes after the tag: written first, then the tag
+    /// (`Tag::Live`) is stored over the first 8 bytes to make it live.
+    pub(crate) fn encode_body(&self) -> [u8; 24] {
+        let mut header = [0u8; 32];
+        header[0..8].copy_from_slice(&self.tag().encode().to_le_bytes());
+        header[8..12].copy_from_slice(&self.slot.to_le_bytes());
+        header[12..16].copy_from_slice(&self.generation.to_le_bytes());
+        header[16..22].copy_from_slice(&self.payload_len.to_le_bytes()[..6]);
+        header[22] = self.engine.as_u8();
+        header[24..28].copy_from_slice(&self.payload_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&header[..28]);
+        header[28..32].copy_from_slice(&crc.to_le_bytes());
+        header[8..32].try_into().expect("24 bytes")
+    }
+
+    /// The tag that makes this header live.
+    pub(crate) fn tag(&self) -> Tag {
+        Tag::Live {
+            len: self.extent_len,
+        }
+    }
+
+    /// Decodes and checks a whole 32-byte header. Checks the tag, the header
+    /// checksum, the engine and that the payload fits in the extent; the
+    /// payload checksum is the caller's to check.
+    pub(crate) fn decode(header: &[u8; 32]) -> Result<LiveHeader, HeaderDamage> {
+        let word = u64::from_le_bytes(header[0..8].try_into().expect("8 bytes"));
+        let Some(Tag::Live { len: extent_len }) = Tag::decode(word) else {
+            return Err(HeaderDamage::NotLive);
+        };
+        let stored = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&header[..28]);
+        if stored != computed {
+            return Err(HeaderDamage::Checksum { stored, computed });
+        }
+        let mut len_bytes = [0u8; 8];
+        len_bytes[..6].copy_from_slice(&header[16..22]);
+        let payload_len = u64::from_le_bytes(len_bytes);
+        if extent_len < EXTENT_HEADER_LEN || payload_len > extent_len - EXTENT_HEADER_LEN {
+            return Err(HeaderDamage::PayloadTooLong {
+                payload_len,
+                extent_len,
+            });
+        }
+        let engine =
+            EngineId::from_u8(header[22]).ok_or(HeaderDamage::UnknownEngine(header[22]))?;
+        Ok(LiveHeader {
+            extent_len,
+            slot: u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")),
+            generation: u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")),
+            payload_len,
+            engine,
+            payload_crc: u32::from_le_bytes(header[24..28].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// Why a file's first bytes are not a region header this build can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileHeaderError {
+    /// Not a region file at all (or its header is damaged); the reason says which.
+    Foreign(String),
+    /// A region file of another format version.
+    Version(u32),
+}
+
+/// The immutable part of the file header (bytes 0..24) and its checksum.
+pub(crate) fn encode_file_header() -> [u8; 28] {
+    let mut header = [0u8; 28];
+    header[0..8].copy_from_slice(&FILE_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(DATA_START as u32).to_le_bytes());
+    header[16..20].copy_from_slice(&(EXTENT_ALIGN as u32).to_le_bytes());
+    header[20..24].copy_from_slice(&(EXTENT_HEADER_LEN as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&header[..FILE_HEADER_FIXED_LEN]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The two counters kept in the file header, outside its checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counters {
+    /// One more than the highest slot index ever handed out.
+    pub slot_high_water: u64,
+    /// The generation the next write takes.
+    pub next_generation: u64,
+}
+
+/// Checks the first [`FILE_HEADER_PROBE_LEN`] bytes of a file (fewer if the
+/// file is shorter) and reads its counters.
+pub(crate) fn decode_file_header(bytes: &[u8]) -> Result<Counters, FileHeaderError> {
+    let foreign = |reason: String| Err(FileHeaderError::Foreign(reason));
+    if bytes.len() < 8 || bytes[0..8] != FILE_MAGIC {
+        return foreign(format!(
+            "the first 8 bytes are not the magic {:?}",
+            "OVFLREGN"
+        ));
+    }
+    if bytes.len() < FILE_HEADER_PROBE_LEN {
+        return foreign(format!(
+            "the file is {} bytes long, shorter than a region header",
+            bytes.len()
+        ));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let computed = crc32c::crc32c(&bytes[..FILE_HEADER_FIXED_LEN]);
+    let stored = u32_at(24);
+    if stored != computed {
+        return foreign(format!(
+            "file header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+        ));
+    }
+    let version = u32_at(8);
+    if version != FORMAT_VERSION {
+        return Err(FileHeaderError::Version(version));
+    }
+    let geometry = (u32_at(12), u32_at(16), u32_at(20));
+    let expected = (
+        DATA_START as u32,
+        EXTENT_ALIGN as u32,
+        EXTENT_HEADER_LEN as u32,
+    );
+    if geometry != expected {
+        return foreign(format!(
+            "header length, alignment and extent header length are {geometry:?}, expected {expected:?}"
+        ));
+    }
+    Ok(Counters {
+        slot_high_water: u64_at(SLOT_HIGH_WATER_OFFSET as usize),
+        next_generation: u64_at(NEXT_GENERATION_OFFSET as usize),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LiveHeader {
+        LiveHeader {
+            extent_len: 96,
+            slot: 42,
+            generation: 7,
+            payload_len: 60,
+            engine: EngineId::Crdt,
+            payload_crc: 0xDEAD_BEEF,
+        }
+    }
+
+    fn whole(header: &LiveHeader) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        bytes[0..8].copy_from_slice(&header.tag().encode().to_le_bytes());
+        bytes[8..32].copy_from_slice(&header.encode_body());
+        bytes
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        for tag in [
+            Tag::End,
+            Tag::Free { len: 32 },
+            Tag::Live { len: 16 * 1000 },
+            Tag::Free {
+                len: MAX_EXTENT_LEN,
+            },
+        ] {
+            assert_eq!(Tag::decode(tag.encode()), Some(tag));
+        }
+        assert_eq!(Tag::decode(0), Some(Tag::End));
+        assert_eq!(Tag::decode(u64::MAX), None);
+        assert_eq!(Tag::decode(0x1234_5678), None);
+    }
+
+    #[test]
+    fn live_header_round_trips() {
+        let header = sample();
+        assert_eq!(LiveHeader::decode(&whole(&header)), Ok(header));
+    }
+
+    #[test]
+    fn any_flipped_bit_in_a_live_header_is_detected() {
+        let bytes = whole(&sample());
+        for bit in 0..256 {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                LiveHeader::decode(&damaged).is_err(),
+                "bit {bit} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn payload_longer_than_its_extent_is_refused() {
+        let header = LiveHeader {
+            payload_len: 65,
+            ..sample()
+        };
+        assert_eq!(
+            LiveHeader::decode(&whole(&header)),
+            Err(HeaderDamage::PayloadTooLong {
+                payload_len: 65,
+                extent_len: 96
+            })
+        );
+    }
+
+    #[test]
+    fn extent_lengths() {
+        assert_eq!(extent_len_for(0), Some(32));
+        assert_eq!(extent_len_for(1), Some(48));
+        assert_eq!(extent_len_for(16), Some(48));
+        assert_eq!(extent_len_for(17), Some(64));
+        assert_eq!(extent_len_for(MAX_PAYLOAD_LEN + 1), None);
+    }
+
+    #[test]
+    fn file_header_round_trips_and_refuses_foreign_bytes() {
+        let mut file = vec![0u8; FILE_HEADER_PROBE_LEN];
+        file[..28].copy_from_slice(&encode_file_header());
+        file[64..72].copy_from_slice(&5u64.to_le_bytes());
+        file[72..80].copy_from_slice(&9u64.to_le_bytes());
+        assert_eq!(
+            decode_file_header(&file),
+            Ok(Counters {
+                slot_high_water: 5,
+                next_generation: 9
+            })
+        );
+        assert!(matches!(
+            decode_file_header(&file[..40]),
+            Err(FileHeaderError::Foreign(_))
+        ));
+        assert!(matches!(
+            decode_file_header(b"hello"),
+            Err(FileHeaderError::Foreign(_))
+        ));
+        for byte in 0..28 {
+            let mut damaged = file.clone();
+            damaged[byte] ^= 0x10;
+            assert!(decode_file_header(&damaged).is_err(), "byte {byte}");
+        }
+    }
+
+    #[test]
+    fn other_versions_are_reported_as_such() {
+        let mut file = vec![0u8; FILE_HEADER_PROBE_LEN];
+        file[..28].copy_from_slice(&encode_file_header());
+        file[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&file[..24]);
+        file[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_file_header(&file), Err(FileHeaderError::Version(2)));
+    }
+}

@@ -1,0 +1,54 @@
+//! A per-core, mmap-backed spill file for thread-per-core databases.
+//!
+//! An [`OverflowRegion`] is a file owned by one core. The owner writes blobs
+//! into numbered slots, reads them back as slices of the mapping with no
+//! copy, frees them, and finds them all again after a restart.
+//!
+//! - Freed space is reused with a good fit in O(1) (a two-level segregated
+//!   fit index), free neighbours are merged and the end of the region is
+//!   given back.
+//! - Every extent has a self-describing header with CRC32C checksums of
+//!   header and payload; reopening a file rebuilds every slot from the file
+//!   alone, and a process killed at any instant loses nothing acknowledged.
+//! - Bad files are errors, never panics; a file that is not a region is
+//!   refused and left untouched.
+//!
+//! ```
+//! use overflow_region::{EngineId, OverflowRegion};
+//!
+//! # fn main() -> overflow_region::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut region = OverflowRegion::open_with_config(&dir.path().join("core-0"), 1 << 20, 64 << 20)?;
+//!
+//! let a = region.write(b"spilled hash-join partition", EngineId::Query)?;
+//! let b = region.write(&[7u8; 4096], EngineId::Vector)?;
+//! assert_eq!(region.read(a)?, b"spilled hash-join partition");
+//! assert_eq!(region.read(b)?.len(), 4096);
+//!
+//! region.free(a)?;
+//! let c = region.write(b"reuses a's index", EngineId::Wal)?;
+//! assert_eq!(c, a);
+//! assert_eq!(region.live_bytes(), 4096 + 16);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`.
+
+#![deny(missing_docs)]
+
+mod engine;
+mod error;
+mod layout;
+mod mapping;
+mod recovery;
+mod region;
+mod slots;
+mod space;
+mod tuning;
+
+pub use engine::{EngineId, UnknownEngine};
+pub use error::{Error, Result};
+pub use recovery::{DropReason, DroppedExtent, RecoveryReport};
+pub use region::OverflowRegion;
+pub use tuning::MemoryTuning;

@@ -1,0 +1,268 @@
+//! The file and its memory mapping: the only module with `unsafe` code.
+//!
+//! A [`Mapping`] reserves address space for the region's maximum capacity
+//! once, as one `MAP_SHARED` mapping of the file, and the file grows
+//! underneath it. The base never moves (no `mremap`), and no byte at or past
+//! the file's current length is ever touched, so no access can raise SIGBUS:
+//! every access goes through [`Mapping::bytes`], [`Mapping::bytes_mut`],
+//! [`Mapping::load_word`] or [`Mapping::store_word`], which check bounds
+//! against the file length this mapping itself set.
+//!
+//! The remaining hazard is another process truncating or writing the file
+//! while it is mapped; the exclusive lock taken by [`lock_exclusive`] keeps
+//! cooperating writers out, and the hazard is documented on
+//! [`crate::OverflowRegion`].
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{FallocateFlags, FlockOperation};
+use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
+
+/// A file mapped over a fixed address-space reservation.
+pub(crate) struct Mapping {
+    /// Start of the reservation. Invariant: the range `base..base + reserved`
+    /// is one live `MAP_SHARED` mapping of `file` from offset 0, owned by this
+    /// value and unmapped only in `Drop`.
+    base: NonNull<u8>,
+    /// Length of the reservation in bytes (a multiple of the page size).
+    reserved: usize,
+    /// The file's length. Invariant: `file_len <= reserved`, and it is the
+    /// file's real length whenever this mapping changed it (only `grow` does),
+    /// so `base..base + file_len` is backed by the file.
+    file_len: u64,
+    /// The mapped file; kept open for growth, sync and its lock.
+    file: File,
+}
+
+/// The size of a memory page on this machine.
+pub(crate) fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+impl Mapping {
+    /// Maps `file` read-write over a reservation of `reserve` bytes (rounded up
+    /// to a page). The file must not be longer than the reservation.
+    pub(crate) fn new(file: File, reserve: u64) -> io::Result<Mapping> {
+        let file_len = file.metadata()?.len();
+        let reserved = reserve.next_multiple_of(page_size());
+        if file_len > reserved {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("file of {file_len} bytes is longer than the {reserved}-byte reservation"),
+            ));
+        }
+        let reserved = usize::try_from(reserved).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "reservation exceeds the address space",
+            )
+        })?;
+        // SAFETY: a fresh mapping at an address the kernel chooses, so no
+        // existing Rust object is aliased. MAP_SHARED of a file we keep open;
+        // pages past the file's end are reserved but never touched (see the
+        // `file_len` invariant). NORESERVE: the file, not swap, backs it.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                reserved,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                &file,
+                0,
+            )?
+        };
+        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        // SAFETY: advice on exactly the range mapped above; advice changes no
+        // memory contents. Access is random by slot, so read-ahead only wastes
+        // page cache (the seed's original sets the same advice).
+        if let Err(error) = unsafe { rustix::mm::madvise(ptr, reserved, Advice::Random) } {
+            tracing::warn!(%error, "madvise(MADV_RANDOM) failed; continuing without it");
+        }
+        Ok(Mapping {
+            base,
+            reserved,
+            file_len,
+            file,
+        })
+    }
+
+    /// The file's current length.
+    pub(crate) fn len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Length of the address-space reservation: the file can grow to it.
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved as u64
+    }
+
+    /// The mapped file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Grows the file to `new_len` bytes with its blocks allocated, so a full
+    /// disk is this error and never a SIGBUS later. On error the file keeps
+    /// its old length.
+    pub(crate) fn grow(&mut self, new_len: u64) -> io::Result<()> {
+        assert!(
+            new_len <= self.reserved as u64,
+            "growth past the reservation"
+        );
+        if new_len <= self.file_len {
+            return Ok(());
+        }
+        let old_len = self.file_len;
+        let result = match rustix::fs::fallocate(
+            &self.file,
+            FallocateFlags::empty(),
+            old_len,
+            new_len - old_len,
+        ) {
+            Err(rustix::io::Errno::OPNOTSUPP) => self.grow_by_writing_zeros(old_len, new_len),
+            other => other.map_err(io::Error::from),
+        };
+        if let Err(error) = result {
+            // A failed fallocate may have extended the file part of the way;
+            // put the length back so the invariant `file_len == real length`
+            // holds and the caller sees an unchanged file.
+            let _ = self.file.set_len(old_len);
+            return Err(error);
+        }
+        self.file_len = new_len;
+        Ok(())
+    }
+
+    /// Growth for file systems without `fallocate`: write the zeros, so the
+    /// blocks are allocated now rather than on first touch through the map.
+    fn grow_by_writing_zeros(&self, old_len: u64, new_len: u64) -> io::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0u8; CHUNK];
+        let mut at = old_len;
+        while at < new_len {
+            let n = CHUNK.min((new_len - at) as usize);
+            self.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The bytes `offset..offset + len` of the file, or `None` if any of them
+    /// lies past its end. The one place a range becomes a slice.
+    pub(crate) fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.file_len {
+            return None;
+        }
+        // SAFETY: `offset + len <= file_len <= reserved`, so the range lies in
+        // the live mapping and is backed by the file (struct invariants). The
+        // mapping is readable. The slice borrows `self`; every mutation goes
+        // through `&mut self`, so no `&mut` alias can exist while it lives.
+        // Other processes writing the file are the documented hazard.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add(offset as usize), len as usize)
+        })
+    }
+
+    /// The bytes `offset..offset + len`, writable, or `None` if any lies past
+    /// the end of the file.
+    pub(crate) fn bytes_mut(&mut self, offset: u64, len: u64) -> Option<&mut [u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.file_len {
+            return None;
+        }
+        // SAFETY: in bounds and backed as for `bytes`; the mapping is
+        // writable; `&mut self` guarantees no other slice of this mapping is
+        // alive.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset as usize), len as usize)
+        })
+    }
+
+    /// The atomic word at `offset`, if it is 8-byte aligned and inside the file.
+    fn word(&self, offset: u64) -> Option<&AtomicU64> {
+        if offset % 8 != 0 || offset.checked_add(8)? > self.file_len {
+            return None;
+        }
+        // SAFETY: in bounds and backed (checked above, struct invariants),
+        // 8-byte aligned (offset is, and the base is page aligned), and valid
+        // for the borrow of `self`. Within this process every access to tag
+        // words is atomic or happens under `&mut self`.
+        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) })
+    }
+
+    /// Loads the little-endian word at the 8-byte aligned `offset`.
+    pub(crate) fn load_word(&self, offset: u64) -> Option<u64> {
+        self.word(offset)
+            .map(|word| u64::from_le(word.load(Ordering::Acquire)))
+    }
+
+    /// Stores a little-endian word at the 8-byte aligned `offset` with one
+    /// store, ordered after every earlier write to the mapping (Release): the
+    /// commit point of every extent state change.
+    ///
+    /// # Panics
+    ///
+    /// If `offset` is unaligned or past the end of the file (a bug in the caller).
+    pub(crate) fn store_word(&mut self, offset: u64, value: u64) {
+        let word = self.word(offset).unwrap_or_else(|| {
+            panic!(
+                "word store at {offset} outside a {}-byte file",
+                self.file_len
+            )
+        });
+        word.store(value.to_le(), Ordering::Release);
+    }
+
+    /// Writes every dirty page of the mapping to the file and the file to
+    /// stable storage (`msync(MS_SYNC)` then `fsync`).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        if self.file_len > 0 {
+            // SAFETY: the range is the mapped, file-backed prefix of the
+            // reservation (struct invariants); msync reads no Rust-visible
+            // memory and changes none.
+            unsafe {
+                rustix::mm::msync(
+                    self.base.as_ptr().cast(),
+                    self.file_len as usize,
+                    MsyncFlags::SYNC,
+                )?;
+            }
+        }
+        rustix::fs::fsync(&self.file)?;
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the reservation is ours (struct invariant) and every slice
+        // of it borrows `self`, so none outlives this call.
+        if let Err(error) = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.reserved) }
+        {
+            tracing::warn!(%error, "munmap of an overflow region failed");
+        }
+    }
+}
+
+/// Takes the exclusive advisory lock (`flock`) on `file` without waiting.
+/// `Ok(false)` when another open file description holds it: another writer in
+/// this or another process.
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Makes a new directory entry durable (`fsync` of the directory).
+pub(crate) fn sync_directory(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,378 @@
+//! Rebuilding a region's slots and free space from its file alone.
+//!
+//! [`recover`] is a pure function over the file's bytes: it walks the chain of
+//! extents from the end of the file header, verifies every live extent's
+//! header and payload checksums, and returns what it found together with the
+//! few tag stores ("repairs") that make the file agree with the rebuilt free
+//! space. The caller (the region) applies the repairs; a read-only tool just
+//! reads the report. The walk and its crash analysis are specified in
+//! `docs/FORMAT.md`.
+
+use std::time::Duration;
+
+use crate::layout::{Counters, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader, Tag};
+use crate::space::{Extent, Space};
+
+/// What [`crate::OverflowRegion::recovery`] reports about the last open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// True when the file was new or empty and was initialised, not recovered.
+    pub initialised: bool,
+    /// Live slots found intact and restored.
+    pub slots_recovered: usize,
+    /// Extents that held damaged or doubtful data and were dropped (made free).
+    pub dropped: Vec<DroppedExtent>,
+    /// Bytes of the file the walk covered.
+    pub bytes_scanned: u64,
+    /// Tag stores written to make the file agree with the rebuilt free space
+    /// (coalescing free neighbours a crash left apart, marking the end).
+    pub repairs: usize,
+    /// Time the walk took.
+    pub duration: Duration,
+}
+
+/// An extent recovery dropped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedExtent {
+    /// Byte offset of the extent in the file.
+    pub offset: u64,
+    /// Length of the extent (for a damaged header: up to the next intact one).
+    pub len: u64,
+    /// The slot index the extent claimed, when its header could be read.
+    pub slot: Option<usize>,
+    /// What was wrong.
+    pub reason: DropReason,
+}
+
+/// Why recovery dropped an extent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The extent header is damaged; the data up to the next intact header
+    /// was skipped.
+    DamagedHeader {
+        /// What the check found.
+        detail: String,
+    },
+    /// The header is intact but the payload does not match its checksum
+    /// (a torn write after power loss, or damage).
+    PayloadChecksum {
+        /// Checksum in the header.
+        stored: u32,
+        /// Checksum of the bytes found.
+        computed: u32,
+    },
+    /// Another extent holds the same slot index with a newer generation.
+    Duplicate {
+        /// Offset of the extent that was kept.
+        kept_offset: u64,
+    },
+    /// The slot index is larger than any file of this size can have handed out.
+    SlotOutOfRange {
+        /// The largest plausible index.
+        limit: usize,
+    },
+}
+
+/// A live slot found by the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecoveredSlot {
+    pub extent: Extent,
+    pub header: LiveHeader,
+}
+
+/// Everything [`recover`] rebuilt.
+pub(crate) struct Recovered {
+    /// Intact live slots, one per slot index, in file order.
+    pub slots: Vec<RecoveredSlot>,
+    /// Free space and cursor, rebuilt.
+    pub space: Space,
+    /// Slot indices handed out (occupied or freed): `slot_count()`.
+    pub slot_high_water: u64,
+    /// Generation for the next write.
+    pub next_generation: u64,
+    /// Tag stores that make the file agree with `space`, in order.
+    pub repairs: Vec<(u64, Tag)>,
+    /// Live extents the caller must free with its usual path (duplicates that
+    /// lost to a newer generation; found after they were counted as live).
+    pub to_free: Vec<Extent>,
+    /// What happened.
+    pub report: RecoveryReport,
+}
+
+/// A run of adjacent extents that end up free; written back as one.
+struct FreeRun {
+    start: u64,
+    len: u64,
+    /// True while the run is one extent that already carries the right tag.
+    already_tagged: bool,
+}
+
+/// Rebuilds a region from `file` (the whole file, header included, already
+/// checked by [`layout::decode_file_header`]) into `space` (empty).
+///
+/// Never panics and never reads outside `file`, whatever its contents.
+pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Recovered {
+    let started = std::time::Instant::now();
+    let eof = file.len() as u64;
+    let word_at = |at: u64| {
+        u64::from_le_bytes(
+            file[at as usize..at as usize + 8]
+                .try_into()
+                .expect("8 bytes"),
+        )
+    };
+    let header_at = |at: u64| -> &[u8; 32] {
+        file[at as usize..(at + EXTENT_HEADER_LEN) as usize]
+            .try_into()
+            .expect("32 bytes")
+    };
+    let fits = |at: u64, len: u64| {
+        len >= EXTENT_HEADER_LEN
+            && len % EXTENT_ALIGN == 0
+            && at.checked_add(len).is_some_and(|end| end <= eof)
+    };
+    // A slot index past this cannot have been handed out in a file this size:
+    // at the moment an index is first handed out every lower one is live.
+    let slot_limit = (eof.saturating_sub(DATA_START) / EXTENT_HEADER_LEN + 1) as usize;
+
+    let mut report = RecoveryReport::default();
+    let mut slots: Vec<RecoveredSlot> = Vec::new();
+    let mut slot_owner: Vec<u32> = Vec::new(); // slot index -> position in `slots`, u32::MAX if none
+    let mut to_free = Vec::new();
+    let mut repairs = Vec::new();
+    let mut run: Option<FreeRun> = None;
+    let mut clean_end = false;
+
+    let mut free = |space: &mut Space, run: &mut Option<FreeRun>, extent: Extent, tagged: bool| {
+        space.recover_free(extent);
+        match run {
+            Some(run) => {
+                run.len += extent.len;
+                run.already_tagged = false;
+            }
+            None => {
+                *run = Some(FreeRun {
+                    start: extent.offset,
+                    len: extent.len,
+                    already_tagged: tagged,
+                })
+            }
+        }
+    };
+
+    let mut pos = DATA_START;
+    while pos + EXTENT_HEADER_LEN <= eof {
+        let tag = Tag::decode(word_at(pos));
+        match tag {
+            Some(Tag::End) => {
+                clean_end = word_at(pos) == Tag::End.encode();
+                break;
+            }
+            Some(Tag::Free { len }) if fits(pos, len) => {
+                free(&mut space, &mut run, Extent { offset: pos, len }, true);
+                pos += len;
+                continue;
+            }
+            Some(Tag::Live { len }) if fits(pos, len) => {
+                if let Ok(header) = LiveHeader::decode(header_at(pos)) {
+                    let extent = Extent { offset: pos, len };
+                    let payload =
+                        &file[(pos + EXTENT_HEADER_LEN) as usize..][..header.payload_len as usize];
+                    let computed = crc32c::crc32c(payload);
+                    let slot = header.slot as usize;
+                    let drop = if computed != header.payload_crc {
+                        Some(DropReason::PayloadChecksum {
+                            stored: header.payload_crc,
+                            computed,
+                        })
+                    } else if slot >= slot_limit {
+                        Some(DropReason::SlotOutOfRange { limit: slot_limit })
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = drop {
+                        report.dropped.push(DroppedExtent {
+                            offset: pos,
+                            len,
+                            slot: Some(slot),
+                            reason,
+                        });
+                        free(&mut space, &mut run, extent, false);
+                    } else {
+                        close_run(&mut run, &mut repairs);
+                        space.recover_allocated(extent);
+                        if slot >= slot_owner.len() {
+                            slot_owner.resize(slot + 1, u32::MAX);
+                        }
+                        let found = RecoveredSlot { extent, header };
+                        match slot_owner[slot] {
+                            u32::MAX => {
+                                slot_owner[slot] = slots.len() as u32;
+                                slots.push(found);
+                            }
+                            other => {
+                                let kept = &mut slots[other as usize];
+                                // Generations wrap; the nearer one ahead is newer.
+                                let newer = header.generation.wrapping_sub(kept.header.generation)
+                                    < u32::MAX / 2;
+                                let (winner, loser) = if newer {
+                                    (found, *kept)
+                                } else {
+                                    (*kept, found)
+                                };
+                                *kept = winner;
+                                to_free.push(loser.extent);
+                                report.dropped.push(DroppedExtent {
+                                    offset: loser.extent.offset,
+                                    len: loser.extent.len,
+                                    slot: Some(slot),
+                                    reason: DropReason::Duplicate {
+                                        kept_offset: winner.extent.offset,
+                                    },
+                                });
+                            }
+                        }
+                    }
+                    pos += len;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        // The header at `pos` cannot be trusted: skip to the next intact live
+        // header (or an explicit end mark), and drop what lies between.
+        let detail = damage_detail(file, pos, tag);
+        let next = resync(file, pos, &fits);
+        report.dropped.push(DroppedExtent {
+            offset: pos,
+            len: next - pos,
+            slot: None,
+            reason: DropReason::DamagedHeader { detail },
+        });
+        if next + EXTENT_HEADER_LEN > eof {
+            // Nothing intact after it: the region ends at `pos`.
+            break;
+        }
+        free(
+            &mut space,
+            &mut run,
+            Extent {
+                offset: pos,
+                len: next - pos,
+            },
+            false,
+        );
+        pos = next;
+    }
+
+    let cursor = space.finish_recovery();
+    match run.take() {
+        // Free space reaching the end of the chain is given back: the chain
+        // now ends where that free space starts.
+        Some(run) => {
+            debug_assert_eq!(cursor, run.start);
+            repairs.push((run.start, Tag::End));
+        }
+        None => {
+            debug_assert_eq!(cursor, pos);
+            if !clean_end && pos + 8 <= eof && word_at(pos) != Tag::End.encode() {
+                repairs.push((pos, Tag::End));
+            }
+        }
+    }
+
+    let max_slot_seen = slot_owner.len() as u64;
+    let slot_high_water = if counters.slot_high_water <= (slot_limit as u64).max(max_slot_seen) {
+        counters.slot_high_water.max(max_slot_seen)
+    } else {
+        max_slot_seen
+    };
+    let newest = slots
+        .iter()
+        .map(|s| u64::from(s.header.generation) + 1)
+        .max()
+        .unwrap_or(0);
+    report.slots_recovered = slots.len();
+    report.bytes_scanned = pos.max(cursor).min(eof);
+    report.repairs = repairs.len();
+    report.duration = started.elapsed();
+    Recovered {
+        slots,
+        space,
+        slot_high_water,
+        next_generation: counters.next_generation.max(newest),
+        repairs,
+        to_free,
+        report,
+    }
+}
+
+/// Closes a run of free extents at a live extent: one tag store if the run is
+/// not already a single, correctly tagged free extent.
+fn close_run(run: &mut Option<FreeRun>, repairs: &mut Vec<(u64, Tag)>) {
+    if let Some(run) = run.take() {
+        if !run.already_tagged {
+            repairs.push((run.start, Tag::Free { len: run.len }));
+        }
+    }
+}
+
+/// The offset of the next trustworthy header after the damaged one at `pos`:
+/// a live header whose checksum holds, or an explicit end mark; the end of
+/// the file (rounded down to the alignment) if there is none.
+fn resync(file: &[u8], pos: u64, fits: &dyn Fn(u64, u64) -> bool) -> u64 {
+    let eof = file.len() as u64;
+    let mut at = pos + EXTENT_ALIGN;
+    while at + EXTENT_HEADER_LEN <= eof {
+        let header: &[u8; 32] = file[at as usize..(at + EXTENT_HEADER_LEN) as usize]
+            .try_into()
+            .expect("32 bytes");
+        let word = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        if word == Tag::End.encode() {
+            return at;
+        }
+        if let Ok(live) = LiveHeader::decode(header) {
+            if fits(at, live.extent_len) {
+                return at;
+            }
+        }
+        at += EXTENT_ALIGN;
+    }
+    (eof - DATA_START) / EXTENT_ALIGN * EXTENT_ALIGN + DATA_START
+}
+
+/// Words for a damaged header, for the report.
+fn damage_detail(file: &[u8], pos: u64, tag: Option<Tag>) -> String {
+    match tag {
+        None => format!(
+            "tag word {:#018x} at offset {pos} is not an extent tag",
+            u64::from_le_bytes(
+                file[pos as usize..pos as usize + 8]
+                    .try_into()
+                    .expect("8 bytes")
+            )
+        ),
+        Some(Tag::Free { len }) | Some(Tag::Live { len })
+            if len < EXTENT_HEADER_LEN
+                || pos
+                    .checked_add(len)
+                    .is_none_or(|end| end > file.len() as u64) =>
+        {
+            format!(
+                "extent at offset {pos} claims {len} bytes, past the end of the {}-byte file or shorter than a header",
+                file.len()
+            )
+        }
+        _ => {
+            let header: &[u8; 32] = file[pos as usize..pos as usize + 32]
+                .try_into()
+                .expect("32 bytes");
+            format!(
+                "live header at offset {pos}: {:?}",
+                LiveHeader::decode(header).err()
+            )
+        }
+    }
+}

@@ -1,0 +1,710 @@
+//! [`OverflowRegion`]: the public API, composing the layers below it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::marker::PhantomData;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::engine::EngineId;
+use crate::error::{Error, Result};
+use crate::layout::{
+    self, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError,
+    LiveHeader, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET, Tag,
+};
+use crate::mapping::{self, Mapping};
+use crate::recovery::{self, RecoveryReport};
+use crate::slots::{LiveSlot, SlotLookup, SlotTable};
+use crate::space::{Extent, GRANULE, Released, Space};
+use crate::tuning::MemoryTuning;
+
+/// A free remainder shorter than this stays inside the allocated extent as
+/// slack rather than becoming a free extent of its own: a free extent must
+/// hold at least a header, and one this small would only fragment the index.
+const MIN_SPLIT: u64 = 64;
+
+/// The file grows by at least this fraction of its size (1/2), so growth
+/// steps are few, and by at most this many bytes, so one step never commits
+/// far more disk than the region needs.
+const MAX_GROWTH_STEP: u64 = 256 << 20;
+
+/// The smallest capacity a region can have: the file header and one page.
+const MIN_CAPACITY: u64 = DATA_START * 2;
+
+const _: () = assert!(GRANULE == layout::EXTENT_ALIGN);
+
+/// An mmap-backed overflow region owned by a single core.
+///
+/// The owner writes blobs into numbered slots, reads them back as slices of
+/// the mapping (no copy), and frees them. Freed space is reused in O(1) with
+/// a good fit (a two-level segregated fit index over free extents), free
+/// neighbours are merged, and space at the end of the file is given back.
+/// Every extent carries a self-describing header with checksums, so a region
+/// reopened after a crash finds every acknowledged slot again (see
+/// [`OverflowRegion::recovery`] and `docs/FORMAT.md`).
+///
+/// Not `Send` or `Sync`: it is owned by one thread, like the seed's original.
+///
+/// ```
+/// use overflow_region::{EngineId, OverflowRegion};
+///
+/// # fn main() -> overflow_region::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("core-0.region");
+/// let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 16 << 20)?;
+/// let slot = region.write(b"cold row", EngineId::Query)?;
+/// assert_eq!(region.read(slot)?, b"cold row");
+/// region.sync()?;
+/// drop(region);
+///
+/// let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 16 << 20)?;
+/// assert_eq!(region.read(slot)?, b"cold row");
+/// region.free(slot)?;
+/// assert_eq!(region.used_bytes(), 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Soundness of zero-copy reads
+///
+/// [`read`](Self::read) returns a slice of the mapping. It is sound because
+/// only one writer maps a file (an exclusive `flock` held for the region's
+/// lifetime), the slice borrows `&self` so neither `write` nor `free`
+/// (`&mut self`) can run while it lives, the mapping's base never moves, and
+/// every length read from the file is checked before use. The one hazard
+/// left is outside this process's control: another process that ignores the
+/// lock and writes or truncates the file can change the bytes under a live
+/// slice or make touching them raise SIGBUS. Do not let other programs write
+/// a region file while it is open.
+///
+/// # Durability
+///
+/// A process that dies (even by SIGKILL) loses nothing acknowledged: every
+/// slot whose `write` returned and that was not freed reads back identical
+/// after reopen, and a `free` that returned is never undone. After power
+/// loss, everything before the last [`sync`](Self::sync) survives.
+pub struct OverflowRegion {
+    path: PathBuf,
+    /// The mapped file. Invariant: `mapping.len() >= space.cursor()`: every
+    /// extent lies inside the file.
+    mapping: Mapping,
+    /// Free extents and the cursor. Invariant: together with the live slots'
+    /// extents they tile `DATA_START..space.cursor()` exactly, and they agree
+    /// with the tags in the file.
+    space: Space,
+    /// Slot index -> extent. Invariant: each live entry's extent carries a
+    /// live header naming that index.
+    slots: SlotTable,
+    /// Sum of the live slots' payload lengths.
+    live_bytes: u64,
+    /// Generation of the next write; its low 32 bits go in the header.
+    next_generation: u64,
+    /// What the last open found.
+    recovery: RecoveryReport,
+    /// Single-thread owned, as the seed's original: neither `Send` nor `Sync`.
+    _owned_by_one_thread: PhantomData<*mut ()>,
+}
+
+impl std::fmt::Debug for OverflowRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverflowRegion")
+            .field("path", &self.path)
+            .field("capacity", &self.capacity())
+            .field("max_capacity", &self.max_capacity())
+            .field("used_bytes", &self.used_bytes())
+            .field("live_bytes", &self.live_bytes())
+            .field("slot_count", &self.slot_count())
+            .field("live_slots", &self.live_slot_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validated capacities.
+struct Capacities {
+    initial: u64,
+    max: u64,
+}
+
+impl Capacities {
+    fn new(initial: usize, max: usize) -> Result<Capacities> {
+        let page = mapping::page_size();
+        let (initial, max) = (initial as u64, max as u64);
+        if initial > max {
+            return Err(Error::InvalidConfig {
+                reason: format!("initial capacity {initial} is larger than maximum capacity {max}"),
+            });
+        }
+        // The file never passes `max`, so it is rounded down to whole pages.
+        let max = max / page * page;
+        if max < MIN_CAPACITY {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "maximum capacity {max} is below the minimum of {MIN_CAPACITY} bytes"
+                ),
+            });
+        }
+        let initial = initial.next_multiple_of(page).clamp(MIN_CAPACITY, max);
+        Ok(Capacities { initial, max })
+    }
+}
+
+impl OverflowRegion {
+    /// Default initial file size: 64 MiB.
+    ///
+    /// Corresponds to [`MemoryTuning::overflow_initial_bytes`].
+    pub const DEFAULT_INITIAL_CAPACITY: usize = 64 << 20;
+
+    /// Default maximum file size: 1 GiB.
+    ///
+    /// Corresponds to [`MemoryTuning::overflow_max_bytes`].
+    pub const DEFAULT_MAX_CAPACITY: usize = 1 << 30;
+
+    /// Opens or creates a region at `path` with the default capacities.
+    ///
+    /// A new (or empty) file is created at the initial capacity. An existing
+    /// region file is recovered: every live slot comes back (see
+    /// [`recovery`](Self::recovery)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotARegion`] or [`Error::UnsupportedVersion`] for a file that
+    /// is not a region this build reads (the file is left untouched),
+    /// [`Error::Locked`] if another writer has it open, [`Error::InvalidConfig`]
+    /// if it is larger than the maximum capacity, [`Error::Io`] if a system
+    /// call fails.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_config(
+            path,
+            Self::DEFAULT_INITIAL_CAPACITY,
+            Self::DEFAULT_MAX_CAPACITY,
+        )
+    }
+
+    /// Opens or creates a region with an explicit initial capacity and the
+    /// default maximum.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_with_config`](Self::open_with_config).
+    pub fn open_with_capacity(path: &Path, initial_capacity: usize) -> Result<Self> {
+        Self::open_with_config(
+            path,
+            initial_capacity,
+            Self::DEFAULT_MAX_CAPACITY.max(initial_capacity),
+        )
+    }
+
+    /// Opens or creates a region with the capacities of a [`MemoryTuning`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open_with_config`](Self::open_with_config).
+    pub fn open_with_tuning(path: &Path, tuning: &MemoryTuning) -> Result<Self> {
+        Self::open_with_config(
+            path,
+            tuning.overflow_initial_bytes,
+            tuning.overflow_max_bytes,
+        )
+    }
+
+    /// Opens or creates a region with explicit initial and maximum capacity.
+    ///
+    /// The file is created at `initial_capacity` (rounded up to a page, at
+    /// least 8 KiB) and grows as writes need, never past `max_capacity`
+    /// (rounded down to a page). Address space for `max_capacity` is reserved
+    /// once; the mapping never moves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if `initial_capacity > max_capacity`, if
+    /// `max_capacity` is below 8 KiB, or if the existing file is larger than
+    /// `max_capacity`; otherwise as [`open`](Self::open).
+    pub fn open_with_config(
+        path: &Path,
+        initial_capacity: usize,
+        max_capacity: usize,
+    ) -> Result<Self> {
+        let capacities = Capacities::new(initial_capacity, max_capacity)?;
+        let io_error = |operation| {
+            move |source| Error::Io {
+                path: path.to_owned(),
+                operation,
+                source,
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_error("open"))?;
+        if !mapping::lock_exclusive(&file).map_err(io_error("flock"))? {
+            return Err(Error::Locked {
+                path: path.to_owned(),
+            });
+        }
+        let file_len = file.metadata().map_err(io_error("stat"))?.len();
+        if file_len == 0 {
+            return Self::initialise(path, file, &capacities);
+        }
+        let counters = Self::check_header(path, &file, file_len)?;
+        if file_len < DATA_START {
+            // Our own header, written by an initialisation that did not finish.
+            return Self::initialise(path, file, &capacities);
+        }
+        if file_len > capacities.max {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "{}: the file is {file_len} bytes, larger than the maximum capacity {}",
+                    path.display(),
+                    capacities.max
+                ),
+            });
+        }
+        let mapping = Mapping::new(file, capacities.max).map_err(io_error("mmap"))?;
+        Ok(Self::recover(path, mapping, counters))
+    }
+
+    /// Reads and checks the file header of an existing, non-empty file
+    /// (without modifying it).
+    fn check_header(path: &Path, file: &File, file_len: u64) -> Result<Counters> {
+        let mut probe = [0u8; FILE_HEADER_PROBE_LEN];
+        let probe_len = (file_len as usize).min(FILE_HEADER_PROBE_LEN);
+        file.read_exact_at(&mut probe[..probe_len], 0)
+            .map_err(|source| Error::Io {
+                path: path.to_owned(),
+                operation: "read header",
+                source,
+            })?;
+        layout::decode_file_header(&probe[..probe_len]).map_err(|error| match error {
+            FileHeaderError::Foreign(reason) => Error::NotARegion {
+                path: path.to_owned(),
+                reason,
+            },
+            FileHeaderError::Version(found) => Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found,
+                supported: layout::FORMAT_VERSION,
+            },
+        })
+    }
+
+    /// Makes an empty file (or one whose initialisation was interrupted) a
+    /// region: the header first, so an interrupted initialisation is
+    /// recognised as ours, then the blocks, then a sync of file and directory.
+    fn initialise(path: &Path, file: File, capacities: &Capacities) -> Result<Self> {
+        let io_error = |operation| {
+            move |source| Error::Io {
+                path: path.to_owned(),
+                operation,
+                source,
+            }
+        };
+        let mut header = [0u8; FILE_HEADER_PROBE_LEN];
+        header[..28].copy_from_slice(&layout::encode_file_header());
+        file.write_all_at(&header, 0)
+            .map_err(io_error("write header"))?;
+        let mut mapping = Mapping::new(file, capacities.max).map_err(io_error("mmap"))?;
+        mapping
+            .grow(capacities.initial)
+            .map_err(io_error("fallocate"))?;
+        mapping.sync().map_err(io_error("fsync"))?;
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        mapping::sync_directory(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            operation: "fsync directory",
+            source,
+        })?;
+        Ok(OverflowRegion {
+            path: path.to_owned(),
+            space: Space::new(DATA_START, mapping.reserved(), MIN_SPLIT),
+            mapping,
+            slots: SlotTable::default(),
+            live_bytes: 0,
+            next_generation: 0,
+            recovery: RecoveryReport {
+                initialised: true,
+                ..RecoveryReport::default()
+            },
+            _owned_by_one_thread: PhantomData,
+        })
+    }
+
+    /// Rebuilds slots and free space from a mapped region file and applies
+    /// the repairs recovery asks for.
+    fn recover(path: &Path, mut mapping: Mapping, counters: Counters) -> Self {
+        let space = Space::new(DATA_START, mapping.reserved(), MIN_SPLIT);
+        let file = mapping
+            .bytes(0, mapping.len())
+            .expect("the whole file is in bounds");
+        let recovered = recovery::recover(file, counters, space);
+        for &(offset, tag) in &recovered.repairs {
+            mapping.store_word(offset, tag.encode());
+        }
+        let live = recovered.slots.iter().map(|found| {
+            let header = found.header;
+            let slot = LiveSlot {
+                offset: found.extent.offset,
+                extent_len: found.extent.len,
+                payload_len: header.payload_len,
+                generation: header.generation,
+                engine: header.engine,
+            };
+            (header.slot as usize, slot)
+        });
+        let slots = SlotTable::rebuild(recovered.slot_high_water as usize, live);
+        let live_bytes = recovered
+            .slots
+            .iter()
+            .map(|found| found.header.payload_len)
+            .sum();
+        let mut region = OverflowRegion {
+            path: path.to_owned(),
+            mapping,
+            space: recovered.space,
+            slots,
+            live_bytes,
+            next_generation: recovered.next_generation,
+            recovery: recovered.report,
+            _owned_by_one_thread: PhantomData,
+        };
+        for extent in recovered.to_free {
+            region.free_extent(extent);
+        }
+        for dropped in &region.recovery.dropped {
+            tracing::warn!(path = %path.display(), ?dropped, "recovery dropped an extent");
+        }
+        region
+    }
+
+    /// Writes `data` into a slot and returns the slot's index.
+    ///
+    /// The most recently freed index is handed out first. The extent comes
+    /// from free space when any free extent is large enough (good fit, O(1)),
+    /// else from the end of the region, growing the file as needed. When
+    /// `write` returns, the slot survives a crash of the process; it survives
+    /// power loss after the next [`sync`](Self::sync).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CapacityExceeded`] if the extent fits neither in free space
+    /// nor under the maximum capacity, [`Error::Io`] if growing the file
+    /// fails (a full disk). In both cases the region is unchanged.
+    /// [`Error::TooManySlots`] past 2^32 - 1 slot indices.
+    ///
+    /// # Time complexity
+    ///
+    /// O(1) plus the copy of `data`, independent of the number of free
+    /// extents (see the space layer for the one bounded exception).
+    pub fn write(&mut self, data: &[u8], engine: EngineId) -> Result<usize> {
+        let payload_len = data.len() as u64;
+        let extent_len = layout::extent_len_for(payload_len)
+            .ok_or_else(|| self.capacity_exceeded(payload_len))?;
+        let slot = self.slots.next_index();
+        if slot as u64 >= MAX_SLOTS {
+            return Err(Error::TooManySlots { max: MAX_SLOTS });
+        }
+        let allocation = self
+            .space
+            .allocate(extent_len)
+            .map_err(|_| self.capacity_exceeded(payload_len))?;
+        let extent = allocation.extent;
+        if extent.end() > self.mapping.len() {
+            if let Err(error) = self.grow_to_fit(extent.end()) {
+                self.space.release(extent);
+                return Err(error);
+            }
+        }
+
+        // The stores below follow the order in docs/FORMAT.md ("write"): all
+        // of them come before the live tag, which is the commit point.
+        if allocation.from_tail && extent.end() + 8 <= self.mapping.len() {
+            self.mapping.store_word(extent.end(), Tag::End.encode());
+        }
+        if let Some(remainder) = allocation.remainder {
+            self.mapping
+                .store_word(remainder.offset, Tag::Free { len: remainder.len }.encode());
+        }
+        let header = LiveHeader {
+            extent_len: extent.len,
+            slot: slot as u32,
+            generation: self.next_generation as u32,
+            payload_len,
+            engine,
+            payload_crc: crc32c::crc32c(data),
+        };
+        let body = self
+            .mapping
+            .bytes_mut(extent.offset + 8, EXTENT_HEADER_LEN - 8 + payload_len)
+            .expect("allocated extents lie inside the file");
+        body[..24].copy_from_slice(&header.encode_body());
+        body[24..].copy_from_slice(data);
+        self.next_generation += 1;
+        self.mapping
+            .store_word(NEXT_GENERATION_OFFSET, self.next_generation);
+        if slot == self.slots.len() {
+            self.mapping
+                .store_word(SLOT_HIGH_WATER_OFFSET, slot as u64 + 1);
+        }
+        self.mapping
+            .store_word(extent.offset, header.tag().encode());
+
+        let index = self.slots.occupy(LiveSlot {
+            offset: extent.offset,
+            extent_len: extent.len,
+            payload_len,
+            generation: header.generation,
+            engine,
+        });
+        debug_assert_eq!(index, slot);
+        self.live_bytes += payload_len;
+        Ok(slot)
+    }
+
+    /// The bytes of a slot: exactly the bytes its `write` took, as a slice of
+    /// the mapping (no copy).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSlot`] for an index never handed out,
+    /// [`Error::SlotFree`] for a freed one.
+    ///
+    /// # Time complexity
+    ///
+    /// O(1).
+    pub fn read(&self, slot_index: usize) -> Result<&[u8]> {
+        let slot = self.live_slot(slot_index)?;
+        Ok(self
+            .mapping
+            .bytes(slot.payload_offset(), slot.payload_len)
+            .expect("live extents lie inside the file"))
+    }
+
+    /// The engine that wrote a slot.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub fn engine(&self, slot_index: usize) -> Result<EngineId> {
+        Ok(self.live_slot(slot_index)?.engine)
+    }
+
+    /// Frees a slot: its index will be handed out again and its extent is
+    /// merged with free neighbours, or given back to the end of the region.
+    /// When `free` returns, the slot is gone even if the process crashes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSlot`] for an index never handed out,
+    /// [`Error::SlotFree`] for one already freed (a double free); the region
+    /// is unchanged.
+    ///
+    /// # Time complexity
+    ///
+    /// O(1).
+    pub fn free(&mut self, slot_index: usize) -> Result<()> {
+        let slot = self
+            .slots
+            .vacate(slot_index)
+            .map_err(|lookup| self.slot_error(slot_index, lookup))?;
+        self.live_bytes -= slot.payload_len;
+        self.free_extent(slot.extent());
+        Ok(())
+    }
+
+    /// Marks a live extent free on disk (the commit point: one tag store),
+    /// then merges it with its free neighbours or gives it back to the end.
+    fn free_extent(&mut self, extent: Extent) {
+        self.mapping
+            .store_word(extent.offset, Tag::Free { len: extent.len }.encode());
+        match self.space.release(extent) {
+            Released::Free(merged) if merged != extent => self
+                .mapping
+                .store_word(merged.offset, Tag::Free { len: merged.len }.encode()),
+            Released::Free(_) => {}
+            Released::Retracted { cursor } => self.mapping.store_word(cursor, Tag::End.encode()),
+        }
+    }
+
+    /// Flushes every write and free so far to stable storage (`msync` of the
+    /// mapping, then `fsync` of the file). After it returns they survive
+    /// power loss.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the kernel reports a write-back failure.
+    pub fn sync(&self) -> Result<()> {
+        self.mapping
+            .sync()
+            .map_err(|source| self.io_error("msync/fsync", source))
+    }
+
+    /// Bytes from the start of the data area to the end of the last extent
+    /// (headers, payloads, slack and free extents in between). It goes down
+    /// when the last extents are freed; it is 0 for an empty region.
+    pub fn used_bytes(&self) -> usize {
+        (self.space.cursor() - DATA_START) as usize
+    }
+
+    /// Sum of the payload lengths of the live slots.
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes as usize
+    }
+
+    /// Number of slot indices handed out, occupied or freed.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Number of slots that hold data.
+    pub fn live_slot_count(&self) -> usize {
+        self.slots.live()
+    }
+
+    /// The file's current size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.mapping.len() as usize
+    }
+
+    /// The size the file never grows past (the configured maximum, rounded
+    /// down to a page).
+    pub fn max_capacity(&self) -> usize {
+        self.space.limit() as usize
+    }
+
+    /// The region file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the last open found: slots recovered, extents dropped and why,
+    /// bytes scanned, repairs made, time taken.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Walks the whole file and checks that it agrees with the in-memory
+    /// state: every live slot, every free extent, the end of the chain, and
+    /// the internal indexes. Meant for tests and tools; O(file size).
+    ///
+    /// # Errors
+    ///
+    /// A description of the first disagreement found.
+    pub fn check_consistency(&self) -> std::result::Result<(), String> {
+        self.space.check_consistency();
+        self.slots.check_consistency()?;
+        let file = self
+            .mapping
+            .bytes(0, self.mapping.len())
+            .expect("the whole file is in bounds");
+        let counters =
+            layout::decode_file_header(file).map_err(|error| format!("file header: {error:?}"))?;
+        let walked = recovery::recover(
+            file,
+            counters,
+            Space::new(DATA_START, self.space.limit(), MIN_SPLIT),
+        );
+        if !walked.report.dropped.is_empty() || !walked.repairs.is_empty() {
+            return Err(format!(
+                "the file needs recovery: dropped {:?}, repairs {:?}",
+                walked.report.dropped, walked.repairs
+            ));
+        }
+        if walked.space.cursor() != self.space.cursor() {
+            return Err(format!(
+                "the file's chain ends at {}, the region's cursor is {}",
+                walked.space.cursor(),
+                self.space.cursor()
+            ));
+        }
+        let mut on_disk: Vec<Extent> = walked.space.free_extents().collect();
+        let mut in_memory: Vec<Extent> = self.space.free_extents().collect();
+        on_disk.sort_by_key(|extent| extent.offset);
+        in_memory.sort_by_key(|extent| extent.offset);
+        if on_disk != in_memory {
+            return Err(format!(
+                "free extents differ: file {on_disk:?}, memory {in_memory:?}"
+            ));
+        }
+        if walked.slots.len() != self.slots.live() {
+            return Err(format!(
+                "the file holds {} live slots, the region {}",
+                walked.slots.len(),
+                self.slots.live()
+            ));
+        }
+        for found in &walked.slots {
+            let index = found.header.slot as usize;
+            let slot = self.slots.get(index).map_err(|lookup| {
+                format!("slot {index} is live in the file but {lookup:?} in memory")
+            })?;
+            if slot.extent() != found.extent || slot.payload_len != found.header.payload_len {
+                return Err(format!("slot {index}: file has {found:?}, memory {slot:?}"));
+            }
+        }
+        if walked.slot_high_water != self.slots.len() as u64 {
+            return Err(format!(
+                "the file counts {} slot indices, the region {}",
+                walked.slot_high_water,
+                self.slots.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn live_slot(&self, slot_index: usize) -> Result<&LiveSlot> {
+        self.slots
+            .get(slot_index)
+            .map_err(|lookup| self.slot_error(slot_index, lookup))
+    }
+
+    fn slot_error(&self, slot: usize, lookup: SlotLookup) -> Error {
+        match lookup {
+            SlotLookup::Unknown => Error::UnknownSlot {
+                slot,
+                slot_count: self.slots.len(),
+            },
+            SlotLookup::Free => Error::SlotFree { slot },
+        }
+    }
+
+    fn capacity_exceeded(&self, requested: u64) -> Error {
+        Error::CapacityExceeded {
+            requested,
+            extent: layout::extent_len_for(requested).unwrap_or(u64::MAX),
+            available: self.space.limit() - self.space.cursor(),
+            max_capacity: self.space.limit(),
+        }
+    }
+
+    fn io_error(&self, operation: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            operation,
+            source,
+        }
+    }
+
+    /// Grows the file so `end` fits: by half its size, at least to `end`, at
+    /// most by `MAX_GROWTH_STEP` beyond that, never past the maximum.
+    fn grow_to_fit(&mut self, end: u64) -> Result<()> {
+        let current = self.mapping.len();
+        let page = mapping::page_size();
+        let step = (current / 2).clamp(page, MAX_GROWTH_STEP);
+        let target = end
+            .max(current + step)
+            .next_multiple_of(page)
+            .min(self.space.limit());
+        debug_assert!(
+            target >= end,
+            "the space layer never allocates past the limit"
+        );
+        self.mapping
+            .grow(target)
+            .map_err(|source| self.io_error("fallocate", source))
+    }
+}

@@ -1,0 +1,1597 @@
+//! Free-space manager of the region file's data area.
+//!
+//! Pure bookkeeping over byte offsets: no I/O, no `unsafe`. The data area starts at
+//! [`Space::start`] and may grow up to [`Space::limit`]. Everything below the bump
+//! [`Space::cursor`] is either allocated (tracked by the caller) or free (tracked here);
+//! everything in `[cursor, limit)` is unused. Every offset and length is a multiple of
+//! [`GRANULE`].
+//!
+//! # Invariants
+//!
+//! * Free extents never overlap or touch: a released extent is coalesced with the free
+//!   extents just before and just after it.
+//! * No free extent ends at the cursor: a free extent that would reach it is retracted into
+//!   it instead (the cursor moves down to its start).
+//! * Every free extent lies in `[start, cursor)`, and `start <= cursor <= limit`.
+//!
+//! # The index: two-level segregated fit (TLSF)
+//!
+//! Free extents are sorted into size classes by their length in granules `g`:
+//!
+//! * the first level is `fl = floor(log2(g))`;
+//! * the second level splits `[2^fl, 2^(fl+1))` into 32 equal sub-classes
+//!   (`sl` = the 5 bits below the leading one); below 64 granules a power of two holds at
+//!   most 32 lengths, so every length below 64 granules (in particular below 32) has a
+//!   class of its own.
+//!
+//! Each class has an intrusive doubly linked list of nodes, kept in a slab (`Vec<Node>`
+//! with a list of vacant slots, node ids are `u32`). A `u64` bitmap says which first levels
+//! have a non-empty class and a `u32` bitmap per first level says which of its classes are
+//! non-empty, so the first non-empty class at or above any class is found with two
+//! `trailing_zeros`. Two hash maps, free extents by start offset and by end offset, find the
+//! neighbours to coalesce with.
+//!
+//! # Time complexity
+//!
+//! Hash map operations are expected O(1); everything else below is worst case.
+//!
+//! * [`Space::release`], [`Space::undo_tail`], the recovery helpers and every getter except
+//!   [`Space::largest_free`] and [`Space::free_extents`]: O(1).
+//! * [`Space::allocate`]: O(1), plus at most one walk of one class list (see its docs).
+//! * [`Space::largest_free`]: one walk of the highest non-empty class list.
+//! * [`Space::free_extents`]: O(number of node slots).
+
+use std::fmt;
+use std::ops::{Index, IndexMut};
+
+use rustc_hash::FxHashMap;
+
+/// Allocation granule: every offset and length is a multiple of it.
+pub(crate) const GRANULE: u64 = 16;
+
+/// Number of bits of the second-level index.
+const SL_BITS: u32 = 5;
+/// Number of second-level classes per first level.
+const SL_COUNT: usize = 1 << SL_BITS;
+/// Number of first levels (one per bit of a `u64` length in granules).
+const FL_COUNT: usize = u64::BITS as usize;
+/// Number of size classes.
+const CLASS_COUNT: usize = FL_COUNT * SL_COUNT;
+
+/// A contiguous byte range of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Extent {
+    /// Offset of the first byte.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl Extent {
+    /// Offset just past the last byte (`offset + len`).
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+
+    /// Whether offset and length are multiples of [`GRANULE`] and the length is not zero.
+    fn is_granular(&self) -> bool {
+        self.len > 0 && self.offset % GRANULE == 0 && self.len % GRANULE == 0
+    }
+}
+
+/// What `allocate` handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Allocation {
+    /// The extent given to the caller: `len` >= the requested length (larger only when the
+    /// free extent it came from had a remainder shorter than `min_split`, which is then kept
+    /// inside as slack).
+    pub extent: Extent,
+    /// The free extent split off behind `extent`, if any (the caller writes its header on disk).
+    pub remainder: Option<Extent>,
+    /// True when the extent was carved from the cursor (bump) rather than from free space.
+    pub from_tail: bool,
+}
+
+/// What `release` did with a freed extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Released {
+    /// The extent is now (part of) this free extent, after coalescing with free neighbours.
+    Free(Extent),
+    /// The extent (coalesced with any free extent just before it) reached the cursor and was
+    /// given back: the cursor moved down to `cursor`.
+    Retracted {
+        /// The new cursor.
+        cursor: u64,
+    },
+}
+
+/// Why an allocation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfSpace {
+    /// The requested length in bytes.
+    pub requested: u64,
+    /// The cursor at the time of the request.
+    pub cursor: u64,
+    /// The limit the cursor may not pass.
+    pub limit: u64,
+}
+
+impl fmt::Display for OutOfSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "out of space: {} bytes requested, no free extent fits and the cursor at {} would pass the limit {}",
+            self.requested, self.cursor, self.limit
+        )
+    }
+}
+
+impl std::error::Error for OutOfSpace {}
+
+/// The free-space manager: free extents in a TLSF index, and the bump cursor.
+pub(crate) struct Space {
+    /// First byte of the data area. Invariant: `start <= cursor`.
+    start: u64,
+    /// How far the cursor may grow. Invariant: `cursor <= limit`.
+    limit: u64,
+    /// End of the last extent: `[cursor, limit)` is unused. Invariant: no free extent ends
+    /// here, and every free extent lies in `[start, cursor)`.
+    cursor: u64,
+    /// A free remainder shorter than this is left inside the allocation as slack.
+    min_split: u64,
+    /// The free extents. Invariant: none overlap or touch.
+    free: FreeIndex,
+    /// While recovering: the run of free extents recorded last, which ends at the cursor and
+    /// so is held aside until it is known whether an allocated extent follows it.
+    /// Invariant: when `Some`, it ends at the cursor and touches no free extent.
+    trailing_free: Option<Extent>,
+}
+
+impl Space {
+    /// An empty space: data area from `start`, nothing allocated, cursor = start, may grow to `limit`.
+    /// `min_split`: a free remainder shorter than this is not split off (kept as slack).
+    /// Both multiples of GRANULE. A `limit` below `start` is raised to `start`.
+    pub fn new(start: u64, limit: u64, min_split: u64) -> Self {
+        debug_assert!(
+            start % GRANULE == 0,
+            "start {start} is not a multiple of the granule"
+        );
+        debug_assert!(limit >= start, "limit {limit} is below start {start}");
+        debug_assert!(
+            min_split % GRANULE == 0,
+            "min_split {min_split} is not a multiple of the granule"
+        );
+        Space {
+            start,
+            limit: limit.max(start),
+            cursor: start,
+            min_split,
+            free: FreeIndex::new(),
+            trailing_free: None,
+        }
+    }
+
+    /// Good fit: take a free extent of at least `len` bytes (`len` is a positive multiple of
+    /// GRANULE), splitting off the remainder at its end when remainder >= `min_split`;
+    /// otherwise carve from the cursor; `Err(OutOfSpace)` when the cursor would pass `limit`
+    /// (and then nothing changed).
+    ///
+    /// Promise: if any free extent of length >= `len` exists, it is served from free space,
+    /// never from the cursor.
+    ///
+    /// The search first rounds the request up to the smallest class whose lengths all fit and
+    /// takes the head of the first non-empty class at or above it (two bitmap look-ups). If
+    /// there is none, the only extents that may still fit are in the request's own class
+    /// (when `len` is not the lowest length of its class, which happens only from 64 granules
+    /// on): that list is then walked first-fit. Each list keeps an upper bound on its longest
+    /// length (raised on insertion, not lowered on removal, set to the true maximum after a
+    /// walk that found nothing), and the walk is skipped when the bound is below `len`.
+    ///
+    /// Time: O(1) when the rounded-up search succeeds, when the request's length starts its
+    /// class, or when the bound rules the list out. Otherwise O(k) for k extents in the
+    /// request's own class (lengths within 1/32 of each other); the walk stops at the first
+    /// fit. A walk that finds nothing needs a removal from that list since its previous
+    /// fruitless walk (until then the exact bound skips it), so repeated misses stay O(1).
+    ///
+    /// In release builds a `len` of zero or not a multiple of the granule is rounded up.
+    pub fn allocate(&mut self, len: u64) -> Result<Allocation, OutOfSpace> {
+        debug_assert!(
+            len > 0 && len % GRANULE == 0,
+            "allocate({len}): length must be a positive multiple of the granule"
+        );
+        self.finish_recovery();
+        let Some(len) = len.max(GRANULE).checked_next_multiple_of(GRANULE) else {
+            return Err(self.out_of_space(len));
+        };
+        match self.free.find_fit(len) {
+            Some(id) => Ok(self.carve_free(id, len)),
+            None => self.carve_tail(len),
+        }
+    }
+
+    /// Give back an extent that was allocated (exactly as allocated: offset and len of
+    /// `Allocation::extent`). Coalesces with a free neighbour before and after; if the result
+    /// ends at the cursor, retracts the cursor to its start (and it is no longer a free
+    /// extent). O(1).
+    ///
+    /// Releasing something that was not allocated is a caller bug. The cheap symptoms (empty
+    /// or unaligned, outside `[start, cursor)`, starting where a free extent starts or ending
+    /// where one ends) fail a `debug_assert!`; in release builds such a call is ignored and
+    /// returns `Released::Free(extent)` unchanged. An extent strictly inside free space is
+    /// not detected.
+    pub fn release(&mut self, extent: Extent) -> Released {
+        self.finish_recovery();
+        let verdict = self.check_releasable(extent);
+        debug_assert!(verdict.is_ok(), "release({extent:?}): {verdict:?}");
+        if verdict.is_err() {
+            return Released::Free(extent);
+        }
+        let merged = self.absorb_free_before(extent);
+        if merged.end() == self.cursor {
+            self.cursor = merged.offset;
+            return Released::Retracted {
+                cursor: self.cursor,
+            };
+        }
+        let merged = self.absorb_free_after(merged);
+        self.free.insert(merged);
+        Released::Free(merged)
+    }
+
+    /// Undo the most recent allocation if it was `from_tail` (used when growing the file
+    /// failed): moves the cursor back to `extent.offset` (or further down, if the extent just
+    /// before it was released meanwhile) and returns the new cursor.
+    ///
+    /// Precondition: `extent.end() == cursor`. This is simply [`Space::release`], which
+    /// retracts the cursor because the extent ends there; if the precondition does not hold
+    /// the extent is released like any other.
+    pub fn undo_tail(&mut self, extent: Extent) -> u64 {
+        debug_assert_eq!(
+            extent.end(),
+            self.cursor,
+            "undo_tail({extent:?}): not the last extent"
+        );
+        self.release(extent);
+        self.cursor
+    }
+
+    /// Recovery support: record an extent found free on disk while rebuilding (in increasing
+    /// offset order, interleaved with `recover_allocated`). Adjacent free extents recorded in
+    /// a row are coalesced. The cursor advances to its end (the limit is raised if needed).
+    ///
+    /// The last run of free extents is held aside (not counted, not allocatable) until an
+    /// allocated extent follows it or recovery finishes; any other mutating call finishes
+    /// recovery first. A gap between recorded extents stays unaccounted for, like an
+    /// allocated extent. An extent that is empty, unaligned or starts below the cursor fails
+    /// a `debug_assert!` and is ignored in release builds.
+    pub fn recover_free(&mut self, extent: Extent) {
+        if !self.accept_recovered(extent) {
+            return;
+        }
+        let run = match self.trailing_free.take() {
+            Some(run) if run.end() == extent.offset => Extent {
+                offset: run.offset,
+                len: run.len + extent.len,
+            },
+            Some(run) => {
+                // A gap separates them: `run` is followed by unaccounted space, not the cursor.
+                self.free.insert(run);
+                extent
+            }
+            None => extent,
+        };
+        self.trailing_free = Some(run);
+    }
+
+    /// Recovery support: an allocated (live) extent found on disk; advances the cursor to its
+    /// end (the limit is raised if needed). Same preconditions as `recover_free`.
+    pub fn recover_allocated(&mut self, extent: Extent) {
+        if !self.accept_recovered(extent) {
+            return;
+        }
+        if let Some(run) = self.trailing_free.take() {
+            self.free.insert(run);
+        }
+    }
+
+    /// Recovery support: finish rebuilding; a trailing free extent (touching the cursor) is
+    /// retracted. Returns the final cursor. Idempotent.
+    pub fn finish_recovery(&mut self) -> u64 {
+        if let Some(run) = self.trailing_free.take() {
+            self.cursor = run.offset;
+        }
+        self.cursor
+    }
+
+    /// End of the last extent: everything in `[cursor, limit)` is unused.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// First byte of the data area.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// How far the cursor may grow.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Change the limit (reopen with another max capacity); never below the cursor: a smaller
+    /// value is raised to the cursor.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit.max(self.cursor);
+    }
+
+    /// Number of free extents. O(1).
+    pub fn free_extent_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Total length of the free extents in bytes (the cursor's tail not included). O(1).
+    pub fn free_bytes(&self) -> u64 {
+        self.free.bytes
+    }
+
+    /// Length of the longest free extent, exactly (not a class bound). The highest non-empty
+    /// class is found in O(1) through the bitmaps, then only its list is walked: O(k) for the
+    /// k extents in that one class.
+    pub fn largest_free(&self) -> Option<u64> {
+        self.free.largest()
+    }
+
+    /// All free extents in no particular order (for tools/tests).
+    pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.free.extents()
+    }
+
+    /// Walk every structure and assert every invariant (bitmaps match lists, maps match nodes,
+    /// no touching/overlapping free extents, counts and byte totals right, nothing past the
+    /// cursor). Panics with a message on violation. O(n log n) for n free extents.
+    ///
+    /// Compiled in all builds (cheap to keep) but only called from debug assertions and tests.
+    pub fn check_consistency(&self) {
+        assert!(
+            self.start <= self.cursor && self.cursor <= self.limit,
+            "cursor {} outside [start {}, limit {}]",
+            self.cursor,
+            self.start,
+            self.limit
+        );
+        assert_eq!(self.start % GRANULE, 0, "start is not granular");
+        assert_eq!(self.cursor % GRANULE, 0, "cursor is not granular");
+        let extents = self.free.check_consistency();
+        if let Some(first) = extents.first() {
+            assert!(first.offset >= self.start, "free {first:?} before start");
+        }
+        let last_end = extents.last().map(Extent::end);
+        if let Some(end) = last_end {
+            assert!(
+                end < self.cursor,
+                "free extent ends at {end}, cursor {}",
+                self.cursor
+            );
+        }
+        if let Some(run) = self.trailing_free {
+            assert!(
+                run.is_granular(),
+                "trailing free run {run:?} is not granular"
+            );
+            assert_eq!(
+                run.end(),
+                self.cursor,
+                "trailing free run does not reach the cursor"
+            );
+            assert!(run.offset >= self.start, "trailing free run before start");
+            assert!(
+                last_end.is_none_or(|end| end < run.offset),
+                "trailing free run {run:?} touches a free extent"
+            );
+        }
+    }
+
+    /// The error for a request of `len` bytes that cannot be served.
+    fn out_of_space(&self, len: u64) -> OutOfSpace {
+        OutOfSpace {
+            requested: len,
+            cursor: self.cursor,
+            limit: self.limit,
+        }
+    }
+
+    /// Takes free node `id` (at least `len` long) out of the index and hands out its front.
+    fn carve_free(&mut self, id: NodeId, len: u64) -> Allocation {
+        let found = self.free.remove(id);
+        let remainder_len = found.len - len;
+        if remainder_len == 0 || remainder_len < self.min_split {
+            return Allocation {
+                extent: found,
+                remainder: None,
+                from_tail: false,
+            };
+        }
+        let extent = Extent {
+            offset: found.offset,
+            len,
+        };
+        let remainder = Extent {
+            offset: extent.end(),
+            len: remainder_len,
+        };
+        // `found` touched no free extent and did not end at the cursor; neither does its tail.
+        self.free.insert(remainder);
+        Allocation {
+            extent,
+            remainder: Some(remainder),
+            from_tail: false,
+        }
+    }
+
+    /// Bumps the cursor by `len`, unless that passes the limit.
+    fn carve_tail(&mut self, len: u64) -> Result<Allocation, OutOfSpace> {
+        let end = self
+            .cursor
+            .checked_add(len)
+            .filter(|&end| end <= self.limit);
+        let Some(end) = end else {
+            return Err(self.out_of_space(len));
+        };
+        let extent = Extent {
+            offset: self.cursor,
+            len,
+        };
+        self.cursor = end;
+        Ok(Allocation {
+            extent,
+            remainder: None,
+            from_tail: true,
+        })
+    }
+
+    /// Whether `extent` could be an allocated extent; the error says why not.
+    fn check_releasable(&self, extent: Extent) -> Result<(), &'static str> {
+        if !extent.is_granular() {
+            return Err("empty or not a multiple of the granule");
+        }
+        if extent.offset < self.start {
+            return Err("starts before the data area");
+        }
+        match extent.offset.checked_add(extent.len) {
+            Some(end) if end <= self.cursor => {}
+            _ => return Err("reaches past the cursor"),
+        }
+        if self.free.starting_at(extent.offset).is_some()
+            || self.free.ending_at(extent.end()).is_some()
+        {
+            return Err("overlaps free space (released twice?)");
+        }
+        Ok(())
+    }
+
+    /// `extent` merged with the free extent ending where it starts, if any (taken out of the index).
+    fn absorb_free_before(&mut self, extent: Extent) -> Extent {
+        match self.free.ending_at(extent.offset) {
+            Some(id) => {
+                let before = self.free.remove(id);
+                Extent {
+                    offset: before.offset,
+                    len: before.len + extent.len,
+                }
+            }
+            None => extent,
+        }
+    }
+
+    /// `extent` merged with the free extent starting where it ends, if any (taken out of the index).
+    fn absorb_free_after(&mut self, extent: Extent) -> Extent {
+        match self.free.starting_at(extent.end()) {
+            Some(id) => {
+                let after = self.free.remove(id);
+                Extent {
+                    offset: extent.offset,
+                    len: extent.len + after.len,
+                }
+            }
+            None => extent,
+        }
+    }
+
+    /// Checks a recovered extent and, if acceptable, advances the cursor (and the limit) to
+    /// its end.
+    fn accept_recovered(&mut self, extent: Extent) -> bool {
+        let end = extent.offset.checked_add(extent.len);
+        let acceptable = extent.is_granular() && extent.offset >= self.cursor && end.is_some();
+        debug_assert!(
+            acceptable,
+            "recovered {extent:?} is empty, unaligned or before the cursor {}",
+            self.cursor
+        );
+        if let (true, Some(end)) = (acceptable, end) {
+            self.cursor = end;
+            self.limit = self.limit.max(end);
+            return true;
+        }
+        false
+    }
+}
+
+/// A size class: lengths in `[lower_bound, lower_bound + width)` granules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Class {
+    /// First level: `floor(log2(length in granules))`.
+    fl: u32,
+    /// Second level: which of the 32 equal parts of `[2^fl, 2^(fl+1))`.
+    sl: u32,
+}
+
+impl Class {
+    /// The class holding lengths of `granules` granules (> 0).
+    fn containing(granules: u64) -> Self {
+        debug_assert!(granules > 0, "no class for an empty length");
+        let fl = granules.ilog2();
+        let sl = (granules - (1 << fl)) >> Self::sl_shift(fl);
+        Class { fl, sl: sl as u32 }
+    }
+
+    /// The lowest class whose lengths are all at least `granules` (> 0).
+    fn smallest_fitting(granules: u64) -> Self {
+        let class = Self::containing(granules);
+        if class.lower_bound() == granules {
+            class
+        } else {
+            Self::containing(class.lower_bound() + class.width())
+        }
+    }
+
+    /// How many low bits of a length in level `fl` the second level ignores.
+    fn sl_shift(fl: u32) -> u32 {
+        fl.saturating_sub(SL_BITS)
+    }
+
+    /// The shortest length of the class, in granules.
+    fn lower_bound(self) -> u64 {
+        (1 << self.fl) + (u64::from(self.sl) << Self::sl_shift(self.fl))
+    }
+
+    /// How many lengths the class holds.
+    fn width(self) -> u64 {
+        1 << Self::sl_shift(self.fl)
+    }
+
+    /// Position of the class's list in `FreeIndex::lists`.
+    fn index(self) -> usize {
+        self.fl as usize * SL_COUNT + self.sl as usize
+    }
+
+    /// The class of a free extent of `len` bytes.
+    fn of_len(len: u64) -> Self {
+        Self::containing(len / GRANULE)
+    }
+}
+
+/// Index of a node in the slab.
+type NodeId = u32;
+
+/// "No node": ends a list.
+const NIL: NodeId = NodeId::MAX;
+
+/// A slab slot: a free extent linked into its class list, or a vacant slot.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// The free extent; `len == 0` marks a vacant slot.
+    extent: Extent,
+    /// Previous node in the class list (`NIL` for the head; unused when vacant).
+    prev: NodeId,
+    /// Next node in the class list, or in the vacant list when vacant (`NIL` at the end).
+    next: NodeId,
+}
+
+/// Node storage: slots are reused through a list of vacant slots; the vector never shrinks.
+struct NodeSlab {
+    /// All slots, live and vacant.
+    nodes: Vec<Node>,
+    /// Head of the vacant list, linked through `Node::next`.
+    vacant: NodeId,
+}
+
+impl NodeSlab {
+    /// An empty slab.
+    fn new() -> Self {
+        NodeSlab {
+            nodes: Vec::new(),
+            vacant: NIL,
+        }
+    }
+
+    /// Stores an unlinked node for `extent` and returns its id.
+    ///
+    /// # Panics
+    ///
+    /// With more than `u32::MAX - 1` live nodes (hundreds of GiB of bookkeeping: like an
+    /// allocation failure, not reachable in practice).
+    fn occupy(&mut self, extent: Extent) -> NodeId {
+        let node = Node {
+            extent,
+            prev: NIL,
+            next: NIL,
+        };
+        if self.vacant != NIL {
+            let id = self.vacant;
+            self.vacant = self[id].next;
+            self[id] = node;
+            return id;
+        }
+        let id = NodeId::try_from(self.nodes.len())
+            .ok()
+            .filter(|&id| id != NIL)
+            .expect("more than u32::MAX - 1 free extents");
+        self.nodes.push(node);
+        id
+    }
+
+    /// Marks slot `id` vacant for reuse.
+    fn vacate(&mut self, id: NodeId) {
+        let next = self.vacant;
+        self[id] = Node {
+            extent: Extent { offset: 0, len: 0 },
+            prev: NIL,
+            next,
+        };
+        self.vacant = id;
+    }
+}
+
+impl Index<NodeId> for NodeSlab {
+    type Output = Node;
+
+    fn index(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize]
+    }
+}
+
+impl IndexMut<NodeId> for NodeSlab {
+    fn index_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id as usize]
+    }
+}
+
+/// The list of one size class.
+#[derive(Debug, Clone, Copy)]
+struct ClassList {
+    /// First node, `NIL` when empty.
+    head: NodeId,
+    /// Invariant: at least the longest length in the list (bytes); 0 when empty. Raised on
+    /// insertion, not lowered on removal, exact after a fruitless first-fit walk.
+    len_bound: u64,
+}
+
+/// The free extents: TLSF class lists plus neighbour maps.
+struct FreeIndex {
+    /// Storage of the list nodes.
+    slab: NodeSlab,
+    /// One list per class, indexed by `Class::index`.
+    lists: Box<[ClassList]>,
+    /// Bit `fl` set iff `sl_bitmaps[fl] != 0`.
+    fl_bitmap: u64,
+    /// Bit `sl` of entry `fl` set iff the list of class `(fl, sl)` is non-empty.
+    sl_bitmaps: [u32; FL_COUNT],
+    /// Free extents by start offset. Invariant: exactly the linked nodes.
+    by_start: FxHashMap<u64, NodeId>,
+    /// Free extents by end offset. Invariant: exactly the linked nodes.
+    by_end: FxHashMap<u64, NodeId>,
+    /// Invariant: the sum of the lengths of the free extents.
+    bytes: u64,
+}
+
+impl FreeIndex {
+    /// An empty index.
+    fn new() -> Self {
+        let empty = ClassList {
+            head: NIL,
+            len_bound: 0,
+        };
+        FreeIndex {
+            slab: NodeSlab::new(),
+            lists: vec![empty; CLASS_COUNT].into_boxed_slice(),
+            fl_bitmap: 0,
+            sl_bitmaps: [0; FL_COUNT],
+            by_start: FxHashMap::default(),
+            by_end: FxHashMap::default(),
+            bytes: 0,
+        }
+    }
+
+    /// Number of free extents.
+    fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    /// The free extent starting at `offset`.
+    fn starting_at(&self, offset: u64) -> Option<NodeId> {
+        self.by_start.get(&offset).copied()
+    }
+
+    /// The free extent ending at `end`.
+    fn ending_at(&self, end: u64) -> Option<NodeId> {
+        self.by_end.get(&end).copied()
+    }
+
+    /// All free extents, in slab order.
+    fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.slab
+            .nodes
+            .iter()
+            .map(|node| node.extent)
+            .filter(|extent| extent.len > 0)
+    }
+
+    /// Adds a free extent (granular, touching no other free extent).
+    fn insert(&mut self, extent: Extent) {
+        let id = self.slab.occupy(extent);
+        self.link(id, Class::of_len(extent.len));
+        self.by_start.insert(extent.offset, id);
+        self.by_end.insert(extent.end(), id);
+        self.bytes += extent.len;
+    }
+
+    /// Takes free extent `id` out of the index and returns it.
+    fn remove(&mut self, id: NodeId) -> Extent {
+        let extent = self.slab[id].extent;
+        self.unlink(id, Class::of_len(extent.len));
+        self.by_start.remove(&extent.offset);
+        self.by_end.remove(&extent.end());
+        self.bytes -= extent.len;
+        self.slab.vacate(id);
+        extent
+    }
+
+    /// Pushes node `id` at the head of the list of `class`.
+    fn link(&mut self, id: NodeId, class: Class) {
+        let list = &mut self.lists[class.index()];
+        let old_head = list.head;
+        list.head = id;
+        list.len_bound = list.len_bound.max(self.slab[id].extent.len);
+        let node = &mut self.slab[id];
+        node.prev = NIL;
+        node.next = old_head;
+        if old_head != NIL {
+            self.slab[old_head].prev = id;
+        }
+        self.sl_bitmaps[class.fl as usize] |= 1 << class.sl;
+        self.fl_bitmap |= 1 << class.fl;
+    }
+
+    /// Takes node `id` out of the list of `class`.
+    fn unlink(&mut self, id: NodeId, class: Class) {
+        let Node { prev, next, .. } = self.slab[id];
+        let list = &mut self.lists[class.index()];
+        if prev == NIL {
+            list.head = next;
+        } else {
+            self.slab[prev].next = next;
+        }
+        if next != NIL {
+            self.slab[next].prev = prev;
+        }
+        if list.head == NIL {
+            list.len_bound = 0;
+            self.mark_empty(class);
+        }
+    }
+
+    /// Clears the bitmap bits of `class`, whose list just became empty.
+    fn mark_empty(&mut self, class: Class) {
+        let level = &mut self.sl_bitmaps[class.fl as usize];
+        *level &= !(1 << class.sl);
+        if *level == 0 {
+            self.fl_bitmap &= !(1 << class.fl);
+        }
+    }
+
+    /// A free extent of at least `len` bytes (granular, > 0), if any exists.
+    fn find_fit(&mut self, len: u64) -> Option<NodeId> {
+        let granules = len / GRANULE;
+        let fitting = Class::smallest_fitting(granules);
+        if let Some(class) = self.first_nonempty_from(fitting) {
+            return Some(self.lists[class.index()].head);
+        }
+        let own = Class::containing(granules);
+        if own == fitting {
+            return None;
+        }
+        self.first_fit_in(own, len)
+    }
+
+    /// The first non-empty class at or above `class`, by bitmap look-ups.
+    fn first_nonempty_from(&self, class: Class) -> Option<Class> {
+        let same_level = self.sl_bitmaps[class.fl as usize] & (u32::MAX << class.sl);
+        if same_level != 0 {
+            return Some(Class {
+                fl: class.fl,
+                sl: same_level.trailing_zeros(),
+            });
+        }
+        let higher_levels = self.fl_bitmap & u64::MAX.checked_shl(class.fl + 1).unwrap_or(0);
+        if higher_levels == 0 {
+            return None;
+        }
+        let fl = higher_levels.trailing_zeros();
+        Some(Class {
+            fl,
+            sl: self.sl_bitmaps[fl as usize].trailing_zeros(),
+        })
+    }
+
+    /// Walks the list of `class` for its first extent of at least `len` bytes, unless its
+    /// bound rules that out; a fruitless walk makes the bound exact.
+    fn first_fit_in(&mut self, class: Class, len: u64) -> Option<NodeId> {
+        let list = self.lists[class.index()];
+        if list.len_bound < len {
+            return None;
+        }
+        let mut longest = 0;
+        let mut id = list.head;
+        while id != NIL {
+            let node = &self.slab[id];
+            if node.extent.len >= len {
+                return Some(id);
+            }
+            longest = longest.max(node.extent.len);
+            id = node.next;
+        }
+        self.lists[class.index()].len_bound = longest;
+        None
+    }
+
+    /// The length of the longest free extent: the longest in the highest non-empty class.
+    fn largest(&self) -> Option<u64> {
+        let fl = self.fl_bitmap.checked_ilog2()?;
+        let sl = self.sl_bitmaps[fl as usize].checked_ilog2()?;
+        self.list_lengths(Class { fl, sl }).max()
+    }
+
+    /// The lengths in the list of `class`, head first.
+    fn list_lengths(&self, class: Class) -> impl Iterator<Item = u64> + '_ {
+        let head = self.lists[class.index()].head;
+        std::iter::successors((head != NIL).then_some(head), |&id| {
+            let next = self.slab[id].next;
+            (next != NIL).then_some(next)
+        })
+        .map(|id| self.slab[id].extent.len)
+    }
+
+    /// Asserts every invariant of the index; returns the free extents sorted by offset.
+    fn check_consistency(&self) -> Vec<Extent> {
+        let mut linked = 0;
+        let mut bytes = 0;
+        for fl in 0..FL_COUNT as u32 {
+            let level = self.sl_bitmaps[fl as usize];
+            assert_eq!(
+                self.fl_bitmap >> fl & 1 == 1,
+                level != 0,
+                "first-level bit {fl} disagrees with its second-level bitmap {level:#x}"
+            );
+            for sl in 0..SL_COUNT as u32 {
+                let class = Class { fl, sl };
+                let (count, sum) = self.check_list(class);
+                assert_eq!(
+                    level >> sl & 1 == 1,
+                    count > 0,
+                    "bitmap bit of {class:?} disagrees with its list"
+                );
+                linked += count;
+                bytes += sum;
+            }
+        }
+        assert_eq!(linked, self.by_start.len(), "by_start size != linked nodes");
+        assert_eq!(linked, self.by_end.len(), "by_end size != linked nodes");
+        assert_eq!(bytes, self.bytes, "free byte total is wrong");
+        self.check_slab(linked);
+        let mut extents: Vec<Extent> = self.extents().collect();
+        extents.sort_unstable_by_key(|extent| extent.offset);
+        for pair in extents.windows(2) {
+            assert!(
+                pair[0].end() < pair[1].offset,
+                "free extents {:?} and {:?} overlap or touch",
+                pair[0],
+                pair[1]
+            );
+        }
+        extents
+    }
+
+    /// Asserts the links, classes, bound and map entries of one list; returns its node count
+    /// and byte total.
+    fn check_list(&self, class: Class) -> (usize, u64) {
+        let list = self.lists[class.index()];
+        let (mut count, mut sum) = (0, 0);
+        let mut prev = NIL;
+        let mut id = list.head;
+        while id != NIL {
+            assert!(
+                count < self.slab.nodes.len(),
+                "list of {class:?} has a cycle"
+            );
+            let node = self.slab[id];
+            let extent = node.extent;
+            assert_eq!(node.prev, prev, "broken back link at node {id}");
+            assert!(extent.is_granular(), "free {extent:?} is not granular");
+            assert_eq!(
+                Class::of_len(extent.len),
+                class,
+                "{extent:?} in the wrong list"
+            );
+            assert!(
+                extent.len <= list.len_bound,
+                "{extent:?} above its list's bound"
+            );
+            assert_eq!(
+                self.starting_at(extent.offset),
+                Some(id),
+                "by_start misses {extent:?}"
+            );
+            assert_eq!(
+                self.ending_at(extent.end()),
+                Some(id),
+                "by_end misses {extent:?}"
+            );
+            count += 1;
+            sum += extent.len;
+            prev = id;
+            id = node.next;
+        }
+        if count == 0 {
+            assert_eq!(list.len_bound, 0, "empty list of {class:?} has a bound");
+        }
+        (count, sum)
+    }
+
+    /// Asserts that the slab holds exactly `linked` live nodes and that the rest are vacant.
+    fn check_slab(&self, linked: usize) {
+        let live = self.extents().count();
+        assert_eq!(live, linked, "live slab nodes != linked nodes");
+        let mut vacant = 0;
+        let mut id = self.slab.vacant;
+        while id != NIL {
+            assert!(vacant < self.slab.nodes.len(), "vacant list has a cycle");
+            assert_eq!(self.slab[id].extent.len, 0, "vacant node {id} is live");
+            vacant += 1;
+            id = self.slab[id].next;
+        }
+        assert_eq!(live + vacant, self.slab.nodes.len(), "slab slots leaked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Start of the data area in the tests (not zero, to catch offset mix-ups).
+    const START: u64 = 4096;
+
+    /// `n` granules in bytes.
+    fn g(n: u64) -> u64 {
+        n * GRANULE
+    }
+
+    /// Shorthand for an extent.
+    fn ext(offset: u64, len: u64) -> Extent {
+        Extent { offset, len }
+    }
+
+    /// A roomy space that splits off every non-empty remainder.
+    fn space() -> Space {
+        Space::new(START, START + g(1 << 20), GRANULE)
+    }
+
+    /// Allocates `len` bytes, which must succeed, and checks the invariants.
+    fn alloc(space: &mut Space, len: u64) -> Extent {
+        let allocation = space.allocate(len).expect("allocation failed");
+        space.check_consistency();
+        allocation.extent
+    }
+
+    /// Releases `extent` and checks the invariants.
+    fn release(space: &mut Space, extent: Extent) -> Released {
+        let released = space.release(extent);
+        space.check_consistency();
+        released
+    }
+
+    /// The free extents sorted by offset.
+    fn sorted_free(space: &Space) -> Vec<Extent> {
+        let mut free: Vec<Extent> = space.free_extents().collect();
+        free.sort_unstable_by_key(|extent| extent.offset);
+        free
+    }
+
+    /// A deterministic pseudo-random permutation of `items` (xorshift-driven Fisher-Yates).
+    fn shuffled<T>(mut items: Vec<T>, mut seed: u64) -> Vec<T> {
+        for i in (1..items.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            items.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        items
+    }
+
+    #[test]
+    fn lengths_below_64_granules_have_exact_classes() {
+        for granules in 1..64 {
+            let class = Class::containing(granules);
+            assert_eq!(class.lower_bound(), granules);
+            assert_eq!(class.width(), 1);
+            assert_eq!(Class::smallest_fitting(granules), class);
+        }
+        assert_eq!(Class::containing(1), Class { fl: 0, sl: 0 });
+        assert_eq!(Class::containing(3), Class { fl: 1, sl: 1 });
+        assert_eq!(Class::containing(31), Class { fl: 4, sl: 15 });
+        assert_eq!(Class::containing(32), Class { fl: 5, sl: 0 });
+        assert_eq!(Class::containing(63), Class { fl: 5, sl: 31 });
+    }
+
+    #[test]
+    fn class_boundaries_from_64_granules_on() {
+        assert_eq!(Class::containing(64), Class { fl: 6, sl: 0 });
+        assert_eq!(Class::containing(65), Class { fl: 6, sl: 0 });
+        assert_eq!(Class::containing(66), Class { fl: 6, sl: 1 });
+        assert_eq!(Class::containing(127), Class { fl: 6, sl: 31 });
+        assert_eq!(Class::containing(128), Class { fl: 7, sl: 0 });
+        assert_eq!(Class::containing(65).width(), 2);
+        assert_eq!(Class::containing(128).width(), 4);
+    }
+
+    #[test]
+    fn class_of_the_biggest_lengths() {
+        assert_eq!(Class::containing(1 << 40), Class { fl: 40, sl: 0 });
+        assert_eq!(Class::containing((1 << 40) - 1), Class { fl: 39, sl: 31 });
+        assert_eq!(
+            Class::containing((1 << 40) + (1 << 35)),
+            Class { fl: 40, sl: 1 }
+        );
+        assert_eq!(Class::containing(1 << 40).width(), 1 << 35);
+        assert_eq!(
+            Class::containing(u64::MAX / GRANULE),
+            Class { fl: 59, sl: 31 }
+        );
+        assert!(Class::smallest_fitting(u64::MAX / GRANULE).index() < CLASS_COUNT);
+    }
+
+    #[test]
+    fn smallest_fitting_rounds_up_to_the_next_class() {
+        assert_eq!(Class::smallest_fitting(64), Class { fl: 6, sl: 0 });
+        assert_eq!(Class::smallest_fitting(65), Class { fl: 6, sl: 1 });
+        assert_eq!(Class::smallest_fitting(127), Class { fl: 7, sl: 0 });
+        assert_eq!(
+            Class::smallest_fitting((1 << 40) + 1),
+            Class { fl: 40, sl: 1 }
+        );
+        assert_eq!(
+            Class::smallest_fitting(u64::MAX / GRANULE),
+            Class { fl: 60, sl: 0 }
+        );
+    }
+
+    #[test]
+    fn classes_tile_all_lengths_in_index_order() {
+        let mut next_lower = 1;
+        let mut last_index = None;
+        for fl in 0..60 {
+            let classes_in_level = (1u64 << fl).min(SL_COUNT as u64) as u32;
+            for sl in 0..classes_in_level {
+                let class = Class { fl, sl };
+                assert_eq!(class.lower_bound(), next_lower, "{class:?}");
+                assert_eq!(Class::containing(next_lower), class);
+                assert_eq!(Class::containing(next_lower + class.width() - 1), class);
+                assert!(last_index < Some(class.index()));
+                last_index = Some(class.index());
+                next_lower += class.width();
+            }
+        }
+        assert_eq!(next_lower, 1 << 60);
+    }
+
+    #[test]
+    fn allocating_from_an_empty_space_bumps_the_cursor() {
+        let mut space = space();
+        let allocation = space.allocate(g(3)).unwrap();
+        assert_eq!(
+            allocation,
+            Allocation {
+                extent: ext(START, g(3)),
+                remainder: None,
+                from_tail: true,
+            }
+        );
+        assert_eq!(alloc(&mut space, g(1)), ext(START + g(3), g(1)));
+        assert_eq!(space.cursor(), START + g(4));
+        assert_eq!(space.free_extent_count(), 0);
+        assert_eq!(space.free_bytes(), 0);
+        assert_eq!(space.largest_free(), None);
+    }
+
+    #[test]
+    fn allocation_splits_a_free_extent_and_keeps_the_remainder_free() {
+        let mut space = space();
+        let a = alloc(&mut space, g(10));
+        alloc(&mut space, g(1));
+        assert_eq!(release(&mut space, a), Released::Free(a));
+        let allocation = space.allocate(g(4)).unwrap();
+        space.check_consistency();
+        let remainder = ext(START + g(4), g(6));
+        assert_eq!(
+            allocation,
+            Allocation {
+                extent: ext(START, g(4)),
+                remainder: Some(remainder),
+                from_tail: false,
+            }
+        );
+        assert_eq!(sorted_free(&space), [remainder]);
+        assert_eq!(space.free_bytes(), g(6));
+        assert_eq!(space.cursor(), START + g(11));
+    }
+
+    #[test]
+    fn a_remainder_shorter_than_min_split_stays_inside_as_slack() {
+        let mut space = Space::new(START, START + g(1000), g(4));
+        let a = alloc(&mut space, g(10));
+        alloc(&mut space, g(1));
+        release(&mut space, a);
+        let allocation = space.allocate(g(7)).unwrap();
+        assert_eq!(allocation.extent, a);
+        assert_eq!(allocation.remainder, None);
+        assert_eq!(space.free_extent_count(), 0);
+
+        release(&mut space, a);
+        let allocation = space.allocate(g(6)).unwrap();
+        assert_eq!(allocation.extent, ext(START, g(6)));
+        assert_eq!(allocation.remainder, Some(ext(START + g(6), g(4))));
+        space.check_consistency();
+    }
+
+    /// Allocates three neighbours of different lengths and a guard behind them.
+    fn three_neighbours(space: &mut Space) -> [Extent; 3] {
+        let extents = [g(2), g(3), g(5)].map(|len| alloc(space, len));
+        alloc(space, g(1));
+        extents
+    }
+
+    #[test]
+    fn release_coalesces_with_the_free_extent_before() {
+        let mut space = space();
+        let [a, b, _] = three_neighbours(&mut space);
+        release(&mut space, a);
+        assert_eq!(release(&mut space, b), Released::Free(ext(START, g(5))));
+        assert_eq!(sorted_free(&space), [ext(START, g(5))]);
+    }
+
+    #[test]
+    fn release_coalesces_with_the_free_extent_after() {
+        let mut space = space();
+        let [_, b, c] = three_neighbours(&mut space);
+        release(&mut space, c);
+        assert_eq!(release(&mut space, b), Released::Free(ext(b.offset, g(8))));
+        assert_eq!(space.free_extent_count(), 1);
+        assert_eq!(space.free_bytes(), g(8));
+    }
+
+    #[test]
+    fn release_coalesces_with_both_neighbours() {
+        let mut space = space();
+        let [a, b, c] = three_neighbours(&mut space);
+        release(&mut space, a);
+        release(&mut space, c);
+        assert_eq!(space.free_extent_count(), 2);
+        assert_eq!(release(&mut space, b), Released::Free(ext(START, g(10))));
+        assert_eq!(sorted_free(&space), [ext(START, g(10))]);
+        assert_eq!(space.largest_free(), Some(g(10)));
+    }
+
+    #[test]
+    fn releasing_the_last_extent_retracts_the_cursor() {
+        let mut space = space();
+        let [a, b, c] = [g(2), g(3), g(5)].map(|len| alloc(&mut space, len));
+        assert_eq!(
+            release(&mut space, c),
+            Released::Retracted { cursor: c.offset }
+        );
+        release(&mut space, a);
+        // `b` merges with the free `a` before it, reaches the cursor and is given back whole.
+        assert_eq!(
+            release(&mut space, b),
+            Released::Retracted { cursor: START }
+        );
+        assert_eq!(space.free_extent_count(), 0);
+        assert_eq!(space.free_bytes(), 0);
+    }
+
+    #[test]
+    fn releasing_everything_in_any_order_returns_the_cursor_to_start() {
+        for seed in 1..=20 {
+            let mut space = space();
+            let lens = (0..150).map(|i| g(1 + (i * 7 + seed) % 90));
+            let extents: Vec<Extent> = lens.map(|len| alloc(&mut space, len)).collect();
+            for extent in shuffled(extents, seed) {
+                release(&mut space, extent);
+            }
+            assert_eq!(space.cursor(), START, "seed {seed}");
+            assert_eq!(space.free_extent_count(), 0);
+            assert_eq!(space.free_bytes(), 0);
+        }
+    }
+
+    /// Frees one extent of `wanted` granules and, after it (so ahead of it in the list), two
+    /// shorter ones of the same class; each is kept apart from the others by a guard.
+    fn same_class_with_one_fit(space: &mut Space, wanted: u64, shorter: u64) -> Extent {
+        assert_eq!(Class::containing(wanted), Class::containing(shorter));
+        assert_ne!(Class::smallest_fitting(wanted), Class::containing(wanted));
+        let fit = alloc(space, g(wanted));
+        alloc(space, g(1));
+        let short_ones = [alloc(space, g(shorter)), alloc(space, g(1))];
+        let more = [alloc(space, g(shorter)), alloc(space, g(1))];
+        release(space, fit);
+        release(space, short_ones[0]);
+        release(space, more[0]);
+        fit
+    }
+
+    #[test]
+    fn a_free_extent_of_the_requested_length_is_served_before_the_tail() {
+        let mut space = space();
+        let fit = same_class_with_one_fit(&mut space, 71, 70);
+        let cursor = space.cursor();
+        let allocation = space.allocate(g(71)).unwrap();
+        space.check_consistency();
+        assert_eq!(allocation.extent, fit);
+        assert!(!allocation.from_tail);
+        assert_eq!(space.cursor(), cursor);
+        assert_eq!(space.free_extent_count(), 2);
+    }
+
+    #[test]
+    fn the_biggest_lengths_round_trip() {
+        let huge = g(1 << 40);
+        let mut space = Space::new(0, 4 * huge, GRANULE);
+        let a = alloc(&mut space, huge);
+        let b = alloc(&mut space, huge - g(1));
+        alloc(&mut space, g(1));
+        release(&mut space, a);
+        release(&mut space, b);
+        assert_eq!(space.largest_free(), Some(2 * huge - g(1)));
+        let c = alloc(&mut space, huge - g(1));
+        assert_eq!(c, ext(0, huge - g(1)));
+        assert_eq!(sorted_free(&space), [ext(huge - g(1), huge)]);
+        assert_eq!(alloc(&mut space, huge), ext(huge - g(1), huge));
+        assert_eq!(space.free_extent_count(), 0);
+        assert_eq!(space.cursor(), 2 * huge);
+    }
+
+    #[test]
+    fn a_fruitless_walk_makes_the_list_bound_exact() {
+        let mut space = space();
+        let short = alloc(&mut space, g(70));
+        alloc(&mut space, g(1));
+        let fit = alloc(&mut space, g(71));
+        alloc(&mut space, g(1));
+        release(&mut space, short);
+        let class = Class::containing(71).index();
+        assert_eq!(space.free.lists[class].len_bound, g(70));
+
+        // Nothing fits: served from the tail; the bound already excluded the list.
+        assert!(space.allocate(g(71)).unwrap().from_tail);
+        space.check_consistency();
+
+        // A stale bound (its extent was taken) is made exact by the next fruitless walk.
+        release(&mut space, fit);
+        assert_eq!(space.free.lists[class].len_bound, g(71));
+        assert_eq!(space.allocate(g(71)).unwrap().extent, fit);
+        assert_eq!(space.free.lists[class].len_bound, g(71));
+        assert!(space.allocate(g(71)).unwrap().from_tail);
+        assert_eq!(space.free.lists[class].len_bound, g(70));
+        space.check_consistency();
+    }
+
+    #[test]
+    fn largest_free_is_exact_within_its_class() {
+        let mut space = space();
+        same_class_with_one_fit(&mut space, 71, 70);
+        assert_eq!(space.largest_free(), Some(g(71)));
+        let small = alloc(&mut space, g(3));
+        alloc(&mut space, g(1));
+        release(&mut space, small);
+        assert_eq!(space.largest_free(), Some(g(71)));
+    }
+
+    /// Everything observable about a space.
+    fn snapshot(space: &Space) -> (Vec<Extent>, u64, u64, usize, u64, Option<u64>) {
+        (
+            sorted_free(space),
+            space.cursor(),
+            space.limit(),
+            space.free_extent_count(),
+            space.free_bytes(),
+            space.largest_free(),
+        )
+    }
+
+    #[test]
+    fn out_of_space_changes_nothing() {
+        let limit = START + g(10);
+        let mut space = Space::new(START, limit, GRANULE);
+        let a = alloc(&mut space, g(6));
+        alloc(&mut space, g(2));
+        release(&mut space, a);
+        let before = snapshot(&space);
+        assert_eq!(
+            space.allocate(g(7)),
+            Err(OutOfSpace {
+                requested: g(7),
+                cursor: START + g(8),
+                limit,
+            })
+        );
+        assert_eq!(snapshot(&space), before);
+        assert!(space.allocate(u64::MAX - (GRANULE - 1)).is_err());
+        assert_eq!(snapshot(&space), before);
+        space.check_consistency();
+        // What is left still serves.
+        assert!(!space.allocate(g(6)).unwrap().from_tail);
+        assert!(space.allocate(g(2)).unwrap().from_tail);
+        assert_eq!(space.cursor(), limit);
+    }
+
+    #[test]
+    fn undo_tail_moves_the_cursor_back() {
+        let mut space = space();
+        let a = alloc(&mut space, g(2));
+        let b = alloc(&mut space, g(3));
+        assert_eq!(space.undo_tail(b), a.end());
+        space.check_consistency();
+
+        let b = alloc(&mut space, g(3));
+        release(&mut space, a);
+        // The free `a` just before it goes back too.
+        assert_eq!(space.undo_tail(b), START);
+        assert_eq!(space.free_extent_count(), 0);
+        space.check_consistency();
+    }
+
+    #[test]
+    fn set_limit_never_goes_below_the_cursor() {
+        let mut space = space();
+        alloc(&mut space, g(5));
+        space.set_limit(START);
+        assert_eq!(space.limit(), START + g(5));
+        assert!(space.allocate(g(1)).is_err());
+        space.set_limit(START + g(6));
+        assert_eq!(space.limit(), START + g(6));
+        assert!(space.allocate(g(1)).is_ok());
+        assert_eq!(space.start(), START);
+    }
+
+    #[test]
+    fn recovery_rebuilds_free_space_and_retracts_the_trailing_run() {
+        let mut space = Space::new(START, START + g(8), GRANULE);
+        space.recover_allocated(ext(START, g(2)));
+        space.recover_free(ext(START + g(2), g(3)));
+        space.recover_free(ext(START + g(5), g(1)));
+        space.check_consistency();
+        space.recover_allocated(ext(START + g(6), g(1)));
+        space.recover_free(ext(START + g(7), g(2)));
+        space.recover_free(ext(START + g(9), g(1)));
+        space.check_consistency();
+        assert_eq!(space.cursor(), START + g(10));
+        assert_eq!(
+            space.limit(),
+            START + g(10),
+            "the limit is raised to the data found"
+        );
+        assert_eq!(space.finish_recovery(), START + g(7));
+        assert_eq!(space.finish_recovery(), START + g(7));
+        space.check_consistency();
+        assert_eq!(sorted_free(&space), [ext(START + g(2), g(4))]);
+        assert_eq!(space.free_bytes(), g(4));
+        assert!(!space.allocate(g(4)).unwrap().from_tail);
+    }
+
+    #[test]
+    fn recovery_keeps_apart_free_extents_separated_by_a_gap() {
+        let mut space = space();
+        space.recover_free(ext(START, g(1)));
+        space.recover_free(ext(START + g(2), g(1)));
+        space.recover_free(ext(START + g(3), g(1)));
+        space.check_consistency();
+        assert_eq!(space.finish_recovery(), START + g(2));
+        assert_eq!(sorted_free(&space), [ext(START, g(1))]);
+    }
+
+    #[test]
+    fn recovering_only_free_extents_ends_at_start() {
+        let mut space = space();
+        space.recover_free(ext(START, g(4)));
+        space.recover_free(ext(START + g(4), g(4)));
+        assert_eq!(space.finish_recovery(), START);
+        assert_eq!(space.free_extent_count(), 0);
+        space.check_consistency();
+    }
+
+    #[test]
+    fn allocating_finishes_recovery() {
+        let mut space = space();
+        space.recover_allocated(ext(START, g(1)));
+        space.recover_free(ext(START + g(1), g(4)));
+        assert_eq!(alloc(&mut space, g(2)), ext(START + g(1), g(2)));
+        assert_eq!(space.free_extent_count(), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "overlaps free space")]
+    fn releasing_twice_is_caught_in_debug_builds() {
+        let mut space = space();
+        let a = alloc(&mut space, g(1));
+        alloc(&mut space, g(1));
+        space.release(a);
+        space.release(a);
+    }
+
+    /// Reference semantics: the free extents (offset -> length) and the cursor.
+    struct Model {
+        limit: u64,
+        min_split: u64,
+        cursor: u64,
+        free: BTreeMap<u64, u64>,
+    }
+
+    impl Model {
+        /// Checks that `got` is a legal answer to a request of `len` bytes and applies it.
+        fn allocate(&mut self, len: u64, got: Result<Allocation, OutOfSpace>) {
+            if self.free.values().any(|&free_len| free_len >= len) {
+                let got = got.expect("a free extent fits, yet the allocation failed");
+                assert!(!got.from_tail, "a free extent fits, yet the tail served");
+                self.take_free(len, got);
+            } else if self.cursor + len <= self.limit {
+                let extent = ext(self.cursor, len);
+                let expected = Allocation {
+                    extent,
+                    remainder: None,
+                    from_tail: true,
+                };
+                assert_eq!(got, Ok(expected));
+                self.cursor = extent.end();
+            } else {
+                let (cursor, limit) = (self.cursor, self.limit);
+                let expected = OutOfSpace {
+                    requested: len,
+                    cursor,
+                    limit,
+                };
+                assert_eq!(got, Err(expected));
+            }
+        }
+
+        /// Checks an allocation served from free space and applies it.
+        fn take_free(&mut self, len: u64, got: Allocation) {
+            let offset = got.extent.offset;
+            let found = self.free.remove(&offset).expect("not a free extent");
+            assert!(found >= len, "the free extent is too short");
+            let remainder = found - len;
+            if remainder > 0 && remainder >= self.min_split {
+                assert_eq!(got.extent, ext(offset, len));
+                assert_eq!(got.remainder, Some(ext(offset + len, remainder)));
+                self.free.insert(offset + len, remainder);
+            } else {
+                assert_eq!(got.extent, ext(offset, found));
+                assert_eq!(got.remainder, None);
+            }
+        }
+
+        /// Releases `extent`, coalescing and retracting.
+        fn release(&mut self, extent: Extent) -> Released {
+            let mut merged = extent;
+            let before = self.free.range(..extent.offset).next_back();
+            if let Some((&offset, &len)) = before.filter(|(o, l)| **o + **l == extent.offset) {
+                self.free.remove(&offset);
+                merged = ext(offset, len + merged.len);
+            }
+            if merged.end() == self.cursor {
+                self.cursor = merged.offset;
+                return Released::Retracted {
+                    cursor: self.cursor,
+                };
+            }
+            if let Some(len) = self.free.remove(&merged.end()) {
+                merged.len += len;
+            }
+            self.free.insert(merged.offset, merged.len);
+            Released::Free(merged)
+        }
+
+        /// The free extents sorted by offset.
+        fn extents(&self) -> Vec<Extent> {
+            self.free.iter().map(|(&o, &l)| ext(o, l)).collect()
+        }
+    }
+
+    /// Asserts that `space` agrees with `model` and that `live` and free extents never overlap.
+    fn check_against(space: &Space, model: &Model, live: &[Extent]) {
+        space.check_consistency();
+        let free = sorted_free(space);
+        assert_eq!(free, model.extents());
+        assert_eq!(space.cursor(), model.cursor);
+        assert_eq!(space.free_extent_count(), model.free.len());
+        assert_eq!(space.free_bytes(), model.free.values().sum::<u64>());
+        assert_eq!(space.largest_free(), model.free.values().copied().max());
+        let mut all: Vec<Extent> = live.iter().copied().chain(free).collect();
+        all.sort_unstable_by_key(|extent| extent.offset);
+        for pair in all.windows(2) {
+            assert!(pair[0].end() <= pair[1].offset, "{pair:?} overlap");
+        }
+        if let (Some(first), Some(last)) = (all.first(), all.last()) {
+            assert!(first.offset >= START && last.end() <= space.cursor());
+        }
+    }
+
+    /// One step of the model test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Allocate this many bytes.
+        Allocate(u64),
+        /// Release the live extent picked by this index (nothing when none is live).
+        Release(prop::sample::Index),
+    }
+
+    /// Mostly short requests (exact classes, many collisions), some of 64 to 72 granules
+    /// (two-length classes, exercising the first-fit walk), and releases.
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (1u64..=8).prop_map(|n| Op::Allocate(g(n))),
+            1 => (64u64..=72).prop_map(|n| Op::Allocate(g(n))),
+            3 => any::<prop::sample::Index>().prop_map(Op::Release),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn agrees_with_a_simple_model(
+            min_split in prop::sample::select(vec![0, g(1), g(3), g(10)]),
+            capacity in 16u64..800,
+            ops in prop::collection::vec(op(), 1..100),
+            seed in any::<u64>(),
+        ) {
+            let limit = START + g(capacity);
+            let mut space = Space::new(START, limit, min_split);
+            let mut model = Model { limit, min_split, cursor: START, free: BTreeMap::new() };
+            let mut live: Vec<Extent> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Allocate(len) => {
+                        let got = space.allocate(len);
+                        model.allocate(len, got);
+                        live.extend(got.ok().map(|allocation| allocation.extent));
+                    }
+                    Op::Release(index) if !live.is_empty() => {
+                        let extent = live.swap_remove(index.index(live.len()));
+                        assert_eq!(space.release(extent), model.release(extent));
+                    }
+                    Op::Release(_) => {}
+                }
+                check_against(&space, &model, &live);
+            }
+            for extent in shuffled(live, seed | 1) {
+                assert_eq!(space.release(extent), model.release(extent));
+                space.check_consistency();
+            }
+            prop_assert_eq!(space.cursor(), START);
+            prop_assert_eq!(space.free_extent_count(), 0);
+            prop_assert_eq!(space.free_bytes(), 0);
+        }
+    }
+}

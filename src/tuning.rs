@@ -1,0 +1,47 @@
+//! [`MemoryTuning`]: the runtime settings a region is opened with.
+
+use serde::{Deserialize, Serialize};
+
+use crate::region::OverflowRegion;
+
+/// Capacity settings for a region, as they appear in a database's `[memory]`
+/// configuration table.
+///
+/// Missing fields take their defaults, so an empty table loads:
+///
+/// ```
+/// use overflow_region::MemoryTuning;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Config {
+///     memory: MemoryTuning,
+/// }
+///
+/// let config: Config = toml::from_str("[memory]\noverflow_max_bytes = 268435456\n").unwrap();
+/// assert_eq!(config.memory.overflow_max_bytes, 256 << 20);
+/// assert_eq!(config.memory.overflow_initial_bytes, 64 << 20);
+///
+/// let empty: Config = toml::from_str("[memory]\n").unwrap();
+/// assert_eq!(empty.memory, MemoryTuning::default());
+/// ```
+///
+/// Used with [`OverflowRegion::open_with_tuning`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryTuning {
+    /// File size of a new region, in bytes
+    /// (default [`OverflowRegion::DEFAULT_INITIAL_CAPACITY`], 64 MiB).
+    pub overflow_initial_bytes: usize,
+    /// Size past which the region never grows, in bytes
+    /// (default [`OverflowRegion::DEFAULT_MAX_CAPACITY`], 1 GiB).
+    pub overflow_max_bytes: usize,
+}
+
+impl Default for MemoryTuning {
+    fn default() -> Self {
+        MemoryTuning {
+            overflow_initial_bytes: OverflowRegion::DEFAULT_INITIAL_CAPACITY,
+            overflow_max_bytes: OverflowRegion::DEFAULT_MAX_CAPACITY,
+        }
+    }
+}
