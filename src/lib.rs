@@ -46,6 +46,7 @@ mod region;
 mod slots;
 mod space;
 mod tuning;
+pub mod workload;
 
 pub use engine::{EngineId, UnknownEngine};
 pub use error::{Error, Result};
