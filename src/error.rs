@@ -41,6 +41,18 @@ pub enum Error {
         slot: usize,
     },
 
+    /// A [`SlotRef`](crate::SlotRef) no longer names the bytes it was made
+    /// for: the slot was freed or reused (or the file is damaged there).
+    #[error("slot {slot} (generation {generation}) changed: {reason}")]
+    SlotChanged {
+        /// The slot index of the handle.
+        slot: usize,
+        /// The generation of the handle.
+        generation: u32,
+        /// What the reader found.
+        reason: &'static str,
+    },
+
     /// Every slot index the on-disk format can hold is in use.
     #[error("too many slots: the format holds at most {max} slot indices")]
     TooManySlots {

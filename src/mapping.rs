@@ -102,11 +102,6 @@ impl Mapping {
         self.reserved as u64
     }
 
-    /// The mapped file.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
-
     /// Grows the file to `new_len` bytes with its blocks allocated, so a full
     /// disk is this error and never a SIGBUS later. On error the file keeps
     /// its old length.
@@ -197,12 +192,6 @@ impl Mapping {
         Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) })
     }
 
-    /// Loads the little-endian word at the 8-byte aligned `offset`.
-    pub(crate) fn load_word(&self, offset: u64) -> Option<u64> {
-        self.word(offset)
-            .map(|word| u64::from_le(word.load(Ordering::Acquire)))
-    }
-
     /// Stores a little-endian word at the 8-byte aligned `offset` with one
     /// store, ordered after every earlier write to the mapping (Release): the
     /// commit point of every extent state change.
@@ -265,4 +254,156 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<bool> {
 /// Makes a new directory entry durable (`fsync` of the directory).
 pub(crate) fn sync_directory(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// A read-only mapping of a region file that another thread or process may
+/// be writing at the same time: the reader side of cross-thread reads.
+///
+/// Unlike [`Mapping`] it never hands out slices: bytes that can change while
+/// they are read are only ever loaded with atomic loads and copied out, and
+/// the caller verifies the copy (header generation and checksum) afterwards.
+/// The writer's stores reach this mapping through the shared page cache, a
+/// different virtual address from the writer's own: to this process they are
+/// memory changed by an outside agent, which atomic loads may observe.
+pub(crate) struct SharedMapping {
+    /// Start of the reservation. Invariant: `base..base + reserved` is one
+    /// live, read-only `MAP_SHARED` mapping of `file` from offset 0, owned by
+    /// this value and unmapped only in `Drop`.
+    base: NonNull<u8>,
+    /// Length of the reservation (a multiple of the page size).
+    reserved: usize,
+    /// The largest file length seen. Invariant: `<= reserved`, and the file
+    /// was at least this long when it was read. Files only grow while readers
+    /// are mapped (a writer truncates only when no reader holds the file), so
+    /// `base..base + file_len` stays backed by the file.
+    file_len: AtomicU64,
+    /// The mapped file.
+    file: File,
+}
+
+// SAFETY: the mapping is read-only and every access to it is an atomic load
+// (`load_word`, `copy_out`), so sharing it between threads is as sound as
+// sharing a `[AtomicU64]`; `file_len` is atomic and `File` is `Send + Sync`.
+unsafe impl Send for SharedMapping {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SharedMapping {}
+
+impl SharedMapping {
+    /// Maps `file` read-only over a reservation of `reserve` bytes.
+    pub(crate) fn new(file: File, reserve: u64) -> io::Result<SharedMapping> {
+        let reserved = reserve.next_multiple_of(page_size());
+        let reserved_usize = usize::try_from(reserved).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "reservation exceeds the address space",
+            )
+        })?;
+        // SAFETY: a fresh read-only mapping at an address the kernel chooses:
+        // it aliases no Rust object. Pages past the file's end are never
+        // touched (`file_len` invariant and the bounds checks below).
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                reserved_usize,
+                ProtFlags::READ,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                &file,
+                0,
+            )?
+        };
+        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        // SAFETY: advice on exactly the range mapped above; it changes no
+        // memory contents.
+        if let Err(error) = unsafe { rustix::mm::madvise(ptr, reserved_usize, Advice::Random) } {
+            tracing::warn!(%error, "madvise(MADV_RANDOM) failed; continuing without it");
+        }
+        let mapping = SharedMapping {
+            base,
+            reserved: reserved_usize,
+            file_len: AtomicU64::new(0),
+            file,
+        };
+        mapping.refresh_len()?;
+        Ok(mapping)
+    }
+
+    /// Re-reads the file's length (it grows while the writer works) and
+    /// returns the length now usable.
+    pub(crate) fn refresh_len(&self) -> io::Result<u64> {
+        let len = self.file.metadata()?.len().min(self.reserved as u64);
+        Ok(self.file_len.fetch_max(len, Ordering::AcqRel).max(len))
+    }
+
+    /// Makes sure `offset..offset + len` lies inside the file, re-reading its
+    /// length once if needed.
+    pub(crate) fn check_range(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let Some(end) = offset.checked_add(len) else {
+            return Ok(false);
+        };
+        if end <= self.file_len.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        Ok(end <= self.refresh_len()?)
+    }
+
+    /// The word at `offset`, if it is aligned and inside the known file.
+    pub(crate) fn load_word(&self, offset: u64) -> Option<u64> {
+        if offset % 8 != 0 || offset.checked_add(8)? > self.file_len.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: aligned (the base is page aligned), inside the file-backed
+        // prefix of the live mapping (checked above; struct invariants), and
+        // only ever accessed atomically in this process.
+        let word =
+            unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) };
+        Some(u64::from_le(word.load(Ordering::Acquire)))
+    }
+
+    /// Copies `offset..offset + len` into `out` (replacing its contents) with
+    /// atomic loads, or returns `false` if the range is not inside the known
+    /// file or `offset` is not 8-byte aligned. The copy may mix old and new
+    /// bytes if the writer is changing them: the caller verifies it.
+    pub(crate) fn copy_out(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
+        let Some(end) = offset.checked_add(len) else {
+            return false;
+        };
+        if offset % 8 != 0 || end > self.file_len.load(Ordering::Acquire) {
+            return false;
+        }
+        out.clear();
+        out.resize(len as usize, 0);
+        let (words, tail) = out.as_mut_slice().as_chunks_mut::<8>();
+        let mut at = offset;
+        for chunk in words {
+            // SAFETY: `at + 8 <= end <= file_len` and `at` is 8-byte aligned:
+            // inside the file-backed prefix of the live mapping; atomic
+            // access only.
+            let word =
+                unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(at as usize).cast::<u64>()) };
+            *chunk = word.load(Ordering::Relaxed).to_ne_bytes();
+            at += 8;
+        }
+        for byte in tail {
+            // SAFETY: `at < end <= file_len`: inside the file-backed prefix of
+            // the live mapping; atomic access only (u8 needs no alignment).
+            let atomic = unsafe {
+                std::sync::atomic::AtomicU8::from_ptr(self.base.as_ptr().add(at as usize))
+            };
+            *byte = atomic.load(Ordering::Relaxed);
+            at += 1;
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        true
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: the reservation is ours (struct invariant); no reference
+        // into it escapes this type, so nothing outlives this call.
+        if let Err(error) = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.reserved) }
+        {
+            tracing::warn!(%error, "munmap of an overflow reader failed");
+        }
+    }
 }

@@ -145,7 +145,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
     let mut run: Option<FreeRun> = None;
     let mut clean_end = false;
 
-    let mut free = |space: &mut Space, run: &mut Option<FreeRun>, extent: Extent, tagged: bool| {
+    let free = |space: &mut Space, run: &mut Option<FreeRun>, extent: Extent, tagged: bool| {
         space.recover_free(extent);
         match run {
             Some(run) => {

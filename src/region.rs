@@ -13,9 +13,11 @@ use crate::layout::{
     LiveHeader, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET, Tag,
 };
 use crate::mapping::{self, Mapping};
+use crate::reader::SlotRef;
 use crate::recovery::{self, RecoveryReport};
 use crate::slots::{LiveSlot, SlotLookup, SlotTable};
 use crate::space::{Extent, GRANULE, Released, Space};
+use crate::stats::{Accounting, RegionStats};
 use crate::tuning::MemoryTuning;
 
 /// A free remainder shorter than this stays inside the allocated extent as
@@ -95,8 +97,9 @@ pub struct OverflowRegion {
     /// Slot index -> extent. Invariant: each live entry's extent carries a
     /// live header naming that index.
     slots: SlotTable,
-    /// Sum of the live slots' payload lengths.
-    live_bytes: u64,
+    /// Per-engine live slots and bytes, and slack. Invariant: equal to the
+    /// sums over the live slots.
+    accounting: Accounting,
     /// Generation of the next write; its low 32 bits go in the header.
     next_generation: u64,
     /// What the last open found.
@@ -324,7 +327,7 @@ impl OverflowRegion {
             space: Space::new(DATA_START, mapping.reserved(), MIN_SPLIT),
             mapping,
             slots: SlotTable::default(),
-            live_bytes: 0,
+            accounting: Accounting::default(),
             next_generation: 0,
             recovery: RecoveryReport {
                 initialised: true,
@@ -357,17 +360,20 @@ impl OverflowRegion {
             (header.slot as usize, slot)
         });
         let slots = SlotTable::rebuild(recovered.slot_high_water as usize, live);
-        let live_bytes = recovered
-            .slots
-            .iter()
-            .map(|found| found.header.payload_len)
-            .sum();
+        let mut accounting = Accounting::default();
+        for found in &recovered.slots {
+            accounting.add(
+                found.header.engine,
+                found.header.payload_len,
+                found.extent.len,
+            );
+        }
         let mut region = OverflowRegion {
             path: path.to_owned(),
             mapping,
             space: recovered.space,
             slots,
-            live_bytes,
+            accounting,
             next_generation: recovered.next_generation,
             recovery: recovered.report,
             _owned_by_one_thread: PhantomData,
@@ -415,7 +421,7 @@ impl OverflowRegion {
         let extent = allocation.extent;
         if extent.end() > self.mapping.len() {
             if let Err(error) = self.grow_to_fit(extent.end()) {
-                self.space.release(extent);
+                self.space.undo_tail(extent);
                 return Err(error);
             }
         }
@@ -461,7 +467,7 @@ impl OverflowRegion {
             engine,
         });
         debug_assert_eq!(index, slot);
-        self.live_bytes += payload_len;
+        self.accounting.add(engine, payload_len, extent.len);
         Ok(slot)
     }
 
@@ -511,7 +517,8 @@ impl OverflowRegion {
             .slots
             .vacate(slot_index)
             .map_err(|lookup| self.slot_error(slot_index, lookup))?;
-        self.live_bytes -= slot.payload_len;
+        self.accounting
+            .remove(slot.engine, slot.payload_len, slot.extent_len);
         self.free_extent(slot.extent());
         Ok(())
     }
@@ -552,7 +559,49 @@ impl OverflowRegion {
 
     /// Sum of the payload lengths of the live slots.
     pub fn live_bytes(&self) -> usize {
-        self.live_bytes as usize
+        self.accounting.live_bytes() as usize
+    }
+
+    /// A handle to a live slot that an [`OverflowReader`](crate::OverflowReader)
+    /// in another thread or process can read, and that stops reading once
+    /// the slot is freed or reused.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub fn slot_ref(&self, slot_index: usize) -> Result<SlotRef> {
+        let slot = self.live_slot(slot_index)?;
+        Ok(SlotRef {
+            slot: slot_index as u32,
+            generation: slot.generation,
+            offset: slot.offset,
+            payload_len: slot.payload_len,
+        })
+    }
+
+    /// Live slots and bytes per engine, free extents and bytes, the largest
+    /// free extent, slack, file size.
+    ///
+    /// # Time complexity
+    ///
+    /// O(1) but for the largest free extent, which walks one size class of
+    /// free extents (extents within 1/32 of each other's length).
+    pub fn stats(&self) -> RegionStats {
+        let live_slots = self.slots.live() as u64;
+        RegionStats {
+            engines: self.accounting.engines,
+            live_slots,
+            live_bytes: self.accounting.live_bytes(),
+            slot_count: self.slots.len() as u64,
+            free_extents: self.space.free_extent_count() as u64,
+            free_bytes: self.space.free_bytes(),
+            largest_free_extent: self.space.largest_free().unwrap_or(0),
+            slack_bytes: self.accounting.slack_bytes,
+            header_bytes: live_slots * EXTENT_HEADER_LEN,
+            used_bytes: self.space.cursor() - DATA_START,
+            file_size: self.mapping.len(),
+            max_capacity: self.space.limit(),
+        }
     }
 
     /// Number of slot indices handed out, occupied or freed.

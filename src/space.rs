@@ -148,9 +148,9 @@ pub(crate) struct Space {
 }
 
 impl Space {
-    /// An empty space: data area from `start`, nothing allocated, cursor = start, may grow to `limit`.
-    /// `min_split`: a free remainder shorter than this is not split off (kept as slack).
-    /// Both multiples of GRANULE. A `limit` below `start` is raised to `start`.
+    /// An empty space: data area from `start`, nothing allocated, cursor = start, may grow to
+    /// `limit` (a `limit` below `start` is raised to `start`). `min_split`: a free remainder
+    /// shorter than this is not split off (kept as slack). Both multiples of GRANULE.
     pub fn new(start: u64, limit: u64, min_split: u64) -> Self {
         debug_assert!(
             start % GRANULE == 0,
@@ -187,11 +187,13 @@ impl Space {
     /// length (raised on insertion, not lowered on removal, set to the true maximum after a
     /// walk that found nothing), and the walk is skipped when the bound is below `len`.
     ///
-    /// Time: O(1) when the rounded-up search succeeds, when the request's length starts its
-    /// class, or when the bound rules the list out. Otherwise O(k) for k extents in the
-    /// request's own class (lengths within 1/32 of each other); the walk stops at the first
-    /// fit. A walk that finds nothing needs a removal from that list since its previous
-    /// fruitless walk (until then the exact bound skips it), so repeated misses stay O(1).
+    /// Time (hash map operations counted as O(1)): O(1) when the rounded-up search succeeds,
+    /// when `len` is the shortest length of its class (always so below 64 granules), or when
+    /// the bound rules the list out. Otherwise O(k) for the k free extents of the request's
+    /// own class, whose lengths differ by less than 1/32; the walk stops at the first fit. A
+    /// walk that finds nothing leaves an exact bound, so another fruitless walk of that list
+    /// needs a removal from it in between: repeated misses cost O(1).
+    /// The number of free extents elsewhere never matters.
     ///
     /// In release builds a `len` of zero or not a multiple of the granule is rounded up.
     pub fn allocate(&mut self, len: u64) -> Result<Allocation, OutOfSpace> {
@@ -217,8 +219,8 @@ impl Space {
     /// Releasing something that was not allocated is a caller bug. The cheap symptoms (empty
     /// or unaligned, outside `[start, cursor)`, starting where a free extent starts or ending
     /// where one ends) fail a `debug_assert!`; in release builds such a call is ignored and
-    /// returns `Released::Free(extent)` unchanged. An extent strictly inside free space is
-    /// not detected.
+    /// returns `Released::Free(extent)` unchanged. Other overlaps with free space are not
+    /// detected (that would need an ordered index): they corrupt the bookkeeping.
     pub fn release(&mut self, extent: Extent) -> Released {
         self.finish_recovery();
         let verdict = self.check_releasable(extent);
@@ -308,20 +310,9 @@ impl Space {
         self.cursor
     }
 
-    /// First byte of the data area.
-    pub fn start(&self) -> u64 {
-        self.start
-    }
-
     /// How far the cursor may grow.
     pub fn limit(&self) -> u64 {
         self.limit
-    }
-
-    /// Change the limit (reopen with another max capacity); never below the cursor: a smaller
-    /// value is raised to the cursor.
-    pub fn set_limit(&mut self, limit: u64) {
-        self.limit = limit.max(self.cursor);
     }
 
     /// Number of free extents. O(1).
@@ -469,7 +460,8 @@ impl Space {
         Ok(())
     }
 
-    /// `extent` merged with the free extent ending where it starts, if any (taken out of the index).
+    /// `extent` merged with the free extent ending where it starts, if any (which leaves the
+    /// index).
     fn absorb_free_before(&mut self, extent: Extent) -> Extent {
         match self.free.ending_at(extent.offset) {
             Some(id) => {
@@ -483,7 +475,8 @@ impl Space {
         }
     }
 
-    /// `extent` merged with the free extent starting where it ends, if any (taken out of the index).
+    /// `extent` merged with the free extent starting where it ends, if any (which leaves the
+    /// index).
     fn absorb_free_after(&mut self, extent: Extent) -> Extent {
         match self.free.starting_at(extent.end()) {
             Some(id) => {
@@ -1359,19 +1352,6 @@ mod tests {
         assert_eq!(space.undo_tail(b), START);
         assert_eq!(space.free_extent_count(), 0);
         space.check_consistency();
-    }
-
-    #[test]
-    fn set_limit_never_goes_below_the_cursor() {
-        let mut space = space();
-        alloc(&mut space, g(5));
-        space.set_limit(START);
-        assert_eq!(space.limit(), START + g(5));
-        assert!(space.allocate(g(1)).is_err());
-        space.set_limit(START + g(6));
-        assert_eq!(space.limit(), START + g(6));
-        assert!(space.allocate(g(1)).is_ok());
-        assert_eq!(space.start(), START);
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! [`OverflowReader`] and [`SlotRef`]: reading a region from other threads
+//! and processes, without the owner's lock and without a lock on its hot path.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::layout::{
+    self, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError, LiveHeader, Tag,
+};
+use crate::mapping::SharedMapping;
+
+/// A handle to one tenancy of a slot, made by
+/// [`OverflowRegion::slot_ref`](crate::OverflowRegion::slot_ref) and read by
+/// an [`OverflowReader`].
+///
+/// It names the slot index, the extent, the payload length and the
+/// generation of the write that filled the slot. A slot index handed out
+/// again gets a new generation, so a handle never reads a later tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotRef {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+    pub(crate) offset: u64,
+    pub(crate) payload_len: u64,
+}
+
+impl SlotRef {
+    /// The slot index.
+    pub fn slot(&self) -> usize {
+        self.slot as usize
+    }
+
+    /// The generation of the write this handle names.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Byte offset of the slot's extent in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length of the payload in bytes.
+    pub fn len(&self) -> usize {
+        self.payload_len as usize
+    }
+
+    /// True for a zero-length payload.
+    pub fn is_empty(&self) -> bool {
+        self.payload_len == 0
+    }
+}
+
+/// A read-only view of a region file for threads and processes other than
+/// its owner. `Send + Sync`: share one among many threads.
+///
+/// It maps the file read-only, never takes the writer's lock, follows the
+/// file as it grows, and returns a slot's bytes only if they are still the
+/// bytes its [`SlotRef`] names: a slot freed or reused while it is read gives
+/// [`Error::SlotChanged`], never another slot's bytes.
+///
+/// ```
+/// use overflow_region::{EngineId, OverflowReader, OverflowRegion};
+///
+/// # fn main() -> overflow_region::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("core-3");
+/// let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20)?;
+/// let slot = region.write(b"shared with other cores", EngineId::Sparse)?;
+/// let handle = region.slot_ref(slot)?;
+///
+/// let reader = OverflowReader::open(&path)?;
+/// let copy = std::thread::scope(|s| {
+///     s.spawn(|| {
+///         let mut buf = Vec::new();
+///         reader.read_into(&handle, &mut buf).map(|()| buf)
+///     })
+///     .join()
+///     .unwrap()
+/// })?;
+/// assert_eq!(copy, b"shared with other cores");
+///
+/// region.free(slot)?;
+/// assert!(reader.read_into(&handle, &mut Vec::new()).is_err());
+/// # Ok(())
+/// # }
+/// ```
+pub struct OverflowReader {
+    path: PathBuf,
+    mapping: SharedMapping,
+}
+
+impl std::fmt::Debug for OverflowReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverflowReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OverflowReader {
+    /// Address space a reader reserves by default: 1 TiB, far more than any
+    /// region's maximum, so the reader never has to move its mapping. It
+    /// costs address space only, no memory.
+    pub const DEFAULT_RESERVATION: u64 = 1 << 40;
+
+    /// Opens a region file for reading.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotARegion`] or [`Error::UnsupportedVersion`] if the file is
+    /// not a region this build reads, [`Error::Io`] if it cannot be opened or
+    /// mapped.
+    pub fn open(path: &Path) -> Result<Self> {
+        let io_error = |operation| {
+            move |source| Error::Io {
+                path: path.to_owned(),
+                operation,
+                source,
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(io_error("open"))?;
+        let file_len = file.metadata().map_err(io_error("stat"))?.len();
+        let mut probe = [0u8; FILE_HEADER_PROBE_LEN];
+        let probe_len = (file_len as usize).min(FILE_HEADER_PROBE_LEN);
+        file.read_exact_at(&mut probe[..probe_len], 0)
+            .map_err(io_error("read header"))?;
+        layout::decode_file_header(&probe[..probe_len]).map_err(|error| match error {
+            FileHeaderError::Foreign(reason) => Error::NotARegion {
+                path: path.to_owned(),
+                reason,
+            },
+            FileHeaderError::Version(found) => Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found,
+                supported: layout::FORMAT_VERSION,
+            },
+        })?;
+        let mapping =
+            SharedMapping::new(file, Self::DEFAULT_RESERVATION).map_err(io_error("mmap"))?;
+        Ok(OverflowReader {
+            path: path.to_owned(),
+            mapping,
+        })
+    }
+
+    /// The region file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Copies the bytes `slot` names into `out` (replacing its contents).
+    ///
+    /// The copy is returned only if the extent header still carries the
+    /// handle's slot index and generation and a live tag before and after
+    /// the copy, the length matches, and the payload checksum verifies, so a
+    /// free or a reuse racing with the read is caught.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SlotChanged`] if the slot was freed or reused (or the file is
+    /// damaged there), [`Error::Io`] if the file's length cannot be read.
+    /// `out` is left with unspecified contents on error.
+    ///
+    /// # Time complexity
+    ///
+    /// O(length of the payload): one copy and one checksum.
+    pub fn read_into(&self, slot: &SlotRef, out: &mut Vec<u8>) -> Result<()> {
+        let changed = |reason: &'static str| Error::SlotChanged {
+            slot: slot.slot(),
+            generation: slot.generation,
+            reason,
+        };
+        let extent_len = EXTENT_HEADER_LEN + slot.payload_len;
+        let in_file = self
+            .mapping
+            .check_range(slot.offset, extent_len)
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                operation: "stat",
+                source,
+            })?;
+        if !in_file {
+            return Err(changed("its extent lies past the end of the file"));
+        }
+        let before = self
+            .load_header(slot.offset)
+            .ok_or(changed("its header is out of bounds"))?;
+        let header =
+            LiveHeader::decode(&before).map_err(|_| changed("its extent is no longer live"))?;
+        if header.slot != slot.slot
+            || header.generation != slot.generation
+            || header.payload_len != slot.payload_len
+        {
+            return Err(changed("its extent now holds another write"));
+        }
+        if !self
+            .mapping
+            .copy_out(slot.offset + EXTENT_HEADER_LEN, slot.payload_len, out)
+        {
+            return Err(changed("its payload lies past the end of the file"));
+        }
+        let after = self
+            .load_header(slot.offset)
+            .ok_or(changed("its header is out of bounds"))?;
+        if after[..16] != before[..16] {
+            return Err(changed("it was freed or reused while it was read"));
+        }
+        if crc32c::crc32c(out) != header.payload_crc {
+            return Err(changed("its payload checksum does not match"));
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with a verified copy of the bytes `slot` names (see
+    /// [`read_into`](Self::read_into)); the copy lives in a buffer reused by
+    /// the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_into`](Self::read_into); `f` is not called then.
+    pub fn with_slot<R>(&self, slot: &SlotRef, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                self.read_into(slot, &mut buffer)?;
+                Ok(f(&buffer))
+            }
+            // Called again from inside `f`: use a buffer of its own.
+            Err(_) => {
+                let mut buffer = Vec::new();
+                self.read_into(slot, &mut buffer)?;
+                Ok(f(&buffer))
+            }
+        })
+    }
+
+    /// The 32 header bytes at `offset`, loaded word by word.
+    fn load_header(&self, offset: u64) -> Option<[u8; 32]> {
+        let mut header = [0u8; 32];
+        for (i, chunk) in header.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&self.mapping.load_word(offset + 8 * i as u64)?.to_le_bytes());
+        }
+        // The tag must be live now; `LiveHeader::decode` checks the rest.
+        matches!(
+            Tag::decode(u64::from_le_bytes(header[..8].try_into().ok()?)),
+            Some(Tag::Live { .. })
+        )
+        .then_some(header)
+    }
+}

@@ -1,0 +1,102 @@
+//! [`RegionStats`]: what a region holds, per engine, kept up to date by
+//! every write and free.
+
+use serde::Serialize;
+
+use crate::engine::EngineId;
+
+/// Live slots and bytes of one engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Slots the engine holds.
+    pub live_slots: u64,
+    /// Sum of their payload lengths.
+    pub live_bytes: u64,
+}
+
+/// A snapshot of a region's accounting, from
+/// [`OverflowRegion::stats`](crate::OverflowRegion::stats).
+///
+/// ```
+/// use overflow_region::{EngineId, OverflowRegion};
+///
+/// # fn main() -> overflow_region::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut region = OverflowRegion::open_with_config(&dir.path().join("r"), 1 << 20, 1 << 24)?;
+/// region.write(&[1; 100], EngineId::Vector)?;
+/// region.write(&[2; 50], EngineId::Wal)?;
+/// let stats = region.stats();
+/// assert_eq!(stats.engine(EngineId::Vector).live_bytes, 100);
+/// assert_eq!(stats.engine(EngineId::Wal).live_slots, 1);
+/// assert_eq!(stats.live_bytes, 150);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RegionStats {
+    /// Per engine, indexed by [`EngineId::as_u8`]; see [`RegionStats::engine`].
+    pub engines: [EngineStats; EngineId::ALL.len()],
+    /// Live slots, all engines.
+    pub live_slots: u64,
+    /// Sum of live payload lengths, all engines.
+    pub live_bytes: u64,
+    /// Slot indices handed out, occupied or freed.
+    pub slot_count: u64,
+    /// Free extents inside the used part of the file.
+    pub free_extents: u64,
+    /// Bytes in free extents.
+    pub free_bytes: u64,
+    /// Length of the largest free extent (0 if none).
+    pub largest_free_extent: u64,
+    /// Bytes of live extents that hold neither header nor payload:
+    /// alignment, and remainders too small to split off.
+    pub slack_bytes: u64,
+    /// Bytes of live extent headers (32 per live slot).
+    pub header_bytes: u64,
+    /// Bytes from the start of the data area to the end of the last extent.
+    pub used_bytes: u64,
+    /// The file's size.
+    pub file_size: u64,
+    /// The size the file never grows past.
+    pub max_capacity: u64,
+}
+
+impl RegionStats {
+    /// The figures of one engine.
+    pub fn engine(&self, engine: EngineId) -> &EngineStats {
+        &self.engines[engine.as_u8() as usize]
+    }
+}
+
+/// The counters a region keeps up to date on every write and free.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Accounting {
+    /// Per engine, indexed by [`EngineId::as_u8`].
+    pub engines: [EngineStats; EngineId::ALL.len()],
+    /// Sum of `extent length - header - payload` over live slots.
+    pub slack_bytes: u64,
+}
+
+impl Accounting {
+    /// Counts a live slot.
+    pub(crate) fn add(&mut self, engine: EngineId, payload_len: u64, extent_len: u64) {
+        let stats = &mut self.engines[engine.as_u8() as usize];
+        stats.live_slots += 1;
+        stats.live_bytes += payload_len;
+        self.slack_bytes += extent_len - crate::layout::EXTENT_HEADER_LEN - payload_len;
+    }
+
+    /// Stops counting a live slot.
+    pub(crate) fn remove(&mut self, engine: EngineId, payload_len: u64, extent_len: u64) {
+        let stats = &mut self.engines[engine.as_u8() as usize];
+        stats.live_slots -= 1;
+        stats.live_bytes -= payload_len;
+        self.slack_bytes -= extent_len - crate::layout::EXTENT_HEADER_LEN - payload_len;
+    }
+
+    /// Sum of live payload lengths.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.engines.iter().map(|engine| engine.live_bytes).sum()
+    }
+}
