@@ -372,18 +372,18 @@ impl SharedMapping {
         }
         out.clear();
         out.resize(len as usize, 0);
-        let (words, tail) = out.as_mut_slice().as_chunks_mut::<8>();
+        let mut words = out.chunks_exact_mut(8);
         let mut at = offset;
-        for chunk in words {
+        for chunk in &mut words {
             // SAFETY: `at + 8 <= end <= file_len` and `at` is 8-byte aligned:
             // inside the file-backed prefix of the live mapping; atomic
             // access only.
             let word =
                 unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(at as usize).cast::<u64>()) };
-            *chunk = word.load(Ordering::Relaxed).to_ne_bytes();
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
             at += 8;
         }
-        for byte in tail {
+        for byte in words.into_remainder() {
             // SAFETY: `at < end <= file_len`: inside the file-backed prefix of
             // the live mapping; atomic access only (u8 needs no alignment).
             let atomic = unsafe {
