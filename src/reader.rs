@@ -18,7 +18,11 @@ use crate::mapping::SharedMapping;
 /// It names the slot index, the extent, the payload length and the
 /// generation of the write that filled the slot. A slot index handed out
 /// again gets a new generation, so a handle never reads a later tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// To hand one to another process, send its four parts (it is serde
+/// `Serialize + Deserialize`, or use [`SlotRef::from_parts`]): a handle
+/// built from wrong parts is harmless, the reader refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SlotRef {
     pub(crate) slot: u32,
     pub(crate) generation: u32,
@@ -27,6 +31,20 @@ pub struct SlotRef {
 }
 
 impl SlotRef {
+    /// Rebuilds a handle from its parts ([`slot`](Self::slot),
+    /// [`generation`](Self::generation), [`offset`](Self::offset),
+    /// [`len`](Self::len)), as sent by another process. Reading it checks
+    /// every part against the file, so wrong parts give
+    /// [`Error::SlotChanged`], never wrong bytes.
+    pub fn from_parts(slot: u32, generation: u32, offset: u64, len: u64) -> SlotRef {
+        SlotRef {
+            slot,
+            generation,
+            offset,
+            payload_len: len,
+        }
+    }
+
     /// The slot index.
     pub fn slot(&self) -> usize {
         self.slot as usize
@@ -176,7 +194,7 @@ impl OverflowReader {
             generation: slot.generation,
             reason,
         };
-        let extent_len = EXTENT_HEADER_LEN + slot.payload_len;
+        let extent_len = EXTENT_HEADER_LEN.saturating_add(slot.payload_len);
         let in_file = self
             .mapping
             .check_range(slot.offset, extent_len)
