@@ -39,6 +39,7 @@
 
 mod engine;
 mod error;
+mod holes;
 mod layout;
 mod mapping;
 mod reader;
@@ -54,6 +55,6 @@ pub use engine::{EngineId, UnknownEngine};
 pub use error::{Error, Result};
 pub use reader::{OverflowReader, SlotRef};
 pub use recovery::{DropReason, DroppedExtent, RecoveryReport};
-pub use region::OverflowRegion;
+pub use region::{CompactReport, OverflowRegion};
 pub use stats::{EngineStats, RegionStats};
 pub use tuning::MemoryTuning;

@@ -97,9 +97,9 @@ impl Mapping {
         self.file_len
     }
 
-    /// Length of the address-space reservation: the file can grow to it.
-    pub(crate) fn reserved(&self) -> u64 {
-        self.reserved as u64
+    /// The mapped file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// Grows the file to `new_len` bytes with its blocks allocated, so a full
@@ -148,6 +148,93 @@ impl Mapping {
         Ok(())
     }
 
+    /// Gives the whole pages of `offset..offset + len` back to the file
+    /// system (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): they read as zeros and
+    /// hold no disk blocks until written again. `Ok(false)` when the file
+    /// system cannot punch holes.
+    pub(crate) fn punch_hole(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+        debug_assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.file_len)
+        );
+        match rustix::fs::fallocate(
+            &self.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::OPNOTSUPP) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Allocates disk blocks for `offset..offset + len` inside the file (a
+    /// range that may hold punched holes), so storing to it through the
+    /// mapping cannot fail for lack of space: a full disk is this error.
+    pub(crate) fn allocate_blocks(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        debug_assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.file_len)
+        );
+        match rustix::fs::fallocate(&self.file, FallocateFlags::KEEP_SIZE, offset, len) {
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                // No fallocate: write the zeros the holes read as, which
+                // allocates their blocks (the range holds no live data).
+                self.grow_by_writing_zeros(offset, offset + len)
+            }
+            other => other.map_err(io::Error::from),
+        }
+    }
+
+    /// The ranges of the file at or after `from` that the file system reports
+    /// as holes (`SEEK_HOLE`/`SEEK_DATA`), in order. A file system without
+    /// hole reporting reports none.
+    pub(crate) fn holes(&self, from: u64) -> io::Result<Vec<(u64, u64)>> {
+        use rustix::fs::SeekFrom;
+        let mut holes = Vec::new();
+        let mut at = from;
+        while at < self.file_len {
+            let hole = match rustix::fs::seek(&self.file, SeekFrom::Hole(at)) {
+                Ok(hole) => hole,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(error) => return Err(error.into()),
+            };
+            if hole >= self.file_len {
+                break;
+            }
+            let data = match rustix::fs::seek(&self.file, SeekFrom::Data(hole)) {
+                Ok(data) => data.min(self.file_len),
+                Err(rustix::io::Errno::NXIO) => self.file_len,
+                Err(error) => return Err(error.into()),
+            };
+            if data <= hole {
+                break;
+            }
+            holes.push((hole, data));
+            at = data;
+        }
+        Ok(holes)
+    }
+
+    /// Shrinks the file to `new_len`. The caller guarantees that nothing at
+    /// or past `new_len` is in use, here or in any reader's mapping (it holds
+    /// the readers' lock exclusively: see [`ReadersLock`]).
+    pub(crate) fn truncate(&mut self, new_len: u64) -> io::Result<()> {
+        debug_assert!(new_len <= self.file_len);
+        // Lower the bound first: from here on nothing past `new_len` is
+        // touched, so the truncation cannot make a later access fault.
+        let old_len = self.file_len;
+        self.file_len = new_len;
+        if let Err(error) = self.file.set_len(new_len) {
+            self.file_len = old_len;
+            return Err(error);
+        }
+        Ok(())
+    }
+
     /// The bytes `offset..offset + len` of the file, or `None` if any of them
     /// lies past its end. The one place a range becomes a slice.
     pub(crate) fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
@@ -190,6 +277,12 @@ impl Mapping {
         // for the borrow of `self`. Within this process every access to tag
         // words is atomic or happens under `&mut self`.
         Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) })
+    }
+
+    /// Loads the little-endian word at the 8-byte aligned `offset`.
+    pub(crate) fn load_word(&self, offset: u64) -> Option<u64> {
+        self.word(offset)
+            .map(|word| u64::from_le(word.load(Ordering::Acquire)))
     }
 
     /// Stores a little-endian word at the 8-byte aligned `offset` with one
@@ -405,5 +498,66 @@ impl Drop for SharedMapping {
         {
             tracing::warn!(%error, "munmap of an overflow reader failed");
         }
+    }
+}
+
+/// The lock by which readers announce themselves to the writer, so the
+/// writer never truncates a file that a reader has mapped (which would make
+/// the reader's next access to the cut pages raise SIGBUS).
+///
+/// It is an open-file-description (OFD) `fcntl` lock on byte 0 of the region
+/// file: readers hold it shared for as long as they are mapped; the writer
+/// takes it exclusively, without waiting, just for the moment it truncates.
+/// OFD locks belong to the open file, not the process, so a reader thread in
+/// the writer's own process counts too; and on Linux they are independent of
+/// the writer's `flock`.
+pub(crate) struct ReadersLock;
+
+impl ReadersLock {
+    fn set(file: &File, command: libc::c_int, lock_type: libc::c_int) -> io::Result<()> {
+        // SAFETY: `flock` is a plain C struct for which all-zero bytes are a
+        // valid value (and OFD locks require `l_pid == 0`).
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = lock_type as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_start = 0;
+        lock.l_len = 1;
+        // SAFETY: `fcntl` with an OFD lock command reads the `flock` struct
+        // through the pointer, which is valid for the call; the descriptor
+        // is open (borrowed from `file`).
+        let result =
+            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(file), command, &mut lock) };
+        if result == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A reader announces itself (waits while the writer is truncating).
+    pub(crate) fn hold_shared(file: &File) -> io::Result<()> {
+        Self::set(file, libc::F_OFD_SETLKW, libc::F_RDLCK)
+    }
+
+    /// The writer: `Ok(true)` if no reader holds the file, and then it is
+    /// locked until [`ReadersLock::release`].
+    pub(crate) fn try_exclusive(file: &File) -> io::Result<bool> {
+        match Self::set(file, libc::F_OFD_SETLK, libc::F_WRLCK) {
+            Ok(()) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::EAGAIN) | Some(libc::EACCES)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Releases what `try_exclusive` took.
+    pub(crate) fn release(file: &File) -> io::Result<()> {
+        Self::set(file, libc::F_OFD_SETLK, libc::F_UNLCK)
     }
 }

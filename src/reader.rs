@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::layout::{
     self, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError, LiveHeader, Tag,
 };
-use crate::mapping::SharedMapping;
+use crate::mapping::{ReadersLock, SharedMapping};
 
 /// A handle to one tenancy of a slot, made by
 /// [`OverflowRegion::slot_ref`](crate::OverflowRegion::slot_ref) and read by
@@ -159,6 +159,9 @@ impl OverflowReader {
                 supported: layout::FORMAT_VERSION,
             },
         })?;
+        // Announce this reader before mapping, and for as long as the file
+        // stays open: the writer never truncates the file under a reader.
+        ReadersLock::hold_shared(&file).map_err(io_error("lock (shared, readers)"))?;
         let mapping =
             SharedMapping::new(file, Self::DEFAULT_RESERVATION).map_err(io_error("mmap"))?;
         Ok(OverflowReader {

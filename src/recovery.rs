@@ -144,6 +144,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
     let mut repairs = Vec::new();
     let mut run: Option<FreeRun> = None;
     let mut clean_end = false;
+    let mut moves_finished = 0;
 
     let free = |space: &mut Space, run: &mut Option<FreeRun>, extent: Extent, tagged: bool| {
         space.recover_free(extent);
@@ -167,7 +168,8 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         let tag = Tag::decode(word_at(pos));
         match tag {
             Some(Tag::End) => {
-                clean_end = word_at(pos) == Tag::End.encode();
+                // An explicit end mark, or the zeros of space never written.
+                clean_end = true;
                 break;
             }
             Some(Tag::Free { len }) if fits(pos, len) => {
@@ -224,14 +226,24 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
                                 };
                                 *kept = winner;
                                 to_free.push(loser.extent);
-                                report.dropped.push(DroppedExtent {
-                                    offset: loser.extent.offset,
-                                    len: loser.extent.len,
-                                    slot: Some(slot),
-                                    reason: DropReason::Duplicate {
-                                        kept_offset: winner.extent.offset,
-                                    },
-                                });
+                                let same_bytes = loser.header.payload_len
+                                    == winner.header.payload_len
+                                    && loser.header.payload_crc == winner.header.payload_crc;
+                                if same_bytes {
+                                    // A compaction move cut short between
+                                    // the copy's commit and the free of the
+                                    // original: finishing it loses nothing.
+                                    moves_finished += 1;
+                                } else {
+                                    report.dropped.push(DroppedExtent {
+                                        offset: loser.extent.offset,
+                                        len: loser.extent.len,
+                                        slot: Some(slot),
+                                        reason: DropReason::Duplicate {
+                                            kept_offset: winner.extent.offset,
+                                        },
+                                    });
+                                }
                             }
                         }
                     }
@@ -296,7 +308,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         .unwrap_or(0);
     report.slots_recovered = slots.len();
     report.bytes_scanned = pos.max(cursor).min(eof);
-    report.repairs = repairs.len();
+    report.repairs = repairs.len() + moves_finished;
     report.duration = started.elapsed();
     Recovered {
         slots,

@@ -1,5 +1,9 @@
 //! [`OverflowRegion`]: the public API, composing the layers below it.
 
+mod compact;
+
+pub use compact::CompactReport;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::marker::PhantomData;
@@ -8,15 +12,16 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
+use crate::holes::Holes;
 use crate::layout::{
     self, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError,
     LiveHeader, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET, Tag,
 };
-use crate::mapping::{self, Mapping};
+use crate::mapping::{self, Mapping, ReadersLock};
 use crate::reader::SlotRef;
 use crate::recovery::{self, RecoveryReport};
 use crate::slots::{LiveSlot, SlotLookup, SlotTable};
-use crate::space::{Extent, GRANULE, Released, Space};
+use crate::space::{Allocation, Extent, GRANULE, Released, Space};
 use crate::stats::{Accounting, RegionStats};
 use crate::tuning::MemoryTuning;
 
@@ -29,6 +34,11 @@ const MIN_SPLIT: u64 = 64;
 /// steps are few, and by at most this many bytes, so one step never commits
 /// far more disk than the region needs.
 const MAX_GROWTH_STEP: u64 = 256 << 20;
+
+/// The file shrinks only when it would lose at least this much (and a
+/// quarter of its size), so a region hovering at one size never truncates
+/// and grows in turn.
+const MIN_SHRINK: u64 = 1 << 20;
 
 /// The smallest capacity a region can have: the file header and one page.
 const MIN_CAPACITY: u64 = DATA_START * 2;
@@ -104,6 +114,23 @@ pub struct OverflowRegion {
     next_generation: u64,
     /// What the last open found.
     recovery: RecoveryReport,
+    /// Page ranges that may hold no disk blocks (punched). Invariant: every
+    /// page of the file that may be a hole is in it, so storing anywhere
+    /// outside it cannot need a new block.
+    holes: Holes,
+    /// Sizes, hole punching and shrinking, as opened.
+    settings: Settings,
+    /// No free extent starts below this offset: compaction's scan starts
+    /// here. Invariant: `DATA_START <= compact_from <= space.cursor()`.
+    compact_from: u64,
+    /// A recent high point of the cursor: it rises with every write at the
+    /// end and decays halfway towards the cursor at every give-back. The file
+    /// never shrinks below it, so a loop that writes past the end and frees
+    /// it again does not truncate and regrow the file each time.
+    peak_end: u64,
+    /// True while compaction moves extents: it does not punch holes it is
+    /// about to fill again.
+    compacting: bool,
     /// Single-thread owned, as the seed's original: neither `Send` nor `Sync`.
     _owned_by_one_thread: PhantomData<*mut ()>,
 }
@@ -122,16 +149,35 @@ impl std::fmt::Debug for OverflowRegion {
     }
 }
 
-/// Validated capacities.
-struct Capacities {
-    initial: u64,
-    max: u64,
+/// Where a committed extent's payload comes from.
+enum Payload<'a> {
+    /// The caller's bytes.
+    Bytes(&'a [u8]),
+    /// Bytes already in the file at this offset (an extent being moved).
+    Within { offset: u64 },
 }
 
-impl Capacities {
-    fn new(initial: usize, max: usize) -> Result<Capacities> {
+/// Validated settings.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    /// Size of a new file (page multiple, `MIN_CAPACITY..=max`).
+    initial: u64,
+    /// Size the file never passes (page multiple, at least `MIN_CAPACITY`).
+    max: u64,
+    /// Free extents at least this long are punched; 0 never (also after the
+    /// file system said it cannot).
+    punch_threshold: u64,
+    /// Whether the file may shrink.
+    shrink: bool,
+}
+
+impl Settings {
+    fn new(tuning: &MemoryTuning) -> Result<Settings> {
         let page = mapping::page_size();
-        let (initial, max) = (initial as u64, max as u64);
+        let (initial, max) = (
+            tuning.overflow_initial_bytes as u64,
+            tuning.overflow_max_bytes as u64,
+        );
         if initial > max {
             return Err(Error::InvalidConfig {
                 reason: format!("initial capacity {initial} is larger than maximum capacity {max}"),
@@ -146,8 +192,21 @@ impl Capacities {
                 ),
             });
         }
-        let initial = initial.next_multiple_of(page).clamp(MIN_CAPACITY, max);
-        Ok(Capacities { initial, max })
+        let punch_threshold = tuning.overflow_punch_hole_bytes as u64;
+        if punch_threshold != 0 && punch_threshold < 2 * page {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "hole punching threshold {punch_threshold} is below two pages ({} bytes); use 0 to disable it",
+                    2 * page
+                ),
+            });
+        }
+        Ok(Settings {
+            initial: initial.next_multiple_of(page).clamp(MIN_CAPACITY, max),
+            max,
+            punch_threshold,
+            shrink: tuning.overflow_shrink,
+        })
     }
 }
 
@@ -203,31 +262,7 @@ impl OverflowRegion {
     ///
     /// As [`open_with_config`](Self::open_with_config).
     pub fn open_with_tuning(path: &Path, tuning: &MemoryTuning) -> Result<Self> {
-        Self::open_with_config(
-            path,
-            tuning.overflow_initial_bytes,
-            tuning.overflow_max_bytes,
-        )
-    }
-
-    /// Opens or creates a region with explicit initial and maximum capacity.
-    ///
-    /// The file is created at `initial_capacity` (rounded up to a page, at
-    /// least 8 KiB) and grows as writes need, never past `max_capacity`
-    /// (rounded down to a page). Address space for `max_capacity` is reserved
-    /// once; the mapping never moves.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if `initial_capacity > max_capacity`, if
-    /// `max_capacity` is below 8 KiB, or if the existing file is larger than
-    /// `max_capacity`; otherwise as [`open`](Self::open).
-    pub fn open_with_config(
-        path: &Path,
-        initial_capacity: usize,
-        max_capacity: usize,
-    ) -> Result<Self> {
-        let capacities = Capacities::new(initial_capacity, max_capacity)?;
+        let settings = Settings::new(tuning)?;
         let io_error = |operation| {
             move |source| Error::Io {
                 path: path.to_owned(),
@@ -249,24 +284,50 @@ impl OverflowRegion {
         }
         let file_len = file.metadata().map_err(io_error("stat"))?.len();
         if file_len == 0 {
-            return Self::initialise(path, file, &capacities);
+            return Self::initialise(path, file, settings);
         }
         let counters = Self::check_header(path, &file, file_len)?;
         if file_len < DATA_START {
             // Our own header, written by an initialisation that did not finish.
-            return Self::initialise(path, file, &capacities);
+            return Self::initialise(path, file, settings);
         }
-        if file_len > capacities.max {
+        if file_len > settings.max {
             return Err(Error::InvalidConfig {
                 reason: format!(
                     "{}: the file is {file_len} bytes, larger than the maximum capacity {}",
                     path.display(),
-                    capacities.max
+                    settings.max
                 ),
             });
         }
-        let mapping = Mapping::new(file, capacities.max).map_err(io_error("mmap"))?;
-        Ok(Self::recover(path, mapping, counters))
+        let mapping = Mapping::new(file, settings.max).map_err(io_error("mmap"))?;
+        let holes = mapping.holes(DATA_START).map_err(io_error("seek holes"))?;
+        Ok(Self::recover(path, mapping, counters, settings, holes))
+    }
+
+    /// Opens or creates a region with explicit initial and maximum capacity.
+    ///
+    /// The file is created at `initial_capacity` (rounded up to a page, at
+    /// least 8 KiB) and grows as writes need, never past `max_capacity`
+    /// (rounded down to a page). Address space for `max_capacity` is reserved
+    /// once; the mapping never moves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if `initial_capacity > max_capacity`, if
+    /// `max_capacity` is below 8 KiB, or if the existing file is larger than
+    /// `max_capacity`; otherwise as [`open`](Self::open).
+    pub fn open_with_config(
+        path: &Path,
+        initial_capacity: usize,
+        max_capacity: usize,
+    ) -> Result<Self> {
+        let tuning = MemoryTuning {
+            overflow_initial_bytes: initial_capacity,
+            overflow_max_bytes: max_capacity,
+            ..MemoryTuning::default()
+        };
+        Self::open_with_tuning(path, &tuning)
     }
 
     /// Reads and checks the file header of an existing, non-empty file
@@ -296,7 +357,7 @@ impl OverflowRegion {
     /// Makes an empty file (or one whose initialisation was interrupted) a
     /// region: the header first, so an interrupted initialisation is
     /// recognised as ours, then the blocks, then a sync of file and directory.
-    fn initialise(path: &Path, file: File, capacities: &Capacities) -> Result<Self> {
+    fn initialise(path: &Path, file: File, settings: Settings) -> Result<Self> {
         let io_error = |operation| {
             move |source| Error::Io {
                 path: path.to_owned(),
@@ -308,9 +369,9 @@ impl OverflowRegion {
         header[..28].copy_from_slice(&layout::encode_file_header());
         file.write_all_at(&header, 0)
             .map_err(io_error("write header"))?;
-        let mut mapping = Mapping::new(file, capacities.max).map_err(io_error("mmap"))?;
+        let mut mapping = Mapping::new(file, settings.max).map_err(io_error("mmap"))?;
         mapping
-            .grow(capacities.initial)
+            .grow(settings.initial)
             .map_err(io_error("fallocate"))?;
         mapping.sync().map_err(io_error("fsync"))?;
         let dir = path
@@ -324,7 +385,7 @@ impl OverflowRegion {
         })?;
         Ok(OverflowRegion {
             path: path.to_owned(),
-            space: Space::new(DATA_START, mapping.reserved(), MIN_SPLIT),
+            space: Space::new(DATA_START, settings.max, MIN_SPLIT),
             mapping,
             slots: SlotTable::default(),
             accounting: Accounting::default(),
@@ -333,14 +394,25 @@ impl OverflowRegion {
                 initialised: true,
                 ..RecoveryReport::default()
             },
+            holes: Holes::default(),
+            settings,
+            compact_from: DATA_START,
+            peak_end: DATA_START,
+            compacting: false,
             _owned_by_one_thread: PhantomData,
         })
     }
 
     /// Rebuilds slots and free space from a mapped region file and applies
     /// the repairs recovery asks for.
-    fn recover(path: &Path, mut mapping: Mapping, counters: Counters) -> Self {
-        let space = Space::new(DATA_START, mapping.reserved(), MIN_SPLIT);
+    fn recover(
+        path: &Path,
+        mut mapping: Mapping,
+        counters: Counters,
+        settings: Settings,
+        holes: Vec<(u64, u64)>,
+    ) -> Self {
+        let space = Space::new(DATA_START, settings.max, MIN_SPLIT);
         let file = mapping
             .bytes(0, mapping.len())
             .expect("the whole file is in bounds");
@@ -376,8 +448,17 @@ impl OverflowRegion {
             accounting,
             next_generation: recovered.next_generation,
             recovery: recovered.report,
+            holes: Holes::default(),
+            settings,
+            compact_from: DATA_START,
+            peak_end: DATA_START,
+            compacting: false,
             _owned_by_one_thread: PhantomData,
         };
+        for (start, end) in holes {
+            region.holes.insert(start, end);
+        }
+        region.peak_end = region.space.cursor();
         for extent in recovered.to_free {
             region.free_extent(extent);
         }
@@ -418,16 +499,82 @@ impl OverflowRegion {
             .space
             .allocate(extent_len)
             .map_err(|_| self.capacity_exceeded(payload_len))?;
+        self.make_writable(&allocation)?;
+        let header = LiveHeader {
+            extent_len: allocation.extent.len,
+            slot: slot as u32,
+            generation: self.next_generation as u32,
+            payload_len,
+            engine,
+            payload_crc: crc32c::crc32c(data),
+        };
+        let live = self.commit(&allocation, header, Payload::Bytes(data));
+        let index = self.slots.occupy(live);
+        debug_assert_eq!(index, slot);
+        self.accounting.add(engine, payload_len, live.extent_len);
+        Ok(slot)
+    }
+
+    /// Makes the allocated extent (and the 8 bytes after it, where an end or
+    /// remainder tag may go) safe to store into: grows the file over it and
+    /// allocates blocks for any punched page in it. On error the allocation
+    /// is undone and the region is unchanged.
+    fn make_writable(&mut self, allocation: &Allocation) -> Result<()> {
         let extent = allocation.extent;
+        let mut result = Ok(());
         if extent.end() > self.mapping.len() {
-            if let Err(error) = self.grow_to_fit(extent.end()) {
+            result = self.grow_to_fit(extent.end());
+        }
+        if result.is_ok() && !self.holes.is_empty() {
+            result = self.fill_holes(extent.offset, extent.end() + 8);
+        }
+        if result.is_ok() && allocation.from_tail {
+            self.peak_end = self.peak_end.max(extent.end());
+        }
+        if result.is_err() {
+            if allocation.from_tail {
                 self.space.undo_tail(extent);
-                return Err(error);
+            } else {
+                // Merges back with its remainder: the free extent it came from.
+                self.space.release(extent);
             }
         }
+        result
+    }
 
-        // The stores below follow the order in docs/FORMAT.md ("write"): all
-        // of them come before the live tag, which is the commit point.
+    /// Allocates disk blocks for every punched page that `start..end`
+    /// touches.
+    fn fill_holes(&mut self, start: u64, end: u64) -> Result<()> {
+        let page = mapping::page_size();
+        let start = start / page * page;
+        let end = end.next_multiple_of(page).min(self.mapping.len());
+        let mut taken = self.holes.take(start, end).into_iter();
+        while let Some((hole_start, hole_end)) = taken.next() {
+            if let Err(source) = self
+                .mapping
+                .allocate_blocks(hole_start, hole_end - hole_start)
+            {
+                self.holes.insert(hole_start, hole_end);
+                for (rest_start, rest_end) in taken {
+                    self.holes.insert(rest_start, rest_end);
+                }
+                return Err(self.io_error("fallocate", source));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a live extent into `allocation` and commits it. The stores
+    /// follow the order in docs/FORMAT.md ("write"): everything before the
+    /// live tag, which is the commit point.
+    fn commit(
+        &mut self,
+        allocation: &Allocation,
+        header: LiveHeader,
+        payload: Payload<'_>,
+    ) -> LiveSlot {
+        let extent = allocation.extent;
+        debug_assert_eq!(extent.len, header.extent_len);
         if allocation.from_tail && extent.end() + 8 <= self.mapping.len() {
             self.mapping.store_word(extent.end(), Tag::End.encode());
         }
@@ -435,40 +582,46 @@ impl OverflowRegion {
             self.mapping
                 .store_word(remainder.offset, Tag::Free { len: remainder.len }.encode());
         }
-        let header = LiveHeader {
-            extent_len: extent.len,
-            slot: slot as u32,
-            generation: self.next_generation as u32,
-            payload_len,
-            engine,
-            payload_crc: crc32c::crc32c(data),
-        };
+        let payload_offset = extent.offset + EXTENT_HEADER_LEN;
         let body = self
             .mapping
-            .bytes_mut(extent.offset + 8, EXTENT_HEADER_LEN - 8 + payload_len)
+            .bytes_mut(extent.offset + 8, EXTENT_HEADER_LEN - 8)
             .expect("allocated extents lie inside the file");
-        body[..24].copy_from_slice(&header.encode_body());
-        body[24..].copy_from_slice(data);
+        body.copy_from_slice(&header.encode_body());
+        match payload {
+            Payload::Bytes(data) => self
+                .mapping
+                .bytes_mut(payload_offset, header.payload_len)
+                .expect("allocated extents lie inside the file")
+                .copy_from_slice(data),
+            Payload::Within { offset } => {
+                let len = header.payload_len as usize;
+                let file = self
+                    .mapping
+                    .bytes_mut(0, self.mapping.len())
+                    .expect("the whole file is in bounds");
+                file.copy_within(
+                    offset as usize..offset as usize + len,
+                    payload_offset as usize,
+                );
+            }
+        }
         self.next_generation += 1;
         self.mapping
             .store_word(NEXT_GENERATION_OFFSET, self.next_generation);
-        if slot == self.slots.len() {
+        if header.slot as usize == self.slots.len() {
             self.mapping
-                .store_word(SLOT_HIGH_WATER_OFFSET, slot as u64 + 1);
+                .store_word(SLOT_HIGH_WATER_OFFSET, u64::from(header.slot) + 1);
         }
         self.mapping
             .store_word(extent.offset, header.tag().encode());
-
-        let index = self.slots.occupy(LiveSlot {
+        LiveSlot {
             offset: extent.offset,
             extent_len: extent.len,
-            payload_len,
+            payload_len: header.payload_len,
             generation: header.generation,
-            engine,
-        });
-        debug_assert_eq!(index, slot);
-        self.accounting.add(engine, payload_len, extent.len);
-        Ok(slot)
+            engine: header.engine,
+        }
     }
 
     /// The bytes of a slot: exactly the bytes its `write` took, as a slice of
@@ -524,16 +677,123 @@ impl OverflowRegion {
     }
 
     /// Marks a live extent free on disk (the commit point: one tag store),
-    /// then merges it with its free neighbours or gives it back to the end.
+    /// then merges it with its free neighbours or gives it back to the end,
+    /// and gives disk space back where that is worth it.
     fn free_extent(&mut self, extent: Extent) {
         self.mapping
             .store_word(extent.offset, Tag::Free { len: extent.len }.encode());
         match self.space.release(extent) {
-            Released::Free(merged) if merged != extent => self
-                .mapping
-                .store_word(merged.offset, Tag::Free { len: merged.len }.encode()),
-            Released::Free(_) => {}
-            Released::Retracted { cursor } => self.mapping.store_word(cursor, Tag::End.encode()),
+            Released::Free(merged) => {
+                if merged != extent {
+                    self.mapping
+                        .store_word(merged.offset, Tag::Free { len: merged.len }.encode());
+                }
+                self.compact_from = self.compact_from.min(merged.offset);
+                self.punch_free_extent(extent, merged);
+            }
+            Released::Retracted { cursor } => {
+                self.mapping.store_word(cursor, Tag::End.encode());
+                self.compact_from = self.compact_from.min(cursor);
+                self.give_back_tail();
+            }
+        }
+    }
+
+    /// Punches the whole pages of a free extent that just grew by `freed`
+    /// to `merged`, if it is long enough: the pages that touch `freed`, and
+    /// all of a neighbour that was too short to have been punched before.
+    /// The extent's first 32 bytes (its tag) are kept.
+    fn punch_free_extent(&mut self, freed: Extent, merged: Extent) {
+        let threshold = self.settings.punch_threshold;
+        if threshold == 0 || merged.len < threshold || self.compacting {
+            return;
+        }
+        let page = mapping::page_size();
+        let low = if freed.offset - merged.offset < threshold {
+            merged.offset
+        } else {
+            freed.offset / page * page
+        };
+        let high = if merged.end() - freed.end() < threshold {
+            merged.end()
+        } else {
+            freed.end().next_multiple_of(page)
+        };
+        let start = low
+            .max(merged.offset + EXTENT_HEADER_LEN)
+            .next_multiple_of(page);
+        let end = high.min(merged.end()) / page * page;
+        if start < end {
+            self.punch(start, end);
+        }
+    }
+
+    /// Punches `start..end` (whole pages) and records the hole.
+    fn punch(&mut self, start: u64, end: u64) {
+        match self.mapping.punch_hole(start, end - start) {
+            Ok(true) => self.holes.insert(start, end),
+            Ok(false) => {
+                tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
+                self.settings.punch_threshold = 0;
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
+            }
+        }
+    }
+
+    /// After the end of the region moved down: shrinks the file if it is
+    /// much longer than the region needs and no reader maps it, otherwise
+    /// punches the unused tail. Keeps a quarter of the used size as
+    /// headroom, the recent peak (`peak_end`) and the initial capacity, so a
+    /// region that hovers at one size neither truncates and grows nor
+    /// punches and refills in turn.
+    fn give_back_tail(&mut self) {
+        let page = mapping::page_size();
+        let cursor = self.space.cursor();
+        let file_len = self.mapping.len();
+        let headroom = ((cursor - DATA_START) / 4).clamp(page, MAX_GROWTH_STEP);
+        let keep = (cursor + 8 + headroom)
+            .max(self.peak_end)
+            .next_multiple_of(page)
+            .max(self.settings.initial)
+            .min(file_len);
+        self.peak_end = cursor + (self.peak_end.max(cursor) - cursor) / 2;
+        let excess = file_len - keep;
+        if self.settings.shrink && excess >= MIN_SHRINK.max(file_len / 4) && self.try_truncate(keep)
+        {
+            return;
+        }
+        let threshold = self.settings.punch_threshold;
+        let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
+        if threshold != 0 && unpunched_end > keep && unpunched_end - keep >= threshold {
+            self.punch(keep, unpunched_end);
+        }
+    }
+
+    /// Truncates the file to `len` if no reader has it mapped; true if done.
+    fn try_truncate(&mut self, len: u64) -> bool {
+        match ReadersLock::try_exclusive(self.mapping.file()) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "cannot check for readers; not shrinking");
+                return false;
+            }
+        }
+        let result = self.mapping.truncate(len);
+        if let Err(error) = ReadersLock::release(self.mapping.file()) {
+            tracing::warn!(path = %self.path.display(), %error, "releasing the readers' lock failed");
+        }
+        match result {
+            Ok(()) => {
+                self.holes.truncate(len);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, len, "shrinking the file failed");
+                false
+            }
         }
     }
 
@@ -598,6 +858,7 @@ impl OverflowRegion {
             largest_free_extent: self.space.largest_free().unwrap_or(0),
             slack_bytes: self.accounting.slack_bytes,
             header_bytes: live_slots * EXTENT_HEADER_LEN,
+            punched_bytes: self.holes.bytes(),
             used_bytes: self.space.cursor() - DATA_START,
             file_size: self.mapping.len(),
             max_capacity: self.space.limit(),

@@ -153,6 +153,16 @@ impl SlotTable {
         index
     }
 
+    /// Points the live slot at `index` to where it was moved.
+    pub(crate) fn relocate(&mut self, index: usize, slot: LiveSlot) {
+        let entry = &mut self.entries[index];
+        debug_assert!(
+            matches!(entry, Entry::Live(_)),
+            "relocating free slot {index}"
+        );
+        *entry = Entry::Live(slot);
+    }
+
     /// Frees the slot at `index` and returns what it held.
     pub(crate) fn vacate(&mut self, index: usize) -> Result<LiveSlot, SlotLookup> {
         let slot = *self.get(index)?;

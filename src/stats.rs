@@ -54,6 +54,9 @@ pub struct RegionStats {
     pub slack_bytes: u64,
     /// Bytes of live extent headers (32 per live slot).
     pub header_bytes: u64,
+    /// Bytes of the file whose pages were punched out (given back to the
+    /// file system) and not written since.
+    pub punched_bytes: u64,
     /// Bytes from the start of the data area to the end of the last extent.
     pub used_bytes: u64,
     /// The file's size.

@@ -35,6 +35,21 @@ pub struct MemoryTuning {
     /// Size past which the region never grows, in bytes
     /// (default [`OverflowRegion::DEFAULT_MAX_CAPACITY`], 1 GiB).
     pub overflow_max_bytes: usize,
+    /// Free extents at least this long have their whole pages punched out of
+    /// the file, giving the disk blocks and page cache back to the system
+    /// (default [`MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES`], 64 KiB; 0 never
+    /// punches).
+    pub overflow_punch_hole_bytes: usize,
+    /// Whether the file shrinks when the end of the region is given back
+    /// (default true). It shrinks only while no
+    /// [`OverflowReader`](crate::OverflowReader) maps it; otherwise the
+    /// unused tail is punched instead.
+    pub overflow_shrink: bool,
+}
+
+impl MemoryTuning {
+    /// Default of [`MemoryTuning::overflow_punch_hole_bytes`]: 64 KiB.
+    pub const DEFAULT_PUNCH_HOLE_BYTES: usize = 64 << 10;
 }
 
 impl Default for MemoryTuning {
@@ -42,6 +57,8 @@ impl Default for MemoryTuning {
         MemoryTuning {
             overflow_initial_bytes: OverflowRegion::DEFAULT_INITIAL_CAPACITY,
             overflow_max_bytes: OverflowRegion::DEFAULT_MAX_CAPACITY,
+            overflow_punch_hole_bytes: MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES,
+            overflow_shrink: true,
         }
     }
 }

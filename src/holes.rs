@@ -1,0 +1,182 @@
+//! [`Holes`]: which page ranges of the file may hold no disk blocks.
+//!
+//! Pure bookkeeping, no I/O. The region punches holes into long free extents
+//! and into the unused tail (giving disk blocks back), and must allocate
+//! blocks again before it stores into such a range: a store into a hole
+//! through the mapping needs a new block, and on a full disk that would be
+//! SIGBUS instead of an error. This map says which ranges need it.
+
+use std::collections::BTreeMap;
+
+/// Disjoint, non-adjacent byte ranges `[start, end)` of the file that may be
+/// holes. Invariant: no two ranges overlap or touch (they are merged), and
+/// every range is non-empty.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Holes {
+    /// start -> end.
+    ranges: BTreeMap<u64, u64>,
+    /// Sum of the ranges' lengths.
+    bytes: u64,
+}
+
+impl Holes {
+    /// True when no range may be a hole: the common case, checked first on
+    /// every write so that a region that never punched pays nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Total length of the ranges.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The ranges, in order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ranges.iter().map(|(&start, &end)| (start, end))
+    }
+
+    /// Records `[start, end)` as a (possible) hole, merging it with any range
+    /// it overlaps or touches.
+    pub(crate) fn insert(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut start, mut end) = (start, end);
+        // A range starting before `start` that reaches it.
+        if let Some((&before, &before_end)) = self.ranges.range(..=start).next_back() {
+            if before_end >= start {
+                start = before;
+                end = end.max(before_end);
+                self.remove_range(before);
+            }
+        }
+        // Ranges starting inside `[start, end]`.
+        while let Some((&next, &next_end)) = self.ranges.range(start..=end).next() {
+            end = end.max(next_end);
+            self.remove_range(next);
+        }
+        self.ranges.insert(start, end);
+        self.bytes += end - start;
+    }
+
+    /// Removes every part of the ranges inside `[start, end)` and returns the
+    /// parts removed, in order: the ranges whose blocks the caller must
+    /// allocate before it stores into `[start, end)`.
+    pub(crate) fn take(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut taken = Vec::new();
+        if start >= end || self.ranges.is_empty() {
+            return taken;
+        }
+        let first = match self.ranges.range(..=start).next_back() {
+            Some((&before, &before_end)) if before_end > start => before,
+            _ => start,
+        };
+        let overlapping: Vec<(u64, u64)> = self
+            .ranges
+            .range(first..end)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in overlapping {
+            self.remove_range(s);
+            if s < start {
+                self.put(s, start);
+            }
+            if e > end {
+                self.put(end, e);
+            }
+            taken.push((s.max(start), e.min(end)));
+        }
+        taken
+    }
+
+    /// Forgets everything at or past `len` (the file was truncated there).
+    pub(crate) fn truncate(&mut self, len: u64) {
+        self.take(len, u64::MAX);
+    }
+
+    /// The start of the range that reaches `len` (the end of the file), if
+    /// any: past it the file holds no blocks.
+    pub(crate) fn tail_start(&self, len: u64) -> Option<u64> {
+        self.ranges
+            .range(..len)
+            .next_back()
+            .filter(|&(_, &end)| end >= len)
+            .map(|(&start, _)| start)
+    }
+
+    fn remove_range(&mut self, start: u64) {
+        if let Some(end) = self.ranges.remove(&start) {
+            self.bytes -= end - start;
+        }
+    }
+
+    fn put(&mut self, start: u64, end: u64) {
+        self.ranges.insert(start, end);
+        self.bytes += end - start;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn insert_merges_touching_and_overlapping_ranges() {
+        let mut holes = Holes::default();
+        holes.insert(10, 20);
+        holes.insert(30, 40);
+        holes.insert(20, 30);
+        assert_eq!(holes.iter().collect::<Vec<_>>(), [(10, 40)]);
+        holes.insert(5, 12);
+        holes.insert(50, 60);
+        assert_eq!(holes.iter().collect::<Vec<_>>(), [(5, 40), (50, 60)]);
+        assert_eq!(holes.bytes(), 45);
+        assert_eq!(holes.tail_start(60), Some(50));
+        assert_eq!(holes.tail_start(70), None);
+    }
+
+    #[test]
+    fn take_removes_and_returns_the_overlap() {
+        let mut holes = Holes::default();
+        holes.insert(0, 100);
+        holes.insert(200, 300);
+        assert_eq!(holes.take(50, 250), [(50, 100), (200, 250)]);
+        assert_eq!(holes.iter().collect::<Vec<_>>(), [(0, 50), (250, 300)]);
+        assert_eq!(holes.take(60, 240), []);
+        holes.truncate(270);
+        assert_eq!(holes.iter().collect::<Vec<_>>(), [(0, 50), (250, 270)]);
+        assert_eq!(holes.bytes(), 70);
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_page_bitmap(ops in proptest::collection::vec((any::<bool>(), 0u64..64, 1u64..16), 1..60)) {
+            let mut holes = Holes::default();
+            let mut model = [false; 80];
+            for (insert, start, len) in ops {
+                let end = start + len;
+                if insert {
+                    holes.insert(start, end);
+                    model[start as usize..end as usize].fill(true);
+                } else {
+                    let taken = holes.take(start, end);
+                    let expected: Vec<u64> = (start..end).filter(|&i| model[i as usize]).collect();
+                    let got: Vec<u64> = taken.iter().flat_map(|&(s, e)| s..e).collect();
+                    prop_assert_eq!(got, expected);
+                    model[start as usize..end as usize].fill(false);
+                }
+                let ranges: Vec<(u64, u64)> = holes.iter().collect();
+                for pair in ranges.windows(2) {
+                    prop_assert!(pair[0].1 < pair[1].0, "touching or overlapping {:?}", pair);
+                }
+                let got: Vec<u64> = ranges.iter().flat_map(|&(s, e)| s..e).collect();
+                let expected: Vec<u64> = (0..80).filter(|&i| model[i as usize]).collect();
+                prop_assert_eq!(holes.bytes(), expected.len() as u64);
+                prop_assert_eq!(got, expected);
+            }
+        }
+    }
+}

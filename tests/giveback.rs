@@ -1,0 +1,361 @@
+//! Giving space back: hole punching, shrinking, compaction.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use overflow_region::{EngineId, Error, MemoryTuning, OverflowReader, OverflowRegion};
+use proptest::prelude::*;
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+fn blocks_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+fn payload(slot: usize, len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8) ^ (slot as u8).wrapping_mul(31) ^ salt)
+        .collect()
+}
+
+#[test]
+fn freeing_long_extents_punches_their_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 4 * MIB, 64 * MIB).unwrap();
+    let slots: Vec<usize> = (0..8)
+        .map(|i| {
+            region
+                .write(&payload(i, 256 * KIB, 1), EngineId::Vector)
+                .unwrap()
+        })
+        .collect();
+    let before = blocks_bytes(&path);
+    for &slot in &slots[1..7] {
+        region.free(slot).unwrap();
+    }
+    let after = blocks_bytes(&path);
+    let stats = region.stats();
+    println!(
+        "blocks before {before}, after {after}, punched {}",
+        stats.punched_bytes
+    );
+    assert!(
+        stats.punched_bytes >= (6 * 256 * KIB - 8 * KIB) as u64,
+        "{stats:?}"
+    );
+    assert!(
+        before - after >= stats.punched_bytes - 4 * KIB as u64,
+        "st_blocks fell by {} bytes, punched {}",
+        before - after,
+        stats.punched_bytes
+    );
+    // The holes take writes as before, and the blocks come back.
+    let again: Vec<usize> = (0..6)
+        .map(|i| {
+            region
+                .write(&payload(100 + i, 256 * KIB, 2), EngineId::Wal)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(region.stats().punched_bytes, 0);
+    assert!(blocks_bytes(&path) >= before - 64 * KIB as u64);
+    for (i, &slot) in again.iter().enumerate() {
+        assert_eq!(region.read(slot).unwrap(), payload(100 + i, 256 * KIB, 2));
+    }
+    for &slot in [slots[0], slots[7]].iter() {
+        assert_eq!(region.read(slot).unwrap().len(), 256 * KIB);
+    }
+    region.check_consistency().unwrap();
+    drop(region);
+    let region = OverflowRegion::open_with_config(&path, 4 * MIB, 64 * MIB).unwrap();
+    region.check_consistency().unwrap();
+    assert_eq!(region.read(again[5]).unwrap(), payload(105, 256 * KIB, 2));
+}
+
+#[test]
+fn punching_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: 4 * MIB,
+        overflow_max_bytes: 64 * MIB,
+        overflow_punch_hole_bytes: 0,
+        overflow_shrink: false,
+    };
+    let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();
+    let a = region.write(&vec![1; MIB], EngineId::Vector).unwrap();
+    region.write(b"guard", EngineId::Vector).unwrap();
+    region.free(a).unwrap();
+    assert_eq!(region.stats().punched_bytes, 0);
+    let bad = MemoryTuning {
+        overflow_punch_hole_bytes: 100,
+        ..tuning
+    };
+    let other = dir.path().join("other");
+    assert!(matches!(
+        OverflowRegion::open_with_tuning(&other, &bad),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
+
+#[test]
+fn the_file_shrinks_when_the_tail_is_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
+    let slots: Vec<usize> = (0..64)
+        .map(|i| {
+            region
+                .write(&payload(i, 256 * KIB, 3), EngineId::Query)
+                .unwrap()
+        })
+        .collect();
+    let grown = region.capacity();
+    assert!(grown >= 16 * MIB);
+    for &slot in slots.iter().rev() {
+        region.free(slot).unwrap();
+    }
+    assert_eq!(region.used_bytes(), 0);
+    let shrunk = region.capacity();
+    println!("grown to {grown}, shrunk to {shrunk}");
+    assert!(
+        shrunk < grown / 4,
+        "file {shrunk} after freeing everything, was {grown}"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), shrunk as u64);
+    assert!(shrunk >= 64 * KIB);
+    region.check_consistency().unwrap();
+    let slot = region
+        .write(&payload(1, 3 * MIB, 4), EngineId::Query)
+        .unwrap();
+    assert_eq!(region.read(slot).unwrap(), payload(1, 3 * MIB, 4));
+}
+
+#[test]
+fn a_write_free_loop_at_the_edge_does_not_resize_the_file_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
+    for i in 0..16 {
+        region
+            .write(&payload(i, 256 * KIB, 5), EngineId::Query)
+            .unwrap();
+    }
+    let mut sizes = vec![region.capacity()];
+    for i in 0..200 {
+        let slot = region
+            .write(&payload(i, 2 * MIB, 6), EngineId::Query)
+            .unwrap();
+        sizes.push(region.capacity());
+        region.free(slot).unwrap();
+        sizes.push(region.capacity());
+    }
+    let changes = sizes.windows(2).filter(|pair| pair[0] != pair[1]).count();
+    assert!(
+        changes <= 2,
+        "the file changed size {changes} times: {sizes:?}"
+    );
+}
+
+#[test]
+fn readers_keep_the_file_from_shrinking_and_never_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
+    let slots: Vec<usize> = (0..64)
+        .map(|i| {
+            region
+                .write(&payload(i, 256 * KIB, 7), EngineId::Sparse)
+                .unwrap()
+        })
+        .collect();
+    let handles: Vec<_> = slots.iter().map(|&s| region.slot_ref(s).unwrap()).collect();
+    let grown = region.capacity();
+    let reader = OverflowReader::open(&path).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reading = scope.spawn(|| {
+            let (mut ok, mut changed) = (0u64, 0u64);
+            let mut buf = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, handle) in handles.iter().enumerate() {
+                    match reader.read_into(handle, &mut buf) {
+                        Ok(()) => {
+                            assert_eq!(buf, payload(i, 256 * KIB, 7));
+                            ok += 1;
+                        }
+                        Err(Error::SlotChanged { .. }) => changed += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            }
+            (ok, changed)
+        });
+        for &slot in slots.iter().rev() {
+            region.free(slot).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, changed) = reading.join().unwrap();
+        println!("reads ok {ok}, changed {changed}");
+        assert!(changed > 0);
+    });
+    assert_eq!(region.capacity(), grown, "the file shrank under a reader");
+    assert!(
+        region.stats().punched_bytes > 0,
+        "the tail was not punched instead"
+    );
+    drop(reader);
+    // With the reader gone, the next give-back shrinks the file.
+    let slot = region.write(b"x", EngineId::Sparse).unwrap();
+    region.free(slot).unwrap();
+    assert!(
+        region.capacity() < grown / 4,
+        "{} vs {grown}",
+        region.capacity()
+    );
+    region.check_consistency().unwrap();
+}
+
+#[test]
+fn compaction_closes_every_gap_and_keeps_every_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
+    let mut live = Vec::new();
+    for i in 0..600 {
+        let len = [10, 100, 1000, 5000, 70_000][i % 5];
+        let slot = region
+            .write(&payload(i, len, 8), EngineId::ALL[i % 7])
+            .unwrap();
+        live.push((slot, i, len));
+    }
+    let mut kept = Vec::new();
+    for (n, entry) in live.into_iter().enumerate() {
+        if n % 3 == 0 {
+            kept.push(entry);
+        } else {
+            region.free(entry.0).unwrap();
+        }
+    }
+    let live_bytes = region.live_bytes() as u64;
+    let before = region.stats();
+    let report = region.compact().unwrap();
+    let after = region.stats();
+    println!("{report:?}");
+    assert!(report.complete);
+    assert_eq!(after.free_extents, 0);
+    assert_eq!(
+        after.used_bytes,
+        after.header_bytes + live_bytes + after.slack_bytes
+    );
+    assert!(
+        after.used_bytes
+            <= live_bytes * 102 / 100 + 32 * kept.len() as u64 + 16 * kept.len() as u64
+    );
+    assert!(report.file_size_after < report.file_size_before);
+    assert!(before.used_bytes > after.used_bytes);
+    for &(slot, i, len) in &kept {
+        assert_eq!(region.read(slot).unwrap(), payload(i, len, 8));
+        assert_eq!(region.engine(slot).unwrap(), EngineId::ALL[i % 7]);
+    }
+    region.check_consistency().unwrap();
+    drop(region);
+    let region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
+    region.check_consistency().unwrap();
+    for &(slot, i, len) in &kept {
+        assert_eq!(region.read(slot).unwrap(), payload(i, len, 8));
+    }
+}
+
+#[test]
+fn compact_step_does_a_bounded_amount() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
+    let slots: Vec<usize> = (0..200)
+        .map(|i| region.write(&payload(i, 4000, 9), EngineId::Crdt).unwrap())
+        .collect();
+    for &slot in slots.iter().step_by(2) {
+        region.free(slot).unwrap();
+    }
+    let mut steps = 0;
+    loop {
+        let report = region.compact_step(16 * KIB as u64).unwrap();
+        assert!(report.bytes_moved <= 16 * KIB as u64 + 4032, "{report:?}");
+        region.check_consistency().unwrap();
+        steps += 1;
+        if report.complete {
+            break;
+        }
+        assert!(report.extents_moved > 0, "no progress: {report:?}");
+    }
+    assert!(steps > 5, "{steps} steps");
+    assert_eq!(region.stats().free_extents, 0);
+    for &slot in slots.iter().skip(1).step_by(2) {
+        assert_eq!(region.read(slot).unwrap(), payload(slot, 4000, 9));
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(usize),
+    Free(usize),
+    CompactStep(u64),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => prop_oneof![0usize..100, 100usize..5000, 60_000usize..140_000].prop_map(Op::Write),
+        3 => any::<usize>().prop_map(Op::Free),
+        1 => prop_oneof![Just(0u64), 1u64..20_000, Just(u64::MAX)].prop_map(Op::CompactStep),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compaction_at_random_points_keeps_every_slot(ops in proptest::collection::vec(op(), 1..80)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let open = || OverflowRegion::open_with_config(&path, 64 * KIB, 64 * MIB).unwrap();
+        let mut region = open();
+        let mut model = std::collections::BTreeMap::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Write(len) => {
+                    let data = payload(n, len, n as u8);
+                    let slot = region.write(&data, EngineId::Timeseries).unwrap();
+                    model.insert(slot, data);
+                }
+                Op::Free(pick) if !model.is_empty() => {
+                    let slot = *model.keys().nth(pick % model.len()).unwrap();
+                    region.free(slot).unwrap();
+                    model.remove(&slot);
+                }
+                Op::Free(_) => {}
+                Op::CompactStep(budget) => {
+                    let report = region.compact_step(budget).unwrap();
+                    if budget == u64::MAX {
+                        prop_assert!(report.complete);
+                        prop_assert_eq!(region.stats().free_extents, 0);
+                    }
+                }
+                Op::Reopen => {
+                    drop(region);
+                    region = open();
+                }
+            }
+            prop_assert_eq!(region.check_consistency(), Ok(()));
+            prop_assert_eq!(region.live_slot_count(), model.len());
+            for (&slot, data) in &model {
+                prop_assert_eq!(region.read(slot).unwrap(), &data[..]);
+            }
+        }
+    }
+}
