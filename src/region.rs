@@ -40,6 +40,12 @@ const MAX_GROWTH_STEP: u64 = 256 << 20;
 /// and grows in turn.
 const MIN_SHRINK: u64 = 1 << 20;
 
+/// When a write at the end of the region meets possible holes, blocks are
+/// allocated this far past it at once. (Some file systems, ext4 among them,
+/// report allocated but never written space as holes, so after a reopen the
+/// whole unused tail may be in the hole map.)
+const TAIL_FILL_AHEAD: u64 = 1 << 20;
+
 /// The smallest capacity a region can have: the file header and one page.
 const MIN_CAPACITY: u64 = DATA_START * 2;
 
@@ -526,7 +532,10 @@ impl OverflowRegion {
             result = self.grow_to_fit(extent.end());
         }
         if result.is_ok() && !self.holes.is_empty() {
-            result = self.fill_holes(extent.offset, extent.end() + 8);
+            // Space at the end is used front to back: allocate a stretch
+            // ahead at once rather than one system call per page.
+            let ahead = if allocation.from_tail { TAIL_FILL_AHEAD } else { 0 };
+            result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
