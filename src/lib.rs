@@ -40,6 +40,7 @@
 mod engine;
 mod error;
 mod holes;
+mod inspect;
 mod layout;
 mod mapping;
 mod reader;
@@ -53,6 +54,7 @@ pub mod workload;
 
 pub use engine::{EngineId, UnknownEngine};
 pub use error::{Error, Result};
+pub use inspect::{ExtentInfo, ExtentKind, RegionFile, SlotInfo};
 pub use reader::{OverflowReader, SlotRef};
 pub use recovery::{DropReason, DroppedExtent, RecoveryReport};
 pub use region::{CompactReport, OverflowRegion};

@@ -189,34 +189,10 @@ impl Mapping {
         }
     }
 
-    /// The ranges of the file at or after `from` that the file system reports
-    /// as holes (`SEEK_HOLE`/`SEEK_DATA`), in order. A file system without
-    /// hole reporting reports none.
+    /// The ranges of the file at or after `from` that the file system
+    /// reports as holes; see [`find_holes`].
     pub(crate) fn holes(&self, from: u64) -> io::Result<Vec<(u64, u64)>> {
-        use rustix::fs::SeekFrom;
-        let mut holes = Vec::new();
-        let mut at = from;
-        while at < self.file_len {
-            let hole = match rustix::fs::seek(&self.file, SeekFrom::Hole(at)) {
-                Ok(hole) => hole,
-                Err(rustix::io::Errno::NXIO) => break,
-                Err(error) => return Err(error.into()),
-            };
-            if hole >= self.file_len {
-                break;
-            }
-            let data = match rustix::fs::seek(&self.file, SeekFrom::Data(hole)) {
-                Ok(data) => data.min(self.file_len),
-                Err(rustix::io::Errno::NXIO) => self.file_len,
-                Err(error) => return Err(error.into()),
-            };
-            if data <= hole {
-                break;
-            }
-            holes.push((hole, data));
-            at = data;
-        }
-        Ok(holes)
+        find_holes(&self.file, from, self.file_len)
     }
 
     /// Shrinks the file to `new_len`. The caller guarantees that nothing at
@@ -560,4 +536,35 @@ impl ReadersLock {
     pub(crate) fn release(file: &File) -> io::Result<()> {
         Self::set(file, libc::F_OFD_SETLK, libc::F_UNLCK)
     }
+}
+
+/// The ranges of `file` in `from..len` that the file system reports as holes
+/// (`SEEK_HOLE`/`SEEK_DATA`), in order. A file system without hole reporting
+/// reports none. Some (ext4) report allocated but never written space as
+/// holes too.
+pub(crate) fn find_holes(file: &File, from: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::SeekFrom;
+    let mut holes = Vec::new();
+    let mut at = from;
+    while at < len {
+        let hole = match rustix::fs::seek(file, SeekFrom::Hole(at)) {
+            Ok(hole) => hole,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(error) => return Err(error.into()),
+        };
+        if hole >= len {
+            break;
+        }
+        let data = match rustix::fs::seek(file, SeekFrom::Data(hole)) {
+            Ok(data) => data.min(len),
+            Err(rustix::io::Errno::NXIO) => len,
+            Err(error) => return Err(error.into()),
+        };
+        if data <= hole {
+            break;
+        }
+        holes.push((hole, data));
+        at = data;
+    }
+    Ok(holes)
 }
