@@ -534,7 +534,11 @@ impl OverflowRegion {
         if result.is_ok() && !self.holes.is_empty() {
             // Space at the end is used front to back: allocate a stretch
             // ahead at once rather than one system call per page.
-            let ahead = if allocation.from_tail { TAIL_FILL_AHEAD } else { 0 };
+            let ahead = if allocation.from_tail {
+                TAIL_FILL_AHEAD
+            } else {
+                0
+            };
             result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
         }
         if result.is_ok() && allocation.from_tail {
