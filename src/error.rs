@@ -48,7 +48,7 @@ pub enum Error {
         /// The slot index of the handle.
         slot: usize,
         /// The generation of the handle.
-        generation: u32,
+        generation: u64,
         /// What the reader found.
         reason: &'static str,
     },

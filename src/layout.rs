@@ -22,19 +22,27 @@ const FILE_HEADER_FIXED_LEN: usize = 24;
 pub(crate) const SLOT_HIGH_WATER_OFFSET: u64 = 64;
 /// Offset of the file header's "next generation" counter (one `u64`).
 pub(crate) const NEXT_GENERATION_OFFSET: u64 = 72;
+/// Offset of the file header's "end of the chain" counter (one `u64`): the
+/// cursor, stored whenever it moves.
+pub(crate) const CHAIN_END_OFFSET: u64 = 80;
+/// Offset of the maximum capacity the writer last opened the file with (one
+/// `u64`): readers reserve that much address space.
+pub(crate) const MAX_CAPACITY_OFFSET: u64 = 88;
 /// The prefix of the file that `decode_file_header` needs.
-pub(crate) const FILE_HEADER_PROBE_LEN: usize = 80;
+pub(crate) const FILE_HEADER_PROBE_LEN: usize = 96;
 
 /// Largest payload an extent header can describe (48-bit length).
 pub(crate) const MAX_PAYLOAD_LEN: u64 = (1 << 48) - 1;
-/// Largest extent a tag can describe (40-bit length in units of `EXTENT_ALIGN`).
-pub(crate) const MAX_EXTENT_LEN: u64 = ((1 << 40) - 1) * EXTENT_ALIGN;
+/// Largest extent a tag can describe (32-bit length in units of
+/// `EXTENT_ALIGN`: just under 64 GiB).
+pub(crate) const MAX_EXTENT_LEN: u64 = ((1 << 32) - 1) * EXTENT_ALIGN;
 /// Slot indices are stored as `u32`.
 pub(crate) const MAX_SLOTS: u64 = u32::MAX as u64;
 
-const TAG_MAGIC: u64 = 0xE7A5;
-const TAG_LEN_BITS: u32 = 40;
+const TAG_LEN_BITS: u32 = 32;
 const TAG_LEN_MASK: u64 = (1 << TAG_LEN_BITS) - 1;
+/// Bits 0..40 of a tag: length and state; bits 40..64 check them.
+const TAG_BODY_MASK: u64 = (1 << 40) - 1;
 const STATE_FREE: u8 = b'F';
 const STATE_LIVE: u8 = b'L';
 const STATE_END: u8 = b'E';
@@ -67,7 +75,8 @@ impl Tag {
             len % EXTENT_ALIGN == 0 && len <= MAX_EXTENT_LEN,
             "extent length {len}"
         );
-        (TAG_MAGIC << 48) | (u64::from(state) << TAG_LEN_BITS) | (len / EXTENT_ALIGN)
+        let body = (u64::from(state) << TAG_LEN_BITS) | (len / EXTENT_ALIGN);
+        (tag_check(body) << 40) | body
     }
 
     /// Reads a tag word, or `None` when it is not one (damage, or bytes that
@@ -76,7 +85,8 @@ impl Tag {
         if word == 0 {
             return Some(Tag::End);
         }
-        if word >> 48 != TAG_MAGIC {
+        let body = word & TAG_BODY_MASK;
+        if word >> 40 != tag_check(body) {
             return None;
         }
         let len = (word & TAG_LEN_MASK) * EXTENT_ALIGN;
@@ -87,6 +97,13 @@ impl Tag {
             _ => None,
         }
     }
+}
+
+/// The 24-bit check of a tag's length and state: the low 24 bits of their
+/// CRC32C. Any damage to fewer than 4 bits of a tag is caught, so a damaged
+/// free tag is never followed to a wrong length.
+fn tag_check(body: u64) -> u64 {
+    u64::from(crc32c::crc32c(&body.to_le_bytes()[..5]) & 0x00FF_FFFF)
 }
 
 /// The extent length that holds a payload of `payload_len` bytes, or `None`
@@ -216,6 +233,10 @@ pub(crate) struct Counters {
     pub slot_high_water: u64,
     /// The generation the next write takes.
     pub next_generation: u64,
+    /// The end of the chain of extents (the cursor) when last stored.
+    pub chain_end: u64,
+    /// The maximum capacity the writer last opened the file with.
+    pub max_capacity: u64,
 }
 
 /// Checks the first [`FILE_HEADER_PROBE_LEN`] bytes of a file (fewer if the
@@ -261,6 +282,8 @@ pub(crate) fn decode_file_header(bytes: &[u8]) -> Result<Counters, FileHeaderErr
     Ok(Counters {
         slot_high_water: u64_at(SLOT_HIGH_WATER_OFFSET as usize),
         next_generation: u64_at(NEXT_GENERATION_OFFSET as usize),
+        chain_end: u64_at(CHAIN_END_OFFSET as usize),
+        max_capacity: u64_at(MAX_CAPACITY_OFFSET as usize),
     })
 }
 
@@ -301,6 +324,23 @@ mod tests {
         assert_eq!(Tag::decode(0), Some(Tag::End));
         assert_eq!(Tag::decode(u64::MAX), None);
         assert_eq!(Tag::decode(0x1234_5678), None);
+    }
+
+    #[test]
+    fn any_one_or_two_flipped_bits_in_a_tag_are_detected() {
+        for tag in [Tag::End, Tag::Free { len: 4096 }, Tag::Live { len: 96 }] {
+            let word = tag.encode();
+            for a in 0..64 {
+                assert_eq!(Tag::decode(word ^ (1 << a)), None, "{tag:?} bit {a}");
+                for b in a + 1..64 {
+                    let damaged = word ^ (1 << a) ^ (1 << b);
+                    assert!(
+                        damaged == 0 || Tag::decode(damaged).is_none(),
+                        "{tag:?} bits {a} {b}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -352,11 +392,15 @@ mod tests {
         file[..28].copy_from_slice(&encode_file_header());
         file[64..72].copy_from_slice(&5u64.to_le_bytes());
         file[72..80].copy_from_slice(&9u64.to_le_bytes());
+        file[80..88].copy_from_slice(&8192u64.to_le_bytes());
+        file[88..96].copy_from_slice(&(1u64 << 30).to_le_bytes());
         assert_eq!(
             decode_file_header(&file),
             Ok(Counters {
                 slot_high_water: 5,
-                next_generation: 9
+                next_generation: 9,
+                chain_end: 8192,
+                max_capacity: 1 << 30,
             })
         );
         assert!(matches!(

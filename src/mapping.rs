@@ -32,9 +32,10 @@ pub(crate) struct Mapping {
     base: NonNull<u8>,
     /// Length of the reservation in bytes (a multiple of the page size).
     reserved: usize,
-    /// The file's length. Invariant: `file_len <= reserved`, and it is the
-    /// file's real length whenever this mapping changed it (only `grow` does),
-    /// so `base..base + file_len` is backed by the file.
+    /// The length of the file in use. Invariant: `file_len <= reserved`, and
+    /// the file is at least this long (only this mapping changes the file's
+    /// length, in `grow` and `truncate`), so `base..base + file_len` is
+    /// backed by the file.
     file_len: u64,
     /// The mapped file; kept open for growth, sync and its lock.
     file: File,
@@ -124,10 +125,15 @@ impl Mapping {
             other => other.map_err(io::Error::from),
         };
         if let Err(error) = result {
-            // A failed fallocate may have extended the file part of the way;
-            // put the length back so the invariant `file_len == real length`
-            // holds and the caller sees an unchanged file.
-            let _ = self.file.set_len(old_len);
+            // A failed fallocate may have extended the file part of the way.
+            // Put the length back, unless a reader maps the file (it may
+            // have seen the longer length; cutting it could fault it). A
+            // longer file is harmless: nothing past `file_len` is used, and
+            // the next growth starts from `file_len` again.
+            if let Ok(true) = ReadersLock::try_exclusive(&self.file) {
+                let _ = self.file.set_len(old_len);
+                let _ = ReadersLock::release(&self.file);
+            }
             return Err(error);
         }
         self.file_len = new_len;
@@ -439,28 +445,32 @@ impl SharedMapping {
         if offset % 8 != 0 || end > self.file_len.load(Ordering::Acquire) {
             return false;
         }
+        let len = len as usize;
         out.clear();
-        out.resize(len as usize, 0);
-        let mut words = out.chunks_exact_mut(8);
-        let mut at = offset;
-        for chunk in &mut words {
-            // SAFETY: `at + 8 <= end <= file_len` and `at` is 8-byte aligned:
-            // inside the file-backed prefix of the live mapping; atomic
-            // access only.
-            let word =
-                unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(at as usize).cast::<u64>()) };
-            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-            at += 8;
+        out.reserve(len);
+        let source = self.base.as_ptr().wrapping_add(offset as usize);
+        let target = out.spare_capacity_mut();
+        let words = len / 8;
+        for i in 0..words {
+            // SAFETY: `offset + 8 * i + 8 <= end <= file_len`, and `offset` is
+            // 8-byte aligned: an aligned word inside the file-backed prefix of
+            // the live mapping, only ever accessed atomically in this process.
+            let word = unsafe { AtomicU64::from_ptr(source.add(8 * i).cast::<u64>()) };
+            let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
+            for (slot, byte) in target[8 * i..8 * i + 8].iter_mut().zip(bytes) {
+                slot.write(byte);
+            }
         }
-        for byte in words.into_remainder() {
-            // SAFETY: `at < end <= file_len`: inside the file-backed prefix of
-            // the live mapping; atomic access only (u8 needs no alignment).
-            let atomic = unsafe {
-                std::sync::atomic::AtomicU8::from_ptr(self.base.as_ptr().add(at as usize))
-            };
-            *byte = atomic.load(Ordering::Relaxed);
-            at += 1;
+        for (i, slot) in target.iter_mut().enumerate().take(len).skip(8 * words) {
+            // SAFETY: `offset + i < end <= file_len`: inside the file-backed
+            // prefix of the live mapping; atomic access only (u8 needs no
+            // alignment).
+            let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(source.add(i)) };
+            slot.write(byte.load(Ordering::Relaxed));
         }
+        // SAFETY: the loops above initialised every one of the first `len`
+        // spare bytes, and `reserve(len)` made room for them.
+        unsafe { out.set_len(len) };
         std::sync::atomic::fence(Ordering::Acquire);
         true
     }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    self, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError, LiveHeader, Tag,
+    self, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError, HeaderDamage, LiveHeader,
+    NEXT_GENERATION_OFFSET,
 };
 use crate::mapping::{ReadersLock, SharedMapping};
 
@@ -25,7 +26,7 @@ use crate::mapping::{ReadersLock, SharedMapping};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SlotRef {
     pub(crate) slot: u32,
-    pub(crate) generation: u32,
+    pub(crate) generation: u64,
     pub(crate) offset: u64,
     pub(crate) payload_len: u64,
 }
@@ -36,7 +37,7 @@ impl SlotRef {
     /// [`len`](Self::len)), as sent by another process. Reading it checks
     /// every part against the file, so wrong parts give
     /// [`Error::SlotChanged`], never wrong bytes.
-    pub fn from_parts(slot: u32, generation: u32, offset: u64, len: u64) -> SlotRef {
+    pub fn from_parts(slot: u32, generation: u64, offset: u64, len: u64) -> SlotRef {
         SlotRef {
             slot,
             generation,
@@ -50,8 +51,9 @@ impl SlotRef {
         self.slot as usize
     }
 
-    /// The generation of the write this handle names.
-    pub fn generation(&self) -> u32 {
+    /// The generation of the write this handle names (the region's write
+    /// counter when it was written; extent headers keep its low 32 bits).
+    pub fn generation(&self) -> u64 {
         self.generation
     }
 
@@ -75,7 +77,9 @@ impl SlotRef {
 /// its owner. `Send + Sync`: share one among many threads.
 ///
 /// It maps the file read-only, never takes the writer's lock, follows the
-/// file as it grows, and returns a slot's bytes only if they are still the
+/// file as it grows (up to the maximum capacity the writer had when the
+/// reader opened: open a new reader after reopening the writer with a larger
+/// one), and returns a slot's bytes only if they are still the
 /// bytes its [`SlotRef`] names: a slot freed or reused while it is read gives
 /// [`Error::SlotChanged`], never another slot's bytes.
 ///
@@ -119,10 +123,12 @@ impl std::fmt::Debug for OverflowReader {
 }
 
 impl OverflowReader {
-    /// Address space a reader reserves by default: 1 TiB, far more than any
-    /// region's maximum, so the reader never has to move its mapping. It
-    /// costs address space only, no memory.
-    pub const DEFAULT_RESERVATION: u64 = 1 << 40;
+    /// Address space a reader reserves when the file does not say how large
+    /// its writer lets it grow (64 GiB). A reader normally reserves the
+    /// maximum capacity its writer recorded in the file header (at least the
+    /// file's size), as the writer does; it costs address space only, no
+    /// memory.
+    pub const DEFAULT_RESERVATION: u64 = 64 << 30;
 
     /// Opens a region file for reading.
     ///
@@ -148,22 +154,27 @@ impl OverflowReader {
         let probe_len = (file_len as usize).min(FILE_HEADER_PROBE_LEN);
         file.read_exact_at(&mut probe[..probe_len], 0)
             .map_err(io_error("read header"))?;
-        layout::decode_file_header(&probe[..probe_len]).map_err(|error| match error {
-            FileHeaderError::Foreign(reason) => Error::NotARegion {
-                path: path.to_owned(),
-                reason,
-            },
-            FileHeaderError::Version(found) => Error::UnsupportedVersion {
-                path: path.to_owned(),
-                found,
-                supported: layout::FORMAT_VERSION,
-            },
-        })?;
+        let counters =
+            layout::decode_file_header(&probe[..probe_len]).map_err(|error| match error {
+                FileHeaderError::Foreign(reason) => Error::NotARegion {
+                    path: path.to_owned(),
+                    reason,
+                },
+                FileHeaderError::Version(found) => Error::UnsupportedVersion {
+                    path: path.to_owned(),
+                    found,
+                    supported: layout::FORMAT_VERSION,
+                },
+            })?;
         // Announce this reader before mapping, and for as long as the file
         // stays open: the writer never truncates the file under a reader.
         ReadersLock::hold_shared(&file).map_err(io_error("lock (shared, readers)"))?;
-        let mapping =
-            SharedMapping::new(file, Self::DEFAULT_RESERVATION).map_err(io_error("mmap"))?;
+        let recorded = match counters.max_capacity {
+            0 => Self::DEFAULT_RESERVATION,
+            max => max.min(1 << 44),
+        };
+        let reserve = recorded.max(file_len);
+        let mapping = SharedMapping::new(file, reserve).map_err(io_error("mmap"))?;
         Ok(OverflowReader {
             path: path.to_owned(),
             mapping,
@@ -209,13 +220,30 @@ impl OverflowReader {
         if !in_file {
             return Err(changed("its extent lies past the end of the file"));
         }
+        // Headers keep the generation's low 32 bits: a handle older than
+        // 2^32 writes could match a later tenant, so it is refused.
+        let next_generation = self
+            .mapping
+            .load_word(NEXT_GENERATION_OFFSET)
+            .ok_or(changed("the file header is out of bounds"))?;
+        if next_generation
+            .wrapping_sub(slot.generation)
+            .wrapping_sub(1)
+            >= 1 << 32
+        {
+            return Err(changed(
+                "the handle is older than 2^32 writes (or from the future)",
+            ));
+        }
         let before = self
             .load_header(slot.offset)
             .ok_or(changed("its header is out of bounds"))?;
-        let header =
-            LiveHeader::decode(&before).map_err(|_| changed("its extent is no longer live"))?;
+        let header = LiveHeader::decode(&before).map_err(|damage| match damage {
+            HeaderDamage::NotLive => changed("it was freed (its extent is no longer live)"),
+            _ => changed("its extent header does not check out (reused or damaged)"),
+        })?;
         if header.slot != slot.slot
-            || header.generation != slot.generation
+            || header.generation != slot.generation as u32
             || header.payload_len != slot.payload_len
         {
             return Err(changed("its extent now holds another write"));
@@ -263,17 +291,13 @@ impl OverflowReader {
         })
     }
 
-    /// The 32 header bytes at `offset`, loaded word by word.
+    /// The 32 header bytes at `offset`, loaded word by word (`None` when
+    /// they lie outside the file).
     fn load_header(&self, offset: u64) -> Option<[u8; 32]> {
         let mut header = [0u8; 32];
         for (i, chunk) in header.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&self.mapping.load_word(offset + 8 * i as u64)?.to_le_bytes());
         }
-        // The tag must be live now; `LiveHeader::decode` checks the rest.
-        matches!(
-            Tag::decode(u64::from_le_bytes(header[..8].try_into().ok()?)),
-            Some(Tag::Live { .. })
-        )
-        .then_some(header)
+        Some(header)
     }
 }

@@ -133,9 +133,23 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
             && len % EXTENT_ALIGN == 0
             && at.checked_add(len).is_some_and(|end| end <= eof)
     };
-    // A slot index past this cannot have been handed out in a file this size:
-    // at the moment an index is first handed out every lower one is live.
-    let slot_limit = (eof.saturating_sub(DATA_START) / EXTENT_HEADER_LEN + 1) as usize;
+    // A free extent needs only its tag (a damaged stretch of 16 bytes between
+    // two live extents becomes one).
+    let fits_free = |at: u64, len: u64| {
+        len >= EXTENT_ALIGN
+            && len % EXTENT_ALIGN == 0
+            && at.checked_add(len).is_some_and(|end| end <= eof)
+    };
+    // A slot index past this cannot have been handed out in a file this size
+    // (or one the writer may grow to): when an index is first handed out,
+    // every lower one is live, and the writer never shrinks the file below
+    // one header per index.
+    let data_limit = eof.max(space.limit().min(1 << 48));
+    let slot_limit = (data_limit.saturating_sub(DATA_START) / EXTENT_HEADER_LEN + 1) as usize;
+    // Before the stored end of the chain, an end mark (or zeros) is not the
+    // end: a write whose pages reached the disk only in part (power loss) can
+    // leave one there, with intact extents after it.
+    let chain_end = counters.chain_end.min(eof);
 
     let mut report = RecoveryReport::default();
     let mut slots: Vec<RecoveredSlot> = Vec::new();
@@ -167,12 +181,45 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
     while pos + EXTENT_HEADER_LEN <= eof {
         let tag = Tag::decode(word_at(pos));
         match tag {
-            Some(Tag::End) => {
+            Some(Tag::End) if pos >= chain_end => {
                 // An explicit end mark, or the zeros of space never written.
                 clean_end = true;
                 break;
             }
-            Some(Tag::Free { len }) if fits(pos, len) => {
+            Some(Tag::End) => {
+                // Not the end yet: is anything intact between here and the
+                // stored end of the chain?
+                let Some(next) = resync(file, pos, chain_end, &fits) else {
+                    // Nothing: the extents past here were never committed, or
+                    // were given back (a crash between the end mark and the
+                    // counter). The chain ends here.
+                    clean_end = true;
+                    break;
+                };
+                report.dropped.push(DroppedExtent {
+                    offset: pos,
+                    len: next - pos,
+                    slot: None,
+                    reason: DropReason::DamagedHeader {
+                        detail: format!(
+                            "the chain breaks at offset {pos}, before its stored end {chain_end}; \
+                             intact extents resume at {next}"
+                        ),
+                    },
+                });
+                free(
+                    &mut space,
+                    &mut run,
+                    Extent {
+                        offset: pos,
+                        len: next - pos,
+                    },
+                    false,
+                );
+                pos = next;
+                continue;
+            }
+            Some(Tag::Free { len }) if fits_free(pos, len) => {
                 free(&mut space, &mut run, Extent { offset: pos, len }, true);
                 pos += len;
                 continue;
@@ -256,17 +303,22 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         // The header at `pos` cannot be trusted: skip to the next intact live
         // header (or an explicit end mark), and drop what lies between.
         let detail = damage_detail(file, pos, tag);
-        let next = resync(file, pos, &fits);
+        let Some(next) = resync(file, pos, eof, &fits) else {
+            // Nothing intact after it: the region ends at `pos`.
+            report.dropped.push(DroppedExtent {
+                offset: pos,
+                len: eof - pos,
+                slot: None,
+                reason: DropReason::DamagedHeader { detail },
+            });
+            break;
+        };
         report.dropped.push(DroppedExtent {
             offset: pos,
             len: next - pos,
             slot: None,
             reason: DropReason::DamagedHeader { detail },
         });
-        if next + EXTENT_HEADER_LEN > eof {
-            // Nothing intact after it: the region ends at `pos`.
-            break;
-        }
         free(
             &mut space,
             &mut run,
@@ -306,6 +358,13 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         .map(|s| u64::from(s.header.generation) + 1)
         .max()
         .unwrap_or(0);
+    // The stored counter is a hint: one absurdly far ahead (damage) is not
+    // followed, so generations never run out.
+    let next_generation = if counters.next_generation.saturating_sub(newest) < 1 << 40 {
+        counters.next_generation.max(newest)
+    } else {
+        newest
+    };
     report.slots_recovered = slots.len();
     report.bytes_scanned = pos.max(cursor).min(eof);
     report.repairs = repairs.len() + moves_finished;
@@ -314,7 +373,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         slots,
         space,
         slot_high_water,
-        next_generation: counters.next_generation.max(newest),
+        next_generation,
         repairs,
         to_free,
         report,
@@ -331,28 +390,24 @@ fn close_run(run: &mut Option<FreeRun>, repairs: &mut Vec<(u64, Tag)>) {
     }
 }
 
-/// The offset of the next trustworthy header after the damaged one at `pos`:
-/// a live header whose checksum holds, or an explicit end mark; the end of
-/// the file (rounded down to the alignment) if there is none.
-fn resync(file: &[u8], pos: u64, fits: &dyn Fn(u64, u64) -> bool) -> u64 {
-    let eof = file.len() as u64;
+/// The offset of the next trustworthy header after the one at `pos`, before
+/// `limit`: a live header whose checksums of tag and header hold and whose
+/// length fits in the file. `None` if there is none.
+fn resync(file: &[u8], pos: u64, limit: u64, fits: &dyn Fn(u64, u64) -> bool) -> Option<u64> {
+    let limit = limit.min(file.len() as u64);
     let mut at = pos + EXTENT_ALIGN;
-    while at + EXTENT_HEADER_LEN <= eof {
+    while at + EXTENT_HEADER_LEN <= limit {
         let header: &[u8; 32] = file[at as usize..(at + EXTENT_HEADER_LEN) as usize]
             .try_into()
             .expect("32 bytes");
-        let word = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-        if word == Tag::End.encode() {
-            return at;
-        }
         if let Ok(live) = LiveHeader::decode(header) {
             if fits(at, live.extent_len) {
-                return at;
+                return Some(at);
             }
         }
         at += EXTENT_ALIGN;
     }
-    (eof - DATA_START) / EXTENT_ALIGN * EXTENT_ALIGN + DATA_START
+    None
 }
 
 /// Words for a damaged header, for the report.

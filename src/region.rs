@@ -14,8 +14,9 @@ use crate::engine::EngineId;
 use crate::error::{Error, Result};
 use crate::holes::Holes;
 use crate::layout::{
-    self, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError,
-    LiveHeader, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET, Tag,
+    self, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN,
+    FileHeaderError, LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET,
+    SLOT_HIGH_WATER_OFFSET, Tag,
 };
 use crate::mapping::{self, Mapping, ReadersLock};
 use crate::reader::SlotRef;
@@ -379,17 +380,7 @@ impl OverflowRegion {
         mapping
             .grow(settings.initial)
             .map_err(io_error("fallocate"))?;
-        mapping.sync().map_err(io_error("fsync"))?;
-        let dir = path
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        mapping::sync_directory(dir).map_err(|source| Error::Io {
-            path: dir.to_owned(),
-            operation: "fsync directory",
-            source,
-        })?;
-        Ok(OverflowRegion {
+        let mut region = OverflowRegion {
             path: path.to_owned(),
             space: Space::new(DATA_START, settings.max, MIN_SPLIT),
             mapping,
@@ -406,7 +397,29 @@ impl OverflowRegion {
             peak_end: DATA_START,
             compacting: false,
             _owned_by_one_thread: PhantomData,
-        })
+        };
+        region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
+        region.record_max_capacity();
+        region.sync()?;
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        mapping::sync_directory(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            operation: "fsync directory",
+            source,
+        })?;
+        Ok(region)
+    }
+
+    /// Stores the maximum capacity in the file header, where readers find
+    /// how much address space to reserve.
+    fn record_max_capacity(&mut self) {
+        let max = self.space.limit();
+        if self.mapping.load_word(MAX_CAPACITY_OFFSET) != Some(max) {
+            self.mapping.store_word(MAX_CAPACITY_OFFSET, max);
+        }
     }
 
     /// Rebuilds slots and free space from a mapped region file and applies
@@ -468,6 +481,28 @@ impl OverflowRegion {
         for extent in recovered.to_free {
             region.free_extent(extent);
         }
+        // The counters in the header are hints that a crash or damage can
+        // leave behind; store what recovery found.
+        let found = [
+            (
+                SLOT_HIGH_WATER_OFFSET,
+                counters.slot_high_water,
+                region.slots.len() as u64,
+            ),
+            (
+                NEXT_GENERATION_OFFSET,
+                counters.next_generation,
+                region.next_generation,
+            ),
+            (CHAIN_END_OFFSET, counters.chain_end, region.space.cursor()),
+        ];
+        for (offset, stored, actual) in found {
+            if stored != actual {
+                region.mapping.store_word(offset, actual);
+                region.recovery.repairs += 1;
+            }
+        }
+        region.record_max_capacity();
         for dropped in &region.recovery.dropped {
             tracing::warn!(path = %path.display(), ?dropped, "recovery dropped an extent");
         }
@@ -619,9 +654,12 @@ impl OverflowRegion {
                 );
             }
         }
-        self.next_generation += 1;
+        self.next_generation = self.next_generation.wrapping_add(1);
         self.mapping
             .store_word(NEXT_GENERATION_OFFSET, self.next_generation);
+        if allocation.from_tail {
+            self.mapping.store_word(CHAIN_END_OFFSET, extent.end());
+        }
         if header.slot as usize == self.slots.len() {
             self.mapping
                 .store_word(SLOT_HIGH_WATER_OFFSET, u64::from(header.slot) + 1);
@@ -706,6 +744,7 @@ impl OverflowRegion {
             }
             Released::Retracted { cursor } => {
                 self.mapping.store_word(cursor, Tag::End.encode());
+                self.mapping.store_word(CHAIN_END_OFFSET, cursor);
                 self.compact_from = self.compact_from.min(cursor);
                 self.give_back_tail();
             }
@@ -850,7 +889,7 @@ impl OverflowRegion {
         let slot = self.live_slot(slot_index)?;
         Ok(SlotRef {
             slot: slot_index as u32,
-            generation: slot.generation,
+            generation: widen_generation(slot.generation, self.next_generation),
             offset: slot.offset,
             payload_len: slot.payload_len,
         })
@@ -1033,5 +1072,19 @@ impl OverflowRegion {
         self.mapping
             .grow(target)
             .map_err(|source| self.io_error("fallocate", source))
+    }
+}
+
+/// The full generation whose low 32 bits are `low`: the most recent one
+/// before `next` (headers keep only the low bits). For a slot written more
+/// than 2^32 writes ago this is a later value with the same low bits, which
+/// names the same tenant just as well: no write since has those low bits at
+/// that place, or the slot would not be live.
+fn widen_generation(low: u32, next: u64) -> u64 {
+    let candidate = (next & !0xFFFF_FFFF) | u64::from(low);
+    if candidate < next {
+        candidate
+    } else {
+        candidate.wrapping_sub(1 << 32)
     }
 }

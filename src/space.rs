@@ -211,19 +211,6 @@ impl Space {
         }
     }
 
-    /// Takes the front of the free extent that starts exactly at `offset`, if
-    /// there is one of at least `len` bytes (splitting as `allocate` does):
-    /// compaction uses it to move an extent into the lowest free extent.
-    /// `None`, and nothing changed, otherwise. O(1).
-    pub fn allocate_at(&mut self, offset: u64, len: u64) -> Option<Allocation> {
-        self.finish_recovery();
-        let id = self.free.starting_at(offset)?;
-        if self.free.slab[id].extent.len < len {
-            return None;
-        }
-        Some(self.carve_free(id, len))
-    }
-
     /// Give back an extent that was allocated (exactly as allocated: offset and len of
     /// `Allocation::extent`). Coalesces with a free neighbour before and after; if the result
     /// ends at the cursor, retracts the cursor to its start (and it is no longer a free

@@ -1,12 +1,20 @@
-//! Compaction: moving live extents down to close the gaps between them.
+//! Compaction: moving live extents down into the gaps below them.
 //!
-//! Each move is an ordinary write of the slot's bytes to a new place (under
-//! the same slot index, with a new generation) followed by an ordinary free
-//! of the old place, so it is crash-safe for the same reasons they are: a
-//! crash before the copy's live tag leaves the old extent as it was; a crash
-//! between the two tags leaves two live copies of the slot, which recovery
-//! resolves by keeping the newer one (they hold the same bytes); a crash
-//! after the free leaves the move done.
+//! A step takes live extents from the top of the region, highest first, and
+//! moves each into free space below it (good fit; an extent no gap below it
+//! can take stays where it is). Each move writes the slot's bytes to the new
+//! place under the same slot index with a new generation; the old places
+//! stay live on disk until the end of the step, when one `sync` makes every
+//! copy durable and only then are the old places freed. So:
+//!
+//! - a crash (or power loss) before the sync leaves every slot at its old
+//!   place, and perhaps a complete copy too: recovery keeps the newer of two
+//!   copies with the same bytes and frees the other;
+//! - a crash after it loses nothing either: the copies are on stable
+//!   storage before any old place is marked free.
+//!
+//! Freeing the old places (the top of the region) gives the end of the file
+//! back.
 
 use serde::Serialize;
 
@@ -38,15 +46,17 @@ pub struct CompactReport {
 }
 
 impl OverflowRegion {
-    /// Moves live extents down until no free space is left between them,
-    /// then gives the freed end of the file back (shrinking the file when no
+    /// Moves live extents from the top of the region down into the free
+    /// space below them, until no extent above a gap fits into it, then
+    /// gives the freed end of the file back (shrinking the file when no
     /// [`OverflowReader`](crate::OverflowReader) maps it). Every slot keeps
-    /// its index and its bytes.
+    /// its index and its bytes. `complete` in the report says whether any
+    /// free extent is left (one too small for every extent above it).
     ///
-    /// A process killed during compaction loses nothing: every move is a
-    /// write of the slot's bytes to the new place, then a free of the old
-    /// one. Moved slots get a new generation, so [`SlotRef`](crate::SlotRef)
-    /// handles made before the move read as
+    /// Nothing is lost to a crash or power loss during compaction: copies
+    /// are synced before the old places are freed (one `sync` per step; see
+    /// the module docs). Moved slots get a new generation, so
+    /// [`SlotRef`](crate::SlotRef) handles made before the move read as
     /// [`Error::SlotChanged`](crate::Error::SlotChanged).
     ///
     /// ```
@@ -79,14 +89,27 @@ impl OverflowRegion {
     ///
     /// O(live bytes above the first free extent), the bytes copied.
     pub fn compact(&mut self) -> Result<CompactReport> {
-        self.compact_step(u64::MAX)
+        let mut total = self.compact_step(u64::MAX)?;
+        while !total.complete && total.extents_moved > 0 {
+            let step = self.compact_step(u64::MAX)?;
+            if step.extents_moved == 0 {
+                break;
+            }
+            total.extents_moved += step.extents_moved;
+            total.bytes_moved += step.bytes_moved;
+            total.used_bytes_after = step.used_bytes_after;
+            total.file_size_after = step.file_size_after;
+            total.complete = step.complete;
+        }
+        Ok(total)
     }
 
-    /// Does a bounded part of [`compact`](Self::compact): moves extents
-    /// until about `budget_bytes` have been copied (at least one extent when
-    /// `budget_bytes > 0`), so an owner can spread compaction over its
-    /// housekeeping loop. `complete` in the report says when nothing is left
-    /// to do.
+    /// Does a bounded part of [`compact`](Self::compact): moves extents,
+    /// highest first, until about `budget_bytes` have been copied (at least
+    /// one extent when `budget_bytes > 0`), then syncs and frees their old
+    /// places, so an owner can spread compaction over its housekeeping loop.
+    /// `complete` in the report says when no free extent is left; a step
+    /// that moves nothing means no extent fits into the free space below it.
     ///
     /// # Errors
     ///
@@ -98,35 +121,110 @@ impl OverflowRegion {
             ..CompactReport::default()
         };
         self.compacting = true;
-        let result = self.compact_moves(budget_bytes, &mut report);
+        let mut moved = Vec::new();
+        let result = self.move_down(budget_bytes, &mut report, &mut moved);
+        // Every copy reaches stable storage before any old place is freed.
+        let synced = if moved.is_empty() {
+            Ok(())
+        } else {
+            self.sync()
+        };
         self.compacting = false;
+        if synced.is_ok() {
+            for old in moved {
+                self.free_extent(old);
+            }
+        } else {
+            // Keep both copies: recovery frees the older one of each pair.
+            // In memory the old places stay allocated until then.
+            tracing::warn!(path = %self.path.display(), "sync failed during compaction; old copies kept until reopen");
+        }
         self.give_back_tail();
         report.used_bytes_after = self.used_bytes() as u64;
         report.file_size_after = self.capacity() as u64;
-        result.map(|()| report)
+        report.complete = self.space.free_extent_count() == 0;
+        result.and(synced).map(|()| report)
     }
 
-    fn compact_moves(&mut self, budget_bytes: u64, report: &mut CompactReport) -> Result<()> {
-        loop {
-            let Some(gap) = self.lowest_free_extent() else {
-                report.complete = true;
-                return Ok(());
-            };
-            // Free extents are coalesced and none ends at the cursor, so a
-            // live extent follows every one.
-            let (slot_index, slot) = self.live_extent_at(gap.end());
+    /// Moves live extents, highest first, into free space below them until
+    /// the budget is spent or no extent above the lowest gap is left.
+    /// Returns the old places in `moved` (still live on disk).
+    fn move_down(
+        &mut self,
+        budget_bytes: u64,
+        report: &mut CompactReport,
+        moved: &mut Vec<Extent>,
+    ) -> Result<()> {
+        let Some(lowest_gap) = self.lowest_free_extent() else {
+            return Ok(());
+        };
+        let mut candidates: Vec<(u64, usize)> = self
+            .slots
+            .iter_live()
+            .filter(|(_, slot)| slot.offset > lowest_gap.offset)
+            .map(|(index, slot)| (slot.offset, index))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        for (offset, index) in candidates {
+            let slot = *self.slots.get(index).expect("candidates are live");
+            let cost = EXTENT_HEADER_LEN + slot.payload_len;
             if budget_bytes == 0
-                || (report.extents_moved > 0 && report.bytes_moved + slot.extent_len > budget_bytes)
+                || (report.extents_moved > 0 && report.bytes_moved + cost > budget_bytes)
             {
-                return Ok(());
+                break;
             }
-            let Some(moved) = self.move_extent(slot_index, slot, gap)? else {
-                // No room anywhere to move it through: stop here.
-                return Ok(());
-            };
-            report.extents_moved += 1;
-            report.bytes_moved += moved;
+            if self.move_below(index, slot, offset)? {
+                moved.push(slot.extent());
+                report.extents_moved += 1;
+                report.bytes_moved += cost;
+            }
         }
+        Ok(())
+    }
+
+    /// Copies a live slot into free space below `below`, if some free extent
+    /// there can take it; true if it did. The old place is left live.
+    fn move_below(&mut self, index: usize, slot: LiveSlot, below: u64) -> Result<bool> {
+        let needed =
+            layout::extent_len_for(slot.payload_len).expect("a live payload fits the format");
+        let Ok(allocation) = self.space.allocate(needed) else {
+            return Ok(false);
+        };
+        if allocation.extent.offset >= below {
+            // Only free space above it, or the end of the region: leave it.
+            if allocation.from_tail {
+                self.space.undo_tail(allocation.extent);
+            } else {
+                self.space.release(allocation.extent);
+            }
+            return Ok(false);
+        }
+        self.make_writable(&allocation)?;
+        let source = self
+            .mapping
+            .bytes(slot.payload_offset(), slot.payload_len)
+            .expect("live extents lie inside the file");
+        let header = LiveHeader {
+            extent_len: allocation.extent.len,
+            slot: index as u32,
+            generation: self.next_generation as u32,
+            payload_len: slot.payload_len,
+            engine: slot.engine,
+            payload_crc: crc32c::crc32c(source),
+        };
+        let copy = self.commit(
+            &allocation,
+            header,
+            Payload::Within {
+                offset: slot.payload_offset(),
+            },
+        );
+        self.slots.relocate(index, copy);
+        self.accounting
+            .remove(slot.engine, slot.payload_len, slot.extent_len);
+        self.accounting
+            .add(copy.engine, copy.payload_len, copy.extent_len);
+        Ok(true)
     }
 
     /// The free extent with the lowest offset, found by walking the tags
@@ -150,62 +248,5 @@ impl OverflowRegion {
         }
         self.compact_from = cursor;
         None
-    }
-
-    /// The live slot whose extent starts at `offset`.
-    fn live_extent_at(&self, offset: u64) -> (usize, LiveSlot) {
-        let header: &[u8; 32] = self
-            .mapping
-            .bytes(offset, EXTENT_HEADER_LEN)
-            .and_then(|bytes| bytes.try_into().ok())
-            .expect("extents lie inside the file");
-        let header = LiveHeader::decode(header).expect("a live extent follows every free extent");
-        let index = header.slot as usize;
-        let slot = *self.slots.get(index).expect("live headers name live slots");
-        debug_assert_eq!(slot.offset, offset);
-        (index, slot)
-    }
-
-    /// Moves a live slot into the free extent `gap` just below it if it
-    /// fits, or else anywhere else with room (after which the gap has grown
-    /// by the slot's old place and the next round fills it). Returns the
-    /// bytes copied, or `None` if there is no room for the copy.
-    fn move_extent(&mut self, index: usize, slot: LiveSlot, gap: Extent) -> Result<Option<u64>> {
-        let needed =
-            layout::extent_len_for(slot.payload_len).expect("a live payload fits the format");
-        let allocation = match self.space.allocate_at(gap.offset, needed) {
-            Some(allocation) => allocation,
-            None => match self.space.allocate(needed) {
-                Ok(allocation) => allocation,
-                Err(_) => return Ok(None),
-            },
-        };
-        self.make_writable(&allocation)?;
-        let source = self
-            .mapping
-            .bytes(slot.payload_offset(), slot.payload_len)
-            .expect("live extents lie inside the file");
-        let header = LiveHeader {
-            extent_len: allocation.extent.len,
-            slot: index as u32,
-            generation: self.next_generation as u32,
-            payload_len: slot.payload_len,
-            engine: slot.engine,
-            payload_crc: crc32c::crc32c(source),
-        };
-        let moved = self.commit(
-            &allocation,
-            header,
-            Payload::Within {
-                offset: slot.payload_offset(),
-            },
-        );
-        self.slots.relocate(index, moved);
-        self.accounting
-            .remove(slot.engine, slot.payload_len, slot.extent_len);
-        self.accounting
-            .add(moved.engine, moved.payload_len, moved.extent_len);
-        self.free_extent(slot.extent());
-        Ok(Some(EXTENT_HEADER_LEN + slot.payload_len))
     }
 }

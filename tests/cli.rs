@@ -1,0 +1,500 @@
+//! The `overflow-region` binary on real region files: `stat`, `verify`,
+//! `ls`, `dump`, `map` and `bench`, their exit statuses and messages, on
+//! intact, damaged and foreign files, and while a writer holds the file.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use overflow_region::{EngineId, OverflowRegion, RegionFile};
+use predicates::prelude::*;
+use serde_json::Value;
+
+/// The binary under test.
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_overflow-region"))
+}
+
+fn open(path: &Path) -> OverflowRegion {
+    OverflowRegion::open_with_config(path, 1 << 20, 64 << 20).expect("open region")
+}
+
+/// A payload that differs per slot: `len` bytes derived from `seed`.
+fn payload(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + seed * 7) as u8).collect()
+}
+
+/// A small file: four slots of different engines, the second freed.
+/// Returns (path, live slots with their bytes).
+fn small(dir: &Path) -> (PathBuf, Vec<(usize, Vec<u8>)>) {
+    let path = dir.join("small.region");
+    let mut region = open(&path);
+    let mut live = Vec::new();
+    for (i, engine) in [
+        EngineId::Vector,
+        EngineId::Wal,
+        EngineId::Query,
+        EngineId::Bridge,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes = payload(i, 100 + 50 * i);
+        let slot = region.write(&bytes, engine).unwrap();
+        live.push((slot, bytes));
+    }
+    region.free(live[1].0).unwrap();
+    live.remove(1);
+    drop(region);
+    (path, live)
+}
+
+/// A fragmented file: mixed sizes over all engines, about a third freed at
+/// random, and a few large extents freed (long enough to be punched).
+fn fragmented(path: &Path) -> OverflowRegion {
+    let mut region = open(path);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut slots = Vec::new();
+    for i in 0..3000 {
+        let len = if i % 500 == 250 {
+            200 << 10
+        } else {
+            16 + (next() % 2000) as usize
+        };
+        let engine = EngineId::ALL[(next() % 7) as usize];
+        slots.push((region.write(&payload(i, len), engine).unwrap(), len));
+    }
+    for &(slot, len) in &slots {
+        if len > 100_000 || next() % 3 == 0 {
+            region.free(slot).unwrap();
+        }
+    }
+    region
+}
+
+fn stdout_json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).expect("stdout is one JSON value")
+}
+
+#[test]
+fn stat_prints_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, live) = small(dir.path());
+    let live_bytes: usize = live.iter().map(|(_, bytes)| bytes.len()).sum();
+    cli()
+        .arg("stat")
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("intact")
+                .and(predicate::str::contains("file size"))
+                .and(predicate::str::contains("punched"))
+                .and(predicate::str::contains("fragmentation"))
+                .and(predicate::str::contains("free extents by size"))
+                .and(predicate::str::contains(format!("{live_bytes}  ")))
+                .and(predicate::str::contains("3 live slots of 4 slot indices")),
+        )
+        .stderr("");
+}
+
+#[test]
+fn stat_json_agrees_with_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frag.region");
+    drop(fragmented(&path));
+    let output = cli().args(["stat", "--json"]).arg(&path).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let json = stdout_json(&output);
+    let file = RegionFile::open(&path).unwrap();
+    let stats = file.stats();
+    for (key, value) in [
+        ("file_size", stats.file_size),
+        ("used_bytes", stats.used_bytes),
+        ("live_slots", stats.live_slots),
+        ("live_bytes", stats.live_bytes),
+        ("slot_count", stats.slot_count),
+        ("free_extents", stats.free_extents),
+        ("free_bytes", stats.free_bytes),
+        ("largest_free_extent", stats.largest_free_extent),
+        ("slack_bytes", stats.slack_bytes),
+        ("punched_bytes", stats.punched_bytes),
+    ] {
+        assert_eq!(json[key], value, "{key}");
+    }
+    for engine in EngineId::ALL {
+        let figures = stats.engine(engine);
+        assert_eq!(
+            json["engines"][engine.name()]["live_slots"],
+            figures.live_slots
+        );
+        assert_eq!(
+            json["engines"][engine.name()]["live_bytes"],
+            figures.live_bytes
+        );
+    }
+    let fragmentation = json["fragmentation"].as_f64().unwrap();
+    assert!(
+        (fragmentation - stats.used_bytes as f64 / stats.live_bytes as f64).abs() < 1e-9,
+        "{fragmentation}"
+    );
+    assert_eq!(json["intact"], true);
+    // Size classes: power-of-two buckets that add up to the free space.
+    let classes = json["free_size_classes"].as_array().unwrap();
+    assert!(classes.len() > 1, "{classes:?}");
+    let (mut extents, mut bytes) = (0, 0);
+    for class in classes {
+        let min = class["min_len"].as_u64().unwrap();
+        assert!(min.is_power_of_two());
+        assert_eq!(class["max_len"].as_u64().unwrap(), 2 * min - 1);
+        extents += class["extents"].as_u64().unwrap();
+        bytes += class["bytes"].as_u64().unwrap();
+    }
+    assert_eq!((extents, bytes), (stats.free_extents, stats.free_bytes));
+}
+
+#[test]
+fn verify_passes_an_intact_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, live) = small(dir.path());
+    let bytes: usize = live.iter().map(|(_, bytes)| bytes.len()).sum();
+    cli()
+        .arg("verify")
+        .arg(&path)
+        .assert()
+        .code(0)
+        .stdout(format!("ok: 3 slots, {bytes} bytes verified\n"))
+        .stderr("");
+}
+
+#[test]
+fn verify_names_the_slot_with_a_flipped_payload_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, live) = small(dir.path());
+    let victim = live[1].0;
+    let offset = RegionFile::open(&path)
+        .unwrap()
+        .slot(victim)
+        .unwrap()
+        .offset;
+    let before = std::fs::read(&path).unwrap();
+    let mut bytes = before.clone();
+    bytes[offset as usize + 32 + 10] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+
+    cli()
+        .arg("verify")
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::contains(format!("offset {offset}"))
+                .and(predicate::str::contains(format!(
+                    "slot {victim}: payload checksum"
+                )))
+                .and(predicate::str::contains("1 damaged extent")),
+        )
+        .stderr(predicate::str::contains("damaged"));
+    // The others are fine and dump still serves them; the damaged one is
+    // refused, by name.
+    cli()
+        .arg("dump")
+        .arg(&path)
+        .arg(live[0].0.to_string())
+        .assert()
+        .success()
+        .stdout(live[0].1.clone());
+    cli()
+        .arg("dump")
+        .arg(&path)
+        .arg(victim.to_string())
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains(format!(
+            "slot {victim} is damaged"
+        )));
+    // map draws it (and says so)...
+    let png = dir.path().join("damaged.png");
+    cli()
+        .arg("map")
+        .arg(&path)
+        .arg("--png")
+        .arg(&png)
+        .args(["--width", "640"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 damaged extent drawn in red"));
+    assert!(std::fs::metadata(&png).unwrap().len() > 0);
+    // ...stat reports it, and nothing was written to the file.
+    cli()
+        .arg("stat")
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("DAMAGED: 1 extent"));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn dump_writes_the_exact_bytes_and_refuses_free_and_unknown_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, live) = small(dir.path());
+    for (slot, bytes) in &live {
+        cli()
+            .arg("dump")
+            .arg(&path)
+            .arg(slot.to_string())
+            .assert()
+            .success()
+            .stdout(bytes.clone())
+            .stderr("");
+    }
+    let shown = path.display().to_string();
+    cli()
+        .arg("dump")
+        .arg(&path)
+        .arg("1")
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(format!("overflow-region: {shown}: slot 1 is free\n"));
+    cli()
+        .arg("dump")
+        .arg(&path)
+        .arg("99")
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("unknown slot 99"));
+}
+
+#[test]
+fn ls_prints_one_line_per_live_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, live) = small(dir.path());
+    let output = cli().arg("ls").arg(&path).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1 + live.len(), "{text}");
+    assert!(lines[0].contains("slot") && lines[0].contains("generation"));
+    let file = RegionFile::open(&path).unwrap();
+    for (line, info) in lines[1..].iter().zip(file.slots()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            fields,
+            [
+                info.slot.to_string(),
+                info.engine.to_string(),
+                info.payload_len.to_string(),
+                info.offset.to_string(),
+                info.extent_len.to_string(),
+                info.generation.to_string(),
+            ]
+        );
+    }
+    let engines: Vec<&str> = lines[1..]
+        .iter()
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(engines, ["vector", "query", "bridge"]);
+
+    let output = cli().args(["ls", "--json"]).arg(&path).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let json = stdout_json(&output);
+    let slots = json.as_array().unwrap();
+    assert_eq!(slots.len(), live.len());
+    for ((slot, bytes), value) in live.iter().zip(slots) {
+        assert_eq!(value["slot"], *slot);
+        assert_eq!(value["payload_len"], bytes.len());
+    }
+    assert_eq!(slots[2]["engine"], "bridge");
+}
+
+#[test]
+fn map_writes_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frag.region");
+    drop(fragmented(&path));
+    let png = dir.path().join("map.png");
+    cli()
+        .arg("map")
+        .arg(&path)
+        .arg("--png")
+        .arg(&png)
+        .args(["--width", "800"])
+        .assert()
+        .success()
+        .stdout("")
+        .stderr("");
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.len() > 1000, "{} bytes", bytes.len());
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width then height, big-endian.
+    assert_eq!(&bytes[12..16], b"IHDR");
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 800);
+    assert!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()) > 200);
+
+    // The whole file (header page and unused end included), and an empty file.
+    let empty = dir.path().join("empty.region");
+    drop(open(&empty));
+    for (file, extra) in [(&path, Some("--whole-file")), (&empty, None)] {
+        let png = dir.path().join("other.png");
+        cli()
+            .arg("map")
+            .arg(file)
+            .arg("--png")
+            .arg(&png)
+            .args(["--width", "640"])
+            .args(extra)
+            .assert()
+            .success();
+        assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}
+
+#[test]
+fn a_foreign_file_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    let text = "not a region, just some text\n".repeat(300);
+    std::fs::write(&path, &text).unwrap();
+    let shown = path.display().to_string();
+    let png = dir.path().join("map.png");
+    for args in [
+        vec!["stat"],
+        vec!["stat", "--json"],
+        vec!["verify"],
+        vec!["ls"],
+        vec!["dump", "0"],
+    ] {
+        cli()
+            .arg(args[0])
+            .arg(&path)
+            .args(&args[1..])
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(predicate::str::starts_with(format!(
+                "overflow-region: {shown}: not an overflow-region file: "
+            )));
+    }
+    cli()
+        .arg("map")
+        .arg(&path)
+        .arg("--png")
+        .arg(&png)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not an overflow-region file"));
+    assert!(!png.exists());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+
+    let missing = dir.path().join("missing");
+    cli()
+        .arg("stat")
+        .arg(&missing)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::starts_with(format!(
+            "overflow-region: {}: open failed: ",
+            missing.display()
+        )));
+}
+
+#[test]
+fn a_bad_command_line_exits_2() {
+    cli().assert().code(2);
+    cli().args(["frobnicate"]).assert().code(2);
+    cli()
+        .args(["dump", "some-file", "not-a-number"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("SLOT"));
+    cli().args(["map", "some-file"]).assert().code(2);
+    cli().args(["--help"]).assert().code(0);
+}
+
+#[test]
+fn every_command_works_while_a_writer_holds_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.region");
+    let mut region = fragmented(&path);
+    let slot = region
+        .write(b"written while the tool looks", EngineId::Crdt)
+        .unwrap();
+    // The writer holds its lock: a second writer is refused...
+    assert!(OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).is_err());
+    // ...and the tools still read the file.
+    let live = region.live_slot_count();
+    cli()
+        .arg("verify")
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(format!("ok: {live} slots, ")));
+    cli()
+        .arg("dump")
+        .arg(&path)
+        .arg(slot.to_string())
+        .assert()
+        .success()
+        .stdout("written while the tool looks");
+    let output = cli().args(["stat", "--json"]).arg(&path).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let json = stdout_json(&output);
+    assert_eq!(json["live_slots"], live);
+    assert_eq!(json["live_bytes"], region.live_bytes());
+    let output = cli().arg("ls").arg(&path).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        output.stdout.iter().filter(|&&b| b == b'\n').count(),
+        live + 1
+    );
+    cli()
+        .arg("map")
+        .arg(&path)
+        .arg("--png")
+        .arg(dir.path().join("busy.png"))
+        .args(["--width", "640"])
+        .assert()
+        .success();
+    // The writer carries on.
+    region.free(slot).unwrap();
+    let again = region.write(b"and after", EngineId::Wal).unwrap();
+    assert_eq!(region.read(again).unwrap(), b"and after");
+}
+
+#[test]
+fn bench_quick_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cli()
+        .args([
+            "bench",
+            "--quick",
+            "--json",
+            "--only",
+            "fresh_write/64B",
+            "--ops",
+            "2000",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let json = stdout_json(&output);
+    let workloads = json["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 1);
+    assert_eq!(workloads[0]["name"], "fresh_write/64B");
+    assert_eq!(workloads[0]["ops"], 2000);
+    assert!(workloads[0]["ops_per_sec"].as_f64().unwrap() > 0.0);
+    // The scratch directory is gone.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
