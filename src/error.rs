@@ -84,7 +84,8 @@ pub enum Error {
         supported: u32,
     },
 
-    /// Another writer (in this or another process) holds the file's lock.
+    /// Another writer (in this or another process) holds the file's lock
+    /// (`open` waits up to 50 ms for it first).
     #[error("{path}: locked by another writer")]
     Locked {
         /// The file.

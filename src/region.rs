@@ -47,6 +47,10 @@ const MIN_SHRINK: u64 = 1 << 20;
 /// whole unused tail may be in the hole map.)
 const TAIL_FILL_AHEAD: u64 = 1 << 20;
 
+/// How long `open` waits for a writer's lock before it reports
+/// `Error::Locked` (see `OverflowRegion::lock`).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The smallest capacity a region can have: the file header and one page.
 const MIN_CAPACITY: u64 = DATA_START * 2;
 
@@ -284,7 +288,7 @@ impl OverflowRegion {
             .truncate(false)
             .open(path)
             .map_err(io_error("open"))?;
-        if !mapping::lock_exclusive(&file).map_err(io_error("flock"))? {
+        if !Self::lock(&file).map_err(io_error("flock"))? {
             return Err(Error::Locked {
                 path: path.to_owned(),
             });
@@ -335,6 +339,23 @@ impl OverflowRegion {
             ..MemoryTuning::default()
         };
         Self::open_with_tuning(path, &tuning)
+    }
+
+    /// Takes the writer's lock, waiting up to `LOCK_PATIENCE` for it: a
+    /// writer that was just dropped in a process that spawns children can
+    /// leave its lock held for a moment by a child between `fork` and `exec`
+    /// (the child shares the open file until `exec` closes it).
+    fn lock(file: &File) -> io::Result<bool> {
+        let started = std::time::Instant::now();
+        loop {
+            if mapping::lock_exclusive(file)? {
+                return Ok(true);
+            }
+            if started.elapsed() >= LOCK_PATIENCE {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Reads and checks the file header of an existing, non-empty file
