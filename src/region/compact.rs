@@ -101,7 +101,45 @@ impl OverflowRegion {
             total.file_size_after = step.file_size_after;
             total.complete = step.complete;
         }
+        self.give_back_after_compaction();
+        total.file_size_after = self.capacity() as u64;
         Ok(total)
+    }
+
+    /// After a full compaction, gives back all the disk it can: the whole
+    /// pages inside the free extents left (whatever their length), and the
+    /// file past the end of the region (truncated if no reader maps it,
+    /// punched otherwise), without the headroom a running region keeps.
+    fn give_back_after_compaction(&mut self) {
+        let page = crate::mapping::page_size();
+        if self.settings.punch_threshold != 0 {
+            let gaps: Vec<Extent> = self.space.free_extents().collect();
+            for gap in gaps {
+                let start = (gap.offset + EXTENT_HEADER_LEN).next_multiple_of(page);
+                let end = gap.end() / page * page;
+                if start < end {
+                    self.punch(start, end);
+                }
+            }
+        }
+        let cursor = self.space.cursor();
+        self.peak_end = cursor;
+        let slot_floor = crate::layout::DATA_START + EXTENT_HEADER_LEN * self.slots.len() as u64;
+        let file_len = self.mapping.len();
+        let keep = (cursor + 8)
+            .max(slot_floor)
+            .next_multiple_of(page)
+            .max(self.settings.initial)
+            .min(file_len);
+        if keep == file_len || (self.settings.shrink && self.try_truncate(keep)) {
+            return;
+        }
+        if self.settings.punch_threshold != 0 {
+            let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
+            if unpunched_end > keep {
+                self.punch(keep, unpunched_end);
+            }
+        }
     }
 
     /// Does a bounded part of [`compact`](Self::compact): moves extents,
