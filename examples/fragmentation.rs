@@ -40,7 +40,11 @@ fn main() -> overflow_region::Result<()> {
     let path = dir.join("region");
     let punch = std::env::args()
         .nth(2)
-        .map(|threshold| threshold.parse().expect("a hole punching threshold in bytes"))
+        .map(|threshold| {
+            threshold
+                .parse()
+                .expect("a hole punching threshold in bytes")
+        })
         .unwrap_or(MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES);
     let tuning = MemoryTuning {
         overflow_initial_bytes: 1 << 20,
@@ -65,7 +69,11 @@ fn main() -> overflow_region::Result<()> {
         live.push(region.write(&data[..rng.size()], EngineId::Query)?);
     }
     let churn = started.elapsed();
-    let blocks = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0);
+    let blocks = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0)
+    };
     let report = |label: &str, region: &OverflowRegion| {
         let live = region.live_bytes() as f64;
         let stats = region.stats();
@@ -78,7 +86,11 @@ fn main() -> overflow_region::Result<()> {
             stats.punched_bytes as f64 / (1 << 20) as f64,
         );
     };
-    println!("200 k ops of churn in {:.2} s, {} live slots", churn.as_secs_f64(), live.len());
+    println!(
+        "200 k ops of churn in {:.2} s, {} live slots",
+        churn.as_secs_f64(),
+        live.len()
+    );
     report("after churn", &region);
     region.sync()?;
     let started = std::time::Instant::now();

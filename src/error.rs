@@ -1,7 +1,9 @@
 //! The crate's one error type.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::layout::{FORMAT_VERSION, FileHeaderError};
 
 /// Everything that can go wrong with a region. Each variant carries the
 /// numbers involved, so a message alone says what happened.
@@ -110,6 +112,36 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl Error {
+    /// Turns an I/O error of `operation` on the file at `path` into
+    /// [`Error::Io`]: `.map_err(Error::io(path, "open"))`.
+    pub(crate) fn io<'a>(
+        path: &'a Path,
+        operation: &'static str,
+    ) -> impl FnOnce(io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            path: path.to_owned(),
+            operation,
+            source,
+        }
+    }
+
+    /// Why the file at `path` is refused, from its header.
+    pub(crate) fn file_header(path: &Path, error: FileHeaderError) -> Error {
+        match error {
+            FileHeaderError::Foreign(reason) => Error::NotARegion {
+                path: path.to_owned(),
+                reason,
+            },
+            FileHeaderError::Version(found) => Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found,
+                supported: FORMAT_VERSION,
+            },
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
-use crate::layout::{self, DATA_START, EXTENT_HEADER_LEN, FileHeaderError};
+use crate::layout::{self, DATA_START, EXTENT_HEADER_LEN};
 use crate::mapping;
 use crate::recovery::{self, DropReason, RecoveryReport};
 use crate::space::Space;
@@ -103,27 +103,12 @@ impl RegionFile {
     /// [`Error::NotARegion`] or [`Error::UnsupportedVersion`] if it is not a
     /// region this build reads, [`Error::Io`] if it cannot be read.
     pub fn open(path: &Path) -> Result<Self> {
-        let io_error = |operation| {
-            move |source| Error::Io {
-                path: path.to_owned(),
-                operation,
-                source,
-            }
-        };
-        let mut file = File::open(path).map_err(io_error("open"))?;
+        let mut file = File::open(path).map_err(Error::io(path, "open"))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_error("read"))?;
-        let counters = layout::decode_file_header(&bytes).map_err(|error| match error {
-            FileHeaderError::Foreign(reason) => Error::NotARegion {
-                path: path.to_owned(),
-                reason,
-            },
-            FileHeaderError::Version(found) => Error::UnsupportedVersion {
-                path: path.to_owned(),
-                found,
-                supported: layout::FORMAT_VERSION,
-            },
-        })?;
+        file.read_to_end(&mut bytes)
+            .map_err(Error::io(path, "read"))?;
+        let counters =
+            layout::decode_file_header(&bytes).map_err(|error| Error::file_header(path, error))?;
         let file_size = bytes.len() as u64;
         if file_size < DATA_START {
             return Err(Error::NotARegion {
@@ -133,8 +118,8 @@ impl RegionFile {
                 ),
             });
         }
-        let holes =
-            mapping::find_holes(&file, DATA_START, file_size).map_err(io_error("seek holes"))?;
+        let holes = mapping::find_holes(&file, DATA_START, file_size)
+            .map_err(Error::io(path, "seek holes"))?;
         let recovered =
             recovery::recover(&bytes, counters, Space::new(DATA_START, u64::MAX / 2, 16));
 

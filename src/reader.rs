@@ -2,14 +2,10 @@
 //! and processes, without the owner's lock and without a lock on its hot path.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::layout::{
-    self, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN, FileHeaderError, HeaderDamage, LiveHeader,
-    NEXT_GENERATION_OFFSET,
-};
+use crate::layout::{EXTENT_HEADER_LEN, HeaderDamage, LiveHeader, NEXT_GENERATION_OFFSET};
 use crate::mapping::{ReadersLock, SharedMapping};
 
 /// A handle to one tenancy of a slot, made by
@@ -138,43 +134,21 @@ impl OverflowReader {
     /// not a region this build reads, [`Error::Io`] if it cannot be opened or
     /// mapped.
     pub fn open(path: &Path) -> Result<Self> {
-        let io_error = |operation| {
-            move |source| Error::Io {
-                path: path.to_owned(),
-                operation,
-                source,
-            }
-        };
         let file = OpenOptions::new()
             .read(true)
             .open(path)
-            .map_err(io_error("open"))?;
-        let file_len = file.metadata().map_err(io_error("stat"))?.len();
-        let mut probe = [0u8; FILE_HEADER_PROBE_LEN];
-        let probe_len = (file_len as usize).min(FILE_HEADER_PROBE_LEN);
-        file.read_exact_at(&mut probe[..probe_len], 0)
-            .map_err(io_error("read header"))?;
-        let counters =
-            layout::decode_file_header(&probe[..probe_len]).map_err(|error| match error {
-                FileHeaderError::Foreign(reason) => Error::NotARegion {
-                    path: path.to_owned(),
-                    reason,
-                },
-                FileHeaderError::Version(found) => Error::UnsupportedVersion {
-                    path: path.to_owned(),
-                    found,
-                    supported: layout::FORMAT_VERSION,
-                },
-            })?;
+            .map_err(Error::io(path, "open"))?;
+        let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
+        let counters = crate::region::read_file_header(path, &file, file_len)?;
         // Announce this reader before mapping, and for as long as the file
         // stays open: the writer never truncates the file under a reader.
-        ReadersLock::hold_shared(&file).map_err(io_error("lock (shared, readers)"))?;
+        ReadersLock::hold_shared(&file).map_err(Error::io(path, "lock (shared, readers)"))?;
         let recorded = match counters.max_capacity {
             0 => Self::DEFAULT_RESERVATION,
             max => max.min(1 << 44),
         };
         let reserve = recorded.max(file_len);
-        let mapping = SharedMapping::new(file, reserve).map_err(io_error("mmap"))?;
+        let mapping = SharedMapping::new(file, reserve).map_err(Error::io(path, "mmap"))?;
         Ok(OverflowReader {
             path: path.to_owned(),
             mapping,

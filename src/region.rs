@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::holes::Holes;
 use crate::layout::{
     self, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN,
-    FileHeaderError, LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET,
-    SLOT_HIGH_WATER_OFFSET, Tag,
+    LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET,
+    Tag,
 };
 use crate::mapping::{self, Mapping, ReadersLock};
 use crate::reader::SlotRef;
@@ -274,30 +274,23 @@ impl OverflowRegion {
     /// As [`open_with_config`](Self::open_with_config).
     pub fn open_with_tuning(path: &Path, tuning: &MemoryTuning) -> Result<Self> {
         let settings = Settings::new(tuning)?;
-        let io_error = |operation| {
-            move |source| Error::Io {
-                path: path.to_owned(),
-                operation,
-                source,
-            }
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(io_error("open"))?;
-        if !Self::lock(&file).map_err(io_error("flock"))? {
+            .map_err(Error::io(path, "open"))?;
+        if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
             return Err(Error::Locked {
                 path: path.to_owned(),
             });
         }
-        let file_len = file.metadata().map_err(io_error("stat"))?.len();
+        let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
         if file_len == 0 {
             return Self::initialise(path, file, settings);
         }
-        let counters = Self::check_header(path, &file, file_len)?;
+        let counters = read_file_header(path, &file, file_len)?;
         if file_len < DATA_START {
             // Our own header, written by an initialisation that did not finish.
             return Self::initialise(path, file, settings);
@@ -311,8 +304,10 @@ impl OverflowRegion {
                 ),
             });
         }
-        let mapping = Mapping::new(file, settings.max).map_err(io_error("mmap"))?;
-        let holes = mapping.holes(DATA_START).map_err(io_error("seek holes"))?;
+        let mapping = Mapping::new(file, settings.max).map_err(Error::io(path, "mmap"))?;
+        let holes = mapping
+            .holes(DATA_START)
+            .map_err(Error::io(path, "seek holes"))?;
         Ok(Self::recover(path, mapping, counters, settings, holes))
     }
 
@@ -358,49 +353,18 @@ impl OverflowRegion {
         }
     }
 
-    /// Reads and checks the file header of an existing, non-empty file
-    /// (without modifying it).
-    fn check_header(path: &Path, file: &File, file_len: u64) -> Result<Counters> {
-        let mut probe = [0u8; FILE_HEADER_PROBE_LEN];
-        let probe_len = (file_len as usize).min(FILE_HEADER_PROBE_LEN);
-        file.read_exact_at(&mut probe[..probe_len], 0)
-            .map_err(|source| Error::Io {
-                path: path.to_owned(),
-                operation: "read header",
-                source,
-            })?;
-        layout::decode_file_header(&probe[..probe_len]).map_err(|error| match error {
-            FileHeaderError::Foreign(reason) => Error::NotARegion {
-                path: path.to_owned(),
-                reason,
-            },
-            FileHeaderError::Version(found) => Error::UnsupportedVersion {
-                path: path.to_owned(),
-                found,
-                supported: layout::FORMAT_VERSION,
-            },
-        })
-    }
-
     /// Makes an empty file (or one whose initialisation was interrupted) a
     /// region: the header first, so an interrupted initialisation is
     /// recognised as ours, then the blocks, then a sync of file and directory.
     fn initialise(path: &Path, file: File, settings: Settings) -> Result<Self> {
-        let io_error = |operation| {
-            move |source| Error::Io {
-                path: path.to_owned(),
-                operation,
-                source,
-            }
-        };
         let mut header = [0u8; FILE_HEADER_PROBE_LEN];
         header[..28].copy_from_slice(&layout::encode_file_header());
         file.write_all_at(&header, 0)
-            .map_err(io_error("write header"))?;
-        let mut mapping = Mapping::new(file, settings.max).map_err(io_error("mmap"))?;
+            .map_err(Error::io(path, "write header"))?;
+        let mut mapping = Mapping::new(file, settings.max).map_err(Error::io(path, "mmap"))?;
         mapping
             .grow(settings.initial)
-            .map_err(io_error("fallocate"))?;
+            .map_err(Error::io(path, "fallocate"))?;
         let mut region = OverflowRegion {
             path: path.to_owned(),
             space: Space::new(DATA_START, settings.max, MIN_SPLIT),
@@ -1108,4 +1072,14 @@ fn widen_generation(low: u32, next: u64) -> u64 {
     } else {
         candidate.wrapping_sub(1 << 32)
     }
+}
+
+/// Reads and checks the file header of an existing, non-empty file, without
+/// modifying it.
+pub(crate) fn read_file_header(path: &Path, file: &File, file_len: u64) -> Result<Counters> {
+    let mut probe = [0u8; FILE_HEADER_PROBE_LEN];
+    let probe_len = (file_len as usize).min(FILE_HEADER_PROBE_LEN);
+    file.read_exact_at(&mut probe[..probe_len], 0)
+        .map_err(Error::io(path, "read header"))?;
+    layout::decode_file_header(&probe[..probe_len]).map_err(|error| Error::file_header(path, error))
 }
