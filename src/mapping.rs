@@ -41,6 +41,45 @@ pub(crate) struct Mapping {
     file: File,
 }
 
+/// Maps `file` from offset 0 over a fresh reservation of `reserved` bytes (a
+/// page multiple) with protection `prot`, shared, and advises random access.
+/// Returns the base and the length as `usize`. Only the pages backed by the
+/// file may ever be touched: the callers keep that invariant.
+fn map_reservation(
+    file: &File,
+    reserved: u64,
+    prot: ProtFlags,
+) -> io::Result<(NonNull<u8>, usize)> {
+    let reserved = usize::try_from(reserved).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "reservation exceeds the address space",
+        )
+    })?;
+    // SAFETY: a fresh mapping at an address the kernel chooses, so no
+    // existing Rust object is aliased. MAP_SHARED of a file the caller keeps
+    // open; pages past the file's end are reserved but never touched (the
+    // callers' `file_len` invariants). NORESERVE: the file, not swap, backs it.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            reserved,
+            prot,
+            MapFlags::SHARED | MapFlags::NORESERVE,
+            file,
+            0,
+        )?
+    };
+    let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+    // SAFETY: advice on exactly the range mapped above; advice changes no
+    // memory contents. Access is random by slot, so read-ahead only wastes
+    // page cache (the seed's original sets the same advice).
+    if let Err(error) = unsafe { rustix::mm::madvise(ptr, reserved, Advice::Random) } {
+        tracing::warn!(%error, "madvise(MADV_RANDOM) failed; continuing without it");
+    }
+    Ok((base, reserved))
+}
+
 /// The size of a memory page on this machine.
 pub(crate) fn page_size() -> u64 {
     rustix::param::page_size() as u64
@@ -58,33 +97,8 @@ impl Mapping {
                 format!("file of {file_len} bytes is longer than the {reserved}-byte reservation"),
             ));
         }
-        let reserved = usize::try_from(reserved).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "reservation exceeds the address space",
-            )
-        })?;
-        // SAFETY: a fresh mapping at an address the kernel chooses, so no
-        // existing Rust object is aliased. MAP_SHARED of a file we keep open;
-        // pages past the file's end are reserved but never touched (see the
-        // `file_len` invariant). NORESERVE: the file, not swap, backs it.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                reserved,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::NORESERVE,
-                &file,
-                0,
-            )?
-        };
-        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
-        // SAFETY: advice on exactly the range mapped above; advice changes no
-        // memory contents. Access is random by slot, so read-ahead only wastes
-        // page cache (the seed's original sets the same advice).
-        if let Err(error) = unsafe { rustix::mm::madvise(ptr, reserved, Advice::Random) } {
-            tracing::warn!(%error, "madvise(MADV_RANDOM) failed; continuing without it");
-        }
+        let (base, reserved) =
+            map_reservation(&file, reserved, ProtFlags::READ | ProtFlags::WRITE)?;
         Ok(Mapping {
             base,
             reserved,
@@ -367,31 +381,7 @@ impl SharedMapping {
     /// Maps `file` read-only over a reservation of `reserve` bytes.
     pub(crate) fn new(file: File, reserve: u64) -> io::Result<SharedMapping> {
         let reserved = reserve.next_multiple_of(page_size());
-        let reserved_usize = usize::try_from(reserved).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "reservation exceeds the address space",
-            )
-        })?;
-        // SAFETY: a fresh read-only mapping at an address the kernel chooses:
-        // it aliases no Rust object. Pages past the file's end are never
-        // touched (`file_len` invariant and the bounds checks below).
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                reserved_usize,
-                ProtFlags::READ,
-                MapFlags::SHARED | MapFlags::NORESERVE,
-                &file,
-                0,
-            )?
-        };
-        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
-        // SAFETY: advice on exactly the range mapped above; it changes no
-        // memory contents.
-        if let Err(error) = unsafe { rustix::mm::madvise(ptr, reserved_usize, Advice::Random) } {
-            tracing::warn!(%error, "madvise(MADV_RANDOM) failed; continuing without it");
-        }
+        let (base, reserved_usize) = map_reservation(&file, reserved, ProtFlags::READ)?;
         let mapping = SharedMapping {
             base,
             reserved: reserved_usize,

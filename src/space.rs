@@ -1,6 +1,6 @@
 //! Free-space manager of the region file's data area.
 //!
-//! Pure bookkeeping over byte offsets: no I/O, no `unsafe`. The data area starts at
+//! Pure bookkeeping over byte offsets: no I/O, safe Rust only. The data area starts at
 //! [`Space::start`] and may grow up to [`Space::limit`]. Everything below the bump
 //! [`Space::cursor`] is either allocated (tracked by the caller) or free (tracked here);
 //! everything in `[cursor, limit)` is unused. Every offset and length is a multiple of
