@@ -945,6 +945,11 @@ impl OverflowRegion {
     /// # Errors
     ///
     /// A description of the first disagreement found.
+    ///
+    /// # Panics
+    ///
+    /// If the free-space index contradicts itself (its own walk asserts its
+    /// invariants): that is a bug in this crate, not in the file.
     pub fn check_consistency(&self) -> std::result::Result<(), String> {
         self.space.check_consistency();
         self.slots.check_consistency()?;
