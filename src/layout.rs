@@ -147,11 +147,13 @@ pub(crate) enum HeaderDamage {
 }
 
 impl LiveHeader {
-    /// The header's 24 bytes after the tag: written first, then the tag
-    /// (`Tag::Live`) is stored over the first 8 bytes to make it live.
-    pub(crate) fn encode_body(&self) -> [u8; 24] {
+    /// The live tag word and the header's 24 bytes after it: the bytes are
+    /// written first, then the tag is stored over the first 8 bytes to make
+    /// the extent live. (The tag is computed once, for both.)
+    pub(crate) fn encode(&self) -> (u64, [u8; 24]) {
+        let tag = self.tag().encode();
         let mut header = [0u8; 32];
-        header[0..8].copy_from_slice(&self.tag().encode().to_le_bytes());
+        header[0..8].copy_from_slice(&tag.to_le_bytes());
         header[8..12].copy_from_slice(&self.slot.to_le_bytes());
         header[12..16].copy_from_slice(&self.generation.to_le_bytes());
         header[16..22].copy_from_slice(&self.payload_len.to_le_bytes()[..6]);
@@ -159,7 +161,7 @@ impl LiveHeader {
         header[24..28].copy_from_slice(&self.payload_crc.to_le_bytes());
         let crc = crc32c::crc32c(&header[..28]);
         header[28..32].copy_from_slice(&crc.to_le_bytes());
-        header[8..32].try_into().expect("24 bytes")
+        (tag, header[8..32].try_into().expect("24 bytes"))
     }
 
     /// The tag that makes this header live.
@@ -304,8 +306,9 @@ mod tests {
 
     fn whole(header: &LiveHeader) -> [u8; 32] {
         let mut bytes = [0u8; 32];
-        bytes[0..8].copy_from_slice(&header.tag().encode().to_le_bytes());
-        bytes[8..32].copy_from_slice(&header.encode_body());
+        let (tag, body) = header.encode();
+        bytes[0..8].copy_from_slice(&tag.to_le_bytes());
+        bytes[8..32].copy_from_slice(&body);
         bytes
     }
 

@@ -620,7 +620,8 @@ impl OverflowRegion {
             .mapping
             .bytes_mut(extent.offset + 8, EXTENT_HEADER_LEN - 8)
             .expect("allocated extents lie inside the file");
-        body.copy_from_slice(&header.encode_body());
+        let (live_tag, encoded) = header.encode();
+        body.copy_from_slice(&encoded);
         match payload {
             Payload::Bytes(data) => self
                 .mapping
@@ -649,8 +650,7 @@ impl OverflowRegion {
             self.mapping
                 .store_word(SLOT_HIGH_WATER_OFFSET, u64::from(header.slot) + 1);
         }
-        self.mapping
-            .store_word(extent.offset, header.tag().encode());
+        self.mapping.store_word(extent.offset, live_tag);
         LiveSlot {
             offset: extent.offset,
             extent_len: extent.len,
