@@ -25,6 +25,9 @@ use std::sync::{Once, OnceLock};
 
 use overflow_region::{DropReason, DroppedExtent, EngineId, Error, OverflowRegion};
 
+mod common;
+use common::Rng;
+
 const INITIAL_CAPACITY: usize = 64 << 10;
 const MAX_CAPACITY: usize = 1 << 20;
 
@@ -158,23 +161,6 @@ fn scratch() -> tempfile::TempDir {
         }
     }
     tempfile::tempdir().unwrap()
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// The small region every test damages, and what it holds.

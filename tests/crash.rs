@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 
 use overflow_region::{EngineId, Error, OverflowRegion};
 
+mod common;
+use common::{Rng, mix};
+
 /// Names the region file the child works on; absent in a normal test run.
 const CHILD_PATH_ENV: &str = "OVERFLOW_CRASH_CHILD";
 /// The child's random seed.
@@ -52,26 +55,6 @@ const MAX_CAPACITY: usize = 16 << 20;
 const LIVE_TARGET: usize = 1 << 20;
 /// Largest payload the child writes.
 const MAX_PAYLOAD: usize = 20 << 10;
-
-/// SplitMix64: small, seedable, good enough to pick sizes and bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The bytes of a write of `len` bytes with content seed `seed`. Every write
 /// gets its own seed (from the child's seed and a counter), so the bytes say

@@ -32,33 +32,12 @@ use std::path::Path;
 
 use overflow_region::{EngineId, Error, OverflowRegion};
 
+mod common;
+use common::{Rng, mix};
+
 const PAGE: usize = 4096;
 const INITIAL_CAPACITY: usize = 64 << 10;
 const MAX_CAPACITY: usize = 4 << 20;
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// What one write put in a slot; `seed` is unique per write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
