@@ -41,11 +41,19 @@ const MAX_GROWTH_STEP: u64 = 256 << 20;
 /// and grows in turn.
 const MIN_SHRINK: u64 = 1 << 20;
 
-/// When a write at the end of the region meets possible holes, blocks are
-/// allocated this far past it at once. (Some file systems, ext4 among them,
-/// report allocated but never written space as holes, so after a reopen the
-/// whole unused tail may be in the hole map.)
-const TAIL_FILL_AHEAD: u64 = 1 << 20;
+/// Writes at the end of the region find the pages this far ahead of them
+/// already in the page cache: the region writes zeros there with `pwrite`
+/// (see `Mapping::write_zeros`) once per this many bytes, which costs far
+/// less than a page fault per page. Punched holes met there are filled
+/// (their blocks allocated) in the same step. (Some file systems, ext4
+/// among them, report allocated but never written space as holes, so after
+/// a reopen the whole unused tail may be in the hole map.)
+const WARM_AHEAD: u64 = 1 << 20;
+
+/// Payloads at least this long are copied into the file with `pwrite`
+/// rather than through the mapping: one system call instead of a store per
+/// page, and the pages it fills need no zeros written ahead.
+const DIRECT_WRITE: u64 = 64 << 10;
 
 /// How long `open` waits for a writer's lock before it reports
 /// `Error::Locked` (see `OverflowRegion::lock`).
@@ -139,6 +147,9 @@ pub struct OverflowRegion {
     /// never shrinks below it, so a loop that writes past the end and frees
     /// it again does not truncate and regrow the file each time.
     peak_end: u64,
+    /// The pages from the end of the region up to here were written with
+    /// zeros ahead of use (`WARM_AHEAD`). A hint for speed only.
+    warm_end: u64,
     /// True while compaction moves extents: it does not punch holes it is
     /// about to fill again.
     compacting: bool,
@@ -380,6 +391,7 @@ impl OverflowRegion {
             settings,
             compact_from: DATA_START,
             peak_end: DATA_START,
+            warm_end: DATA_START,
             compacting: false,
             _owned_by_one_thread: PhantomData,
         };
@@ -456,6 +468,7 @@ impl OverflowRegion {
             settings,
             compact_from: DATA_START,
             peak_end: DATA_START,
+            warm_end: DATA_START,
             compacting: false,
             _owned_by_one_thread: PhantomData,
         };
@@ -463,6 +476,7 @@ impl OverflowRegion {
             region.holes.insert(start, end);
         }
         region.peak_end = region.space.cursor();
+        region.warm_end = region.space.cursor();
         for extent in recovered.to_free {
             region.free_extent(extent);
         }
@@ -525,7 +539,7 @@ impl OverflowRegion {
             .space
             .allocate(extent_len)
             .map_err(|_| self.capacity_exceeded(payload_len))?;
-        self.make_writable(&allocation)?;
+        self.make_writable(&allocation, self.writes_directly(payload_len))?;
         let header = LiveHeader {
             extent_len: allocation.extent.len,
             slot: slot as u32,
@@ -544,25 +558,23 @@ impl OverflowRegion {
     /// Makes the allocated extent (and the 8 bytes after it, where an end or
     /// remainder tag may go) safe to store into: grows the file over it and
     /// allocates blocks for any punched page in it. On error the allocation
-    /// is undone and the region is unchanged.
-    fn make_writable(&mut self, allocation: &Allocation) -> Result<()> {
+    /// is undone and the region is unchanged. `direct`: the payload will be
+    /// written with `pwrite` (`DIRECT_WRITE`).
+    fn make_writable(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
         let extent = allocation.extent;
         let mut result = Ok(());
         if extent.end() > self.mapping.len() {
             result = self.grow_to_fit(extent.end());
         }
         if result.is_ok() && !self.holes.is_empty() {
-            // Space at the end is used front to back: allocate a stretch
-            // ahead at once rather than one system call per page.
-            let ahead = if allocation.from_tail {
-                TAIL_FILL_AHEAD
-            } else {
-                0
-            };
+            // Space at the end is used front to back: fill a stretch ahead
+            // at once rather than one system call per page.
+            let ahead = if allocation.from_tail { WARM_AHEAD } else { 0 };
             result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
+            self.warm_tail(extent, direct);
         }
         if result.is_err() {
             if allocation.from_tail {
@@ -576,25 +588,47 @@ impl OverflowRegion {
     }
 
     /// Allocates disk blocks for every punched page that `start..end`
-    /// touches.
+    /// touches, by writing the zeros they read as (which also puts them in
+    /// the page cache).
     fn fill_holes(&mut self, start: u64, end: u64) -> Result<()> {
         let page = mapping::page_size();
         let start = start / page * page;
         let end = end.next_multiple_of(page).min(self.mapping.len());
         let mut taken = self.holes.take(start, end).into_iter();
         while let Some((hole_start, hole_end)) = taken.next() {
-            if let Err(source) = self
-                .mapping
-                .allocate_blocks(hole_start, hole_end - hole_start)
-            {
+            if let Err(source) = self.mapping.write_zeros(hole_start, hole_end) {
                 self.holes.insert(hole_start, hole_end);
                 for (rest_start, rest_end) in taken {
                     self.holes.insert(rest_start, rest_end);
                 }
-                return Err(self.io_error("fallocate", source));
+                return Err(self.io_error("pwrite", source));
             }
         }
         Ok(())
+    }
+
+    /// Before a write at the end of the region into `extent`: if the pages
+    /// it touches were not written ahead yet, writes zeros from the old end
+    /// of the region (`extent.offset`; nothing at or past it is live) to
+    /// `WARM_AHEAD` past the extent. Failure costs only speed: the stores
+    /// then take ordinary page faults into blocks `grow` allocated.
+    ///
+    /// With `direct` (the payload goes in with `pwrite`, which fills its
+    /// pages) the zeros start at the end of the extent.
+    fn warm_tail(&mut self, extent: Extent, direct: bool) {
+        let needed = extent.end() + 8;
+        if needed <= self.warm_end {
+            return;
+        }
+        let start = if direct { extent.end() } else { extent.offset };
+        let from = self.warm_end.max(start);
+        let to = (needed + WARM_AHEAD)
+            .next_multiple_of(mapping::page_size())
+            .min(self.mapping.len());
+        if let Err(error) = self.mapping.write_zeros(from, to) {
+            tracing::debug!(path = %self.path.display(), %error, from, to, "writing ahead failed");
+        }
+        self.warm_end = to;
     }
 
     /// Writes a live extent into `allocation` and commits it. The stores
@@ -623,11 +657,16 @@ impl OverflowRegion {
         let (live_tag, encoded) = header.encode();
         body.copy_from_slice(&encoded);
         match payload {
-            Payload::Bytes(data) => self
-                .mapping
-                .bytes_mut(payload_offset, header.payload_len)
-                .expect("allocated extents lie inside the file")
-                .copy_from_slice(data),
+            Payload::Bytes(data) => {
+                let written = self.writes_directly(data.len() as u64)
+                    && self.mapping.write_at(payload_offset, data).is_ok();
+                if !written {
+                    self.mapping
+                        .bytes_mut(payload_offset, header.payload_len)
+                        .expect("allocated extents lie inside the file")
+                        .copy_from_slice(data);
+                }
+            }
             Payload::Within { offset } => {
                 let len = header.payload_len as usize;
                 let file = self
@@ -658,6 +697,12 @@ impl OverflowRegion {
             generation: header.generation,
             engine: header.engine,
         }
+    }
+
+    /// Whether a payload of `len` bytes is written with `pwrite`
+    /// (`DIRECT_WRITE`); a failed `pwrite` falls back to the mapping.
+    fn writes_directly(&self, len: u64) -> bool {
+        len >= DIRECT_WRITE
     }
 
     /// The bytes of a slot: exactly the bytes its `write` took, as a slice of
@@ -768,7 +813,12 @@ impl OverflowRegion {
     /// Punches `start..end` (whole pages) and records the hole.
     fn punch(&mut self, start: u64, end: u64) {
         match self.mapping.punch_hole(start, end - start) {
-            Ok(true) => self.holes.insert(start, end),
+            Ok(true) => {
+                self.holes.insert(start, end);
+                if start >= self.space.cursor() {
+                    self.warm_end = self.warm_end.min(start);
+                }
+            }
             Ok(false) => {
                 tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
                 self.settings.punch_threshold = 0;
@@ -829,6 +879,7 @@ impl OverflowRegion {
         match result {
             Ok(()) => {
                 self.holes.truncate(len);
+                self.warm_end = self.warm_end.min(len);
                 true
             }
             Err(error) => {

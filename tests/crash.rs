@@ -53,8 +53,10 @@ const INITIAL_CAPACITY: usize = 64 << 10;
 const MAX_CAPACITY: usize = 16 << 20;
 /// The child frees more than it writes above this many live payload bytes.
 const LIVE_TARGET: usize = 1 << 20;
-/// Largest payload the child writes.
+/// Largest payload of the child's usual writes.
 const MAX_PAYLOAD: usize = 20 << 10;
+/// The largest payload, written once in 40 writes.
+const LARGE_PAYLOAD: usize = 160 << 10;
 
 /// The bytes of a write of `len` bytes with content seed `seed`. Every write
 /// gets its own seed (from the child's seed and a counter), so the bytes say
@@ -78,10 +80,12 @@ fn engine_for(seed: u64) -> EngineId {
 }
 
 fn payload_len(rng: &mut Rng) -> usize {
-    match rng.below(10) {
-        0..=4 => rng.below(257) as usize,
-        5..=7 => 257 + rng.below(4096 - 257) as usize,
-        _ => 4096 + rng.below((MAX_PAYLOAD - 4096) as u64 + 1) as usize,
+    match rng.below(40) {
+        0..=19 => rng.below(257) as usize,
+        20..=31 => 257 + rng.below(4096 - 257) as usize,
+        32..=38 => 4096 + rng.below((MAX_PAYLOAD - 4096) as u64 + 1) as usize,
+        // Past the length from which payloads go in with `pwrite`.
+        _ => MAX_PAYLOAD + rng.below((LARGE_PAYLOAD - MAX_PAYLOAD) as u64 + 1) as usize,
     }
 }
 

@@ -68,10 +68,12 @@ impl Written {
 }
 
 fn payload_len(rng: &mut Rng) -> usize {
-    match rng.below(10) {
-        0..=4 => rng.below(200) as usize,
-        5..=8 => 200 + rng.below(3000) as usize,
-        _ => 3200 + rng.below(9000) as usize,
+    match rng.below(40) {
+        0..=19 => rng.below(200) as usize,
+        20..=35 => 200 + rng.below(3000) as usize,
+        36..=38 => 3200 + rng.below(9000) as usize,
+        // Past the length from which payloads go in with `pwrite`.
+        _ => (64 << 10) + rng.below(64 << 10) as usize,
     }
 }
 

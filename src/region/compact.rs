@@ -237,7 +237,7 @@ impl OverflowRegion {
             }
             return Ok(false);
         }
-        self.make_writable(&allocation)?;
+        self.make_writable(&allocation, false)?;
         let source = self
             .mapping
             .bytes(slot.payload_offset(), slot.payload_len)
