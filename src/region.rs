@@ -613,15 +613,15 @@ impl OverflowRegion {
     /// `WARM_AHEAD` past the extent. Failure costs only speed: the stores
     /// then take ordinary page faults into blocks `grow` allocated.
     ///
-    /// With `direct` (the payload goes in with `pwrite`, which fills its
-    /// pages) the zeros start at the end of the extent.
+    /// Not with `direct`: the payload goes in with `pwrite`, which fills its
+    /// pages, and the next write is likely long too, so zeros ahead would
+    /// only be overwritten the same way.
     fn warm_tail(&mut self, extent: Extent, direct: bool) {
         let needed = extent.end() + 8;
-        if needed <= self.warm_end {
+        if direct || needed <= self.warm_end {
             return;
         }
-        let start = if direct { extent.end() } else { extent.offset };
-        let from = self.warm_end.max(start);
+        let from = self.warm_end.max(extent.offset);
         let to = (needed + WARM_AHEAD)
             .next_multiple_of(mapping::page_size())
             .min(self.mapping.len());
