@@ -44,11 +44,14 @@ const MIN_SHRINK: u64 = 1 << 20;
 /// Writes at the end of the region find the pages this far ahead of them
 /// already in the page cache: the region writes zeros there with `pwrite`
 /// (see `Mapping::write_zeros`) once per this many bytes, which costs far
-/// less than a page fault per page. Punched holes met there are filled
+/// less than a page fault per page. The stretches end on multiples of this
+/// (2 MiB, a huge page), so the kernel can keep whole aligned stretches in
+/// huge page-cache folios and map each with one fault (ext4 on Linux 6.18
+/// here: docs/PERFORMANCE.md). Punched holes met there are filled
 /// (their blocks allocated) in the same step. (Some file systems, ext4
 /// among them, report allocated but never written space as holes, so after
 /// a reopen the whole unused tail may be in the hole map.)
-const WARM_AHEAD: u64 = 1 << 20;
+const WARM_AHEAD: u64 = 2 << 20;
 
 /// Payloads at least this long are copied into the file with `pwrite`
 /// rather than through the mapping: one system call instead of a store per
@@ -610,7 +613,8 @@ impl OverflowRegion {
     /// Before a write at the end of the region into `extent`: if the pages
     /// it touches were not written ahead yet, writes zeros from the old end
     /// of the region (`extent.offset`; nothing at or past it is live) to
-    /// `WARM_AHEAD` past the extent. Failure costs only speed: the stores
+    /// the first multiple of `WARM_AHEAD` at least `WARM_AHEAD` past the
+    /// extent. Failure costs only speed: the stores
     /// then take ordinary page faults into blocks `grow` allocated.
     ///
     /// Not with `direct`: the payload goes in with `pwrite`, which fills its
@@ -623,7 +627,7 @@ impl OverflowRegion {
         }
         let from = self.warm_end.max(extent.offset);
         let to = (needed + WARM_AHEAD)
-            .next_multiple_of(mapping::page_size())
+            .next_multiple_of(WARM_AHEAD)
             .min(self.mapping.len());
         if let Err(error) = self.mapping.write_zeros(from, to) {
             tracing::debug!(path = %self.path.display(), %error, from, to, "writing ahead failed");
