@@ -32,7 +32,6 @@ impl Holes {
     }
 
     /// The ranges, in order.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.ranges.iter().map(|(&start, &end)| (start, end))
     }

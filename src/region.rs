@@ -58,6 +58,12 @@ const WARM_AHEAD: u64 = 2 << 20;
 /// page, and the pages it fills need no zeros written ahead.
 const DIRECT_WRITE: u64 = 64 << 10;
 
+/// Whole free pages wait to be punched until this many punching thresholds
+/// worth of them have gathered, or a thirty-second of the used bytes if
+/// that is less (but at least one threshold): see
+/// `OverflowRegion::pending_punch`.
+const PUNCH_BATCH: u64 = 16;
+
 /// How long `open` waits for a writer's lock before it reports
 /// `Error::Locked` (see `OverflowRegion::lock`).
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
@@ -140,6 +146,11 @@ pub struct OverflowRegion {
     /// page of the file that may be a hole is in it, so storing anywhere
     /// outside it cannot need a new block.
     holes: Holes,
+    /// Whole pages inside free extents that are due to be punched. Punching
+    /// waits until they add up to a batch (`PUNCH_BATCH`), so a free extent
+    /// that is written again soon (churn) is neither punched nor refilled;
+    /// a write takes the pages it uses out of this map.
+    pending_punch: Holes,
     /// Sizes, hole punching and shrinking, as opened.
     settings: Settings,
     /// No free extent starts below this offset: compaction's scan starts
@@ -391,6 +402,7 @@ impl OverflowRegion {
                 ..RecoveryReport::default()
             },
             holes: Holes::default(),
+            pending_punch: Holes::default(),
             settings,
             compact_from: DATA_START,
             peak_end: DATA_START,
@@ -468,6 +480,7 @@ impl OverflowRegion {
             next_generation: recovered.next_generation,
             recovery: recovered.report,
             holes: Holes::default(),
+            pending_punch: Holes::default(),
             settings,
             compact_from: DATA_START,
             peak_end: DATA_START,
@@ -568,6 +581,13 @@ impl OverflowRegion {
         let mut result = Ok(());
         if extent.end() > self.mapping.len() {
             result = self.grow_to_fit(extent.end());
+        }
+        if !self.pending_punch.is_empty() {
+            let page = mapping::page_size();
+            self.pending_punch.take(
+                extent.offset / page * page,
+                (extent.end() + 8).next_multiple_of(page),
+            );
         }
         if result.is_ok() && !self.holes.is_empty() {
             // Space at the end is used front to back: fill a stretch ahead
@@ -777,6 +797,9 @@ impl OverflowRegion {
                 self.punch_free_extent(extent, merged);
             }
             Released::Retracted { cursor } => {
+                // The tail past the cursor is given back below, or kept as
+                // headroom: either way not punched piecemeal.
+                self.pending_punch.take(cursor, u64::MAX);
                 self.mapping.store_word(cursor, Tag::End.encode());
                 self.mapping.store_word(CHAIN_END_OFFSET, cursor);
                 self.compact_from = self.compact_from.min(cursor);
@@ -810,6 +833,19 @@ impl OverflowRegion {
             .next_multiple_of(page);
         let end = high.min(merged.end()) / page * page;
         if start < end {
+            self.pending_punch.insert(start, end);
+            let batch =
+                ((self.space.cursor() - DATA_START) / 32).clamp(threshold, PUNCH_BATCH * threshold);
+            if self.pending_punch.bytes() >= batch {
+                self.punch_pending();
+            }
+        }
+    }
+
+    /// Punches every range in `pending_punch`.
+    fn punch_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending_punch);
+        for (start, end) in pending.iter() {
             self.punch(start, end);
         }
     }
@@ -883,6 +919,7 @@ impl OverflowRegion {
         match result {
             Ok(()) => {
                 self.holes.truncate(len);
+                self.pending_punch.truncate(len);
                 self.warm_end = self.warm_end.min(len);
                 true
             }

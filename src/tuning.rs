@@ -38,7 +38,10 @@ pub struct MemoryTuning {
     /// Free extents at least this long have their whole pages punched out of
     /// the file, giving the disk blocks and page cache back to the system
     /// (default [`MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES`], 64 KiB; 0 never
-    /// punches).
+    /// punches). Punching waits until such pages add up to 16 times this,
+    /// or a thirty-second of the region's used bytes if that is less (but at
+    /// least this), so space that is written again soon is not punched and
+    /// refilled in turn.
     pub overflow_punch_hole_bytes: usize,
     /// Whether the file shrinks when the end of the region is given back
     /// (default true). It shrinks only while no

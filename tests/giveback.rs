@@ -74,6 +74,63 @@ fn freeing_long_extents_punches_their_pages() {
     assert_eq!(region.read(again[5]).unwrap(), payload(105, 256 * KIB, 2));
 }
 
+/// Free pages are punched in batches (1 MiB with the default 64 KiB
+/// threshold, in a region this size): a long extent freed and written
+/// again before a batch gathers is never punched, its new bytes are intact,
+/// and once a batch gathers its pages are punched.
+#[test]
+fn free_pages_are_punched_in_batches_and_never_under_a_new_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    // 48 MiB in use: the batch is the 1 MiB cap, not a 32nd of the used bytes.
+    let mut slots: Vec<(usize, Vec<u8>)> = (0..192)
+        .map(|i| {
+            let data = payload(i, 256 * KIB, 1);
+            (region.write(&data, EngineId::Vector).unwrap(), data)
+        })
+        .collect();
+    // Two non-adjacent 256 KiB extents freed: below the batch.
+    for i in [10, 20] {
+        region.free(slots[i].0).unwrap();
+    }
+    assert_eq!(region.stats().punched_bytes, 0, "punched before a batch");
+    // Written again, in the same places.
+    let used = region.used_bytes();
+    for i in [10, 20] {
+        let data = payload(1000 + i, 256 * KIB, 3);
+        slots[i] = (region.write(&data, EngineId::Wal).unwrap(), data);
+    }
+    assert_eq!(
+        region.used_bytes(),
+        used,
+        "the writes reused the freed extents"
+    );
+    // Four more frees, none adjacent: 4 x 252 KiB of whole pages wait,
+    // short of the batch.
+    for i in [30, 40, 50, 60] {
+        region.free(slots[i].0).unwrap();
+    }
+    assert_eq!(region.stats().punched_bytes, 0, "punched before a batch");
+    // The fifth completes the batch, which must not include the pages
+    // written again above.
+    region.free(slots[70].0).unwrap();
+    let punched = region.stats().punched_bytes;
+    assert!(
+        punched >= (5 * 252 * KIB) as u64 && punched <= (5 * 256 * KIB) as u64,
+        "punched {punched} bytes, expected the five free extents' pages"
+    );
+    for (index, (slot, data)) in slots.iter().enumerate() {
+        if ![30, 40, 50, 60, 70].contains(&index) {
+            assert!(
+                region.read(*slot).unwrap() == &data[..],
+                "slot {slot} changed"
+            );
+        }
+    }
+    region.check_consistency().unwrap();
+}
+
 #[test]
 fn punching_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();

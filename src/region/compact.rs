@@ -112,6 +112,8 @@ impl OverflowRegion {
     /// punched otherwise), without the headroom a running region keeps.
     fn give_back_after_compaction(&mut self) {
         let page = crate::mapping::page_size();
+        // Every free page is punched below.
+        self.pending_punch = crate::holes::Holes::default();
         if self.settings.punch_threshold != 0 {
             let gaps: Vec<Extent> = self.space.free_extents().collect();
             for gap in gaps {
