@@ -105,6 +105,16 @@ impl Holes {
             .map(|(&start, _)| start)
     }
 
+    /// The first offset at or after `at` that lies in a range, if any.
+    pub(crate) fn next_from(&self, at: u64) -> Option<u64> {
+        if let Some((_, &end)) = self.ranges.range(..=at).next_back()
+            && end > at
+        {
+            return Some(at);
+        }
+        self.ranges.range(at..).next().map(|(&start, _)| start)
+    }
+
     fn remove_range(&mut self, start: u64) {
         if let Some(end) = self.ranges.remove(&start) {
             self.bytes -= end - start;
@@ -134,6 +144,10 @@ mod tests {
         assert_eq!(holes.iter().collect::<Vec<_>>(), [(5, 40), (50, 60)]);
         assert_eq!(holes.bytes(), 45);
         assert_eq!(holes.tail_start(60), Some(50));
+        assert_eq!(holes.next_from(0), Some(5));
+        assert_eq!(holes.next_from(39), Some(39));
+        assert_eq!(holes.next_from(40), Some(50));
+        assert_eq!(holes.next_from(60), None);
         assert_eq!(holes.tail_start(70), None);
     }
 

@@ -44,19 +44,16 @@ const MIN_SHRINK: u64 = 1 << 20;
 /// Writes at the end of the region find the pages this far ahead of them
 /// already in the page cache: the region writes zeros there with `pwrite`
 /// (see `Mapping::write_zeros`) once per this many bytes, which costs far
-/// less than a page fault per page. The stretches end on multiples of this
-/// (2 MiB, a huge page), so the kernel can keep whole aligned stretches in
-/// huge page-cache folios and map each with one fault (ext4 on Linux 6.18
-/// here: docs/PERFORMANCE.md). Punched holes met there are filled
-/// (their blocks allocated) in the same step. (Some file systems, ext4
-/// among them, report allocated but never written space as holes, so after
-/// a reopen the whole unused tail may be in the hole map.)
+/// less than a page fault per page. The stretches end on multiples of this.
+/// They stop at punched holes.
 const WARM_AHEAD: u64 = 2 << 20;
 
-/// Payloads at least this long are copied into the file with `pwrite`
-/// rather than through the mapping: one system call instead of a store per
-/// page, and the pages it fills need no zeros written ahead.
-const DIRECT_WRITE: u64 = 64 << 10;
+/// When a write at the end of the region meets punched holes, they are
+/// filled (blocks allocated, zeros written) this far past it at once rather
+/// than one system call per page. (Some file systems, ext4 among them,
+/// report allocated but never written space as holes, so after a reopen the
+/// whole unused tail may be in the hole map.)
+const TAIL_FILL_AHEAD: u64 = 1 << 20;
 
 /// Whole free pages wait to be punched until this many punching thresholds
 /// worth of them have gathered, or a thirty-second of the used bytes if
@@ -555,7 +552,7 @@ impl OverflowRegion {
             .space
             .allocate(extent_len)
             .map_err(|_| self.capacity_exceeded(payload_len))?;
-        self.make_writable(&allocation, self.writes_directly(payload_len))?;
+        self.make_writable(&allocation)?;
         let header = LiveHeader {
             extent_len: allocation.extent.len,
             slot: slot as u32,
@@ -574,9 +571,8 @@ impl OverflowRegion {
     /// Makes the allocated extent (and the 8 bytes after it, where an end or
     /// remainder tag may go) safe to store into: grows the file over it and
     /// allocates blocks for any punched page in it. On error the allocation
-    /// is undone and the region is unchanged. `direct`: the payload will be
-    /// written with `pwrite` (`DIRECT_WRITE`).
-    fn make_writable(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
+    /// is undone and the region is unchanged.
+    fn make_writable(&mut self, allocation: &Allocation) -> Result<()> {
         let extent = allocation.extent;
         let mut result = Ok(());
         if extent.end() > self.mapping.len() {
@@ -592,12 +588,16 @@ impl OverflowRegion {
         if result.is_ok() && !self.holes.is_empty() {
             // Space at the end is used front to back: fill a stretch ahead
             // at once rather than one system call per page.
-            let ahead = if allocation.from_tail { WARM_AHEAD } else { 0 };
+            let ahead = if allocation.from_tail {
+                TAIL_FILL_AHEAD
+            } else {
+                0
+            };
             result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
-            self.warm_tail(extent, direct);
+            self.warm_tail(extent);
         }
         if result.is_err() {
             if allocation.from_tail {
@@ -634,21 +634,24 @@ impl OverflowRegion {
     /// it touches were not written ahead yet, writes zeros from the old end
     /// of the region (`extent.offset`; nothing at or past it is live) to
     /// the first multiple of `WARM_AHEAD` at least `WARM_AHEAD` past the
-    /// extent. Failure costs only speed: the stores
+    /// extent, or to the first punched hole. Failure costs only speed: the stores
     /// then take ordinary page faults into blocks `grow` allocated.
-    ///
-    /// Not with `direct`: the payload goes in with `pwrite`, which fills its
-    /// pages, and the next write is likely long too, so zeros ahead would
-    /// only be overwritten the same way.
-    fn warm_tail(&mut self, extent: Extent, direct: bool) {
+    fn warm_tail(&mut self, extent: Extent) {
         let needed = extent.end() + 8;
-        if direct || needed <= self.warm_end {
+        if needed <= self.warm_end {
             return;
         }
         let from = self.warm_end.max(extent.offset);
+        // Not into punched holes: the tail past the headroom `give_back_tail`
+        // keeps is punched on purpose, and `fill_holes` refills what the
+        // writes reach.
         let to = (needed + WARM_AHEAD)
             .next_multiple_of(WARM_AHEAD)
-            .min(self.mapping.len());
+            .min(self.mapping.len())
+            .min(self.holes.next_from(from).unwrap_or(u64::MAX));
+        if from >= to {
+            return;
+        }
         if let Err(error) = self.mapping.write_zeros(from, to) {
             tracing::debug!(path = %self.path.display(), %error, from, to, "writing ahead failed");
         }
@@ -681,16 +684,11 @@ impl OverflowRegion {
         let (live_tag, encoded) = header.encode();
         body.copy_from_slice(&encoded);
         match payload {
-            Payload::Bytes(data) => {
-                let written = self.writes_directly(data.len() as u64)
-                    && self.mapping.write_at(payload_offset, data).is_ok();
-                if !written {
-                    self.mapping
-                        .bytes_mut(payload_offset, header.payload_len)
-                        .expect("allocated extents lie inside the file")
-                        .copy_from_slice(data);
-                }
-            }
+            Payload::Bytes(data) => self
+                .mapping
+                .bytes_mut(payload_offset, header.payload_len)
+                .expect("allocated extents lie inside the file")
+                .copy_from_slice(data),
             Payload::Within { offset } => {
                 let len = header.payload_len as usize;
                 let file = self
@@ -721,12 +719,6 @@ impl OverflowRegion {
             generation: header.generation,
             engine: header.engine,
         }
-    }
-
-    /// Whether a payload of `len` bytes is written with `pwrite`
-    /// (`DIRECT_WRITE`); a failed `pwrite` falls back to the mapping.
-    fn writes_directly(&self, len: u64) -> bool {
-        len >= DIRECT_WRITE
     }
 
     /// The bytes of a slot: exactly the bytes its `write` took, as a slice of

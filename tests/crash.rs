@@ -84,7 +84,7 @@ fn payload_len(rng: &mut Rng) -> usize {
         0..=19 => rng.below(257) as usize,
         20..=31 => 257 + rng.below(4096 - 257) as usize,
         32..=38 => 4096 + rng.below((MAX_PAYLOAD - 4096) as u64 + 1) as usize,
-        // Past the length from which payloads go in with `pwrite`.
+        // Long ones, across several pages and growth steps.
         _ => MAX_PAYLOAD + rng.below((LARGE_PAYLOAD - MAX_PAYLOAD) as u64 + 1) as usize,
     }
 }

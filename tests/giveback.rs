@@ -74,6 +74,57 @@ fn freeing_long_extents_punches_their_pages() {
     assert_eq!(region.read(again[5]).unwrap(), payload(105, 256 * KIB, 2));
 }
 
+/// A punched hole stays a hole when the pages around it are written again
+/// and the file is synced. (Writing zeros ahead of the end of the region in
+/// long `pwrite`s made the page cache keep pages in huge folios, which a
+/// punch does not split: the next store to a neighbour wrote the punched
+/// blocks back. See `WRITE_PIECE` in the mapping module.)
+#[test]
+fn punched_holes_stay_holes_after_stores_around_them_and_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 8 * MIB, 64 * MIB).unwrap();
+    let slots: Vec<usize> = (0..24)
+        .map(|i| {
+            region
+                .write(&payload(i, 256 * KIB, 1), EngineId::Vector)
+                .unwrap()
+        })
+        .collect();
+    region.sync().unwrap();
+    // Every other extent from the fourth on: eight holes between live ones.
+    for &slot in slots[4..20].iter().step_by(2) {
+        region.free(slot).unwrap();
+    }
+    let punched = region.stats().punched_bytes;
+    assert!(punched >= 8 * 252 * KIB as u64, "{:?}", region.stats());
+    // Stores next to every hole: new small slots written into the free
+    // extents' first pages would fill holes, so write over the live
+    // neighbours' pages instead, by freeing and rewriting them.
+    for &slot in slots[5..20].iter().step_by(2) {
+        region.free(slot).unwrap();
+        let again = region
+            .write(&payload(slot, 256 * KIB, 9), EngineId::Vector)
+            .unwrap();
+        assert_eq!(again, slot);
+    }
+    region.sync().unwrap();
+    let file = std::fs::metadata(&path).unwrap().len();
+    let missing = file - blocks_bytes(&path);
+    let punched = region.stats().punched_bytes;
+    println!("punched {punched} bytes, the file lacks blocks for {missing}");
+    // At most 64 KiB per hole may have come back (a partly punched folio at
+    // each edge, 32 KiB at most each).
+    assert!(
+        missing + 8 * 64 * KIB as u64 >= punched,
+        "punched {punched} bytes, but only {missing} are missing from the file"
+    );
+    for &slot in &slots[..4] {
+        assert!(region.read(slot).unwrap() == &payload(slot, 256 * KIB, 1)[..]);
+    }
+    region.check_consistency().unwrap();
+}
+
 /// Free pages are punched in batches (1 MiB with the default 64 KiB
 /// threshold, in a region this size): a long extent freed and written
 /// again before a batch gathers is never punched, its new bytes are intact,

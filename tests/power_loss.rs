@@ -72,7 +72,7 @@ fn payload_len(rng: &mut Rng) -> usize {
         0..=19 => rng.below(200) as usize,
         20..=35 => 200 + rng.below(3000) as usize,
         36..=38 => 3200 + rng.below(9000) as usize,
-        // Past the length from which payloads go in with `pwrite`.
+        // Long ones, across several pages and growth steps.
         _ => (64 << 10) + rng.below(64 << 10) as usize,
     }
 }

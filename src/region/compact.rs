@@ -239,7 +239,7 @@ impl OverflowRegion {
             }
             return Ok(false);
         }
-        self.make_writable(&allocation, false)?;
+        self.make_writable(&allocation)?;
         let source = self
             .mapping
             .bytes(slot.payload_offset(), slot.payload_len)
