@@ -44,8 +44,8 @@ const MIN_SHRINK: u64 = 1 << 20;
 /// Writes at the end of the region find the pages this far ahead of them
 /// already in the page cache: the region writes zeros there with `pwrite`
 /// (see `Mapping::write_zeros`) once per this many bytes, which costs far
-/// less than a page fault per page. The stretches end on multiples of this.
-/// They stop at punched holes.
+/// less than a page fault per page. The stretches end on multiples of this,
+/// or earlier at the end of the file or at a punched hole.
 const WARM_AHEAD: u64 = 2 << 20;
 
 /// When a write at the end of the region meets punched holes, they are
@@ -179,6 +179,14 @@ impl std::fmt::Debug for OverflowRegion {
             .field("slot_count", &self.slot_count())
             .field("live_slots", &self.live_slot_count())
             .finish_non_exhaustive()
+    }
+}
+
+/// Punches the free pages still waiting for a batch, so a closed region
+/// keeps no more disk than punching promises.
+impl Drop for OverflowRegion {
+    fn drop(&mut self) {
+        self.punch_pending();
     }
 }
 
@@ -488,6 +496,15 @@ impl OverflowRegion {
         for (start, end) in holes {
             region.holes.insert(start, end);
         }
+        // The holes were found before the repairs above stored their tags:
+        // a page that holds one no longer reads as zeros, and zeros must
+        // never be written over it to refill it.
+        let page = mapping::page_size();
+        for &(offset, _) in &recovered.repairs {
+            region
+                .holes
+                .take(offset / page * page, (offset + 8).next_multiple_of(page));
+        }
         region.peak_end = region.space.cursor();
         region.warm_end = region.space.cursor();
         for extent in recovered.to_free {
@@ -569,21 +586,16 @@ impl OverflowRegion {
     }
 
     /// Makes the allocated extent (and the 8 bytes after it, where an end or
-    /// remainder tag may go) safe to store into: grows the file over it and
-    /// allocates blocks for any punched page in it. On error the allocation
-    /// is undone and the region is unchanged.
+    /// remainder tag may go) safe to store into: grows the file over it,
+    /// allocates blocks for any punched page in it, takes its pages out of
+    /// the punching batch, and for a write at the end writes zeros ahead
+    /// (`warm_tail`). On error the allocation is undone and the region is
+    /// unchanged.
     fn make_writable(&mut self, allocation: &Allocation) -> Result<()> {
         let extent = allocation.extent;
         let mut result = Ok(());
         if extent.end() > self.mapping.len() {
             result = self.grow_to_fit(extent.end());
-        }
-        if !self.pending_punch.is_empty() {
-            let page = mapping::page_size();
-            self.pending_punch.take(
-                extent.offset / page * page,
-                (extent.end() + 8).next_multiple_of(page),
-            );
         }
         if result.is_ok() && !self.holes.is_empty() {
             // Space at the end is used front to back: fill a stretch ahead
@@ -594,6 +606,13 @@ impl OverflowRegion {
                 0
             };
             result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
+        }
+        if result.is_ok() && !self.pending_punch.is_empty() {
+            let page = mapping::page_size();
+            self.pending_punch.take(
+                extent.offset / page * page,
+                (extent.end() + 8).next_multiple_of(page),
+            );
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
@@ -631,8 +650,9 @@ impl OverflowRegion {
     }
 
     /// Before a write at the end of the region into `extent`: if the pages
-    /// it touches were not written ahead yet, writes zeros from the old end
-    /// of the region (`extent.offset`; nothing at or past it is live) to
+    /// it touches were not written ahead yet, writes zeros from where the
+    /// last stretch ended, or the old end of the region (`extent.offset`;
+    /// nothing at or past it is live) if that is later, to
     /// the first multiple of `WARM_AHEAD` at least `WARM_AHEAD` past the
     /// extent, or to the first punched hole. Failure costs only speed: the stores
     /// then take ordinary page faults into blocks `grow` allocated.
@@ -800,10 +820,11 @@ impl OverflowRegion {
         }
     }
 
-    /// Punches the whole pages of a free extent that just grew by `freed`
-    /// to `merged`, if it is long enough: the pages that touch `freed`, and
-    /// all of a neighbour that was too short to have been punched before.
-    /// The extent's first 32 bytes (its tag) are kept.
+    /// Queues for punching the whole pages of a free extent that just grew
+    /// by `freed` to `merged`, if it is long enough: the pages that touch
+    /// `freed`, and all of a neighbour that was too short to have been
+    /// queued before. The page of the extent's tag is kept. Punches the
+    /// queue when it holds a batch.
     fn punch_free_extent(&mut self, freed: Extent, merged: Extent) {
         let threshold = self.settings.punch_threshold;
         if threshold == 0 || merged.len < threshold || self.compacting {

@@ -41,7 +41,8 @@ pub struct MemoryTuning {
     /// punches). Punching waits until such pages add up to 16 times this,
     /// or a thirty-second of the region's used bytes if that is less (but at
     /// least this), so space that is written again soon is not punched and
-    /// refilled in turn.
+    /// refilled in turn; what is left waiting is punched when the region is
+    /// dropped.
     pub overflow_punch_hole_bytes: usize,
     /// Whether the file shrinks when the end of the region is given back
     /// (default true). It shrinks only while no

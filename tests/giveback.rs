@@ -182,6 +182,38 @@ fn free_pages_are_punched_in_batches_and_never_under_a_new_write() {
     region.check_consistency().unwrap();
 }
 
+/// Free pages still waiting for a batch are punched when the region is
+/// dropped.
+#[test]
+fn dropping_the_region_punches_the_pages_waiting_for_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    let slots: Vec<usize> = (0..192)
+        .map(|i| {
+            region
+                .write(&payload(i, 256 * KIB, 1), EngineId::Vector)
+                .unwrap()
+        })
+        .collect();
+    region.sync().unwrap();
+    for i in [10, 20] {
+        region.free(slots[i]).unwrap();
+    }
+    assert_eq!(region.stats().punched_bytes, 0, "punched before a batch");
+    let before = blocks_bytes(&path);
+    drop(region);
+    let after = blocks_bytes(&path);
+    assert!(
+        before - after >= 2 * 248 * KIB as u64,
+        "st_blocks fell by {} bytes",
+        before - after
+    );
+    let region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    assert!(region.read(slots[11]).unwrap() == &payload(11, 256 * KIB, 1)[..]);
+    region.check_consistency().unwrap();
+}
+
 #[test]
 fn punching_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
