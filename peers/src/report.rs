@@ -584,12 +584,13 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(
             out,
             "- **The temp dir's file system is mounted with `discard`**: every hole \
-             punched (ours punches free extents of 64 KiB or more, and its given-back \
-             tail) sends a synchronous discard to the disk, and the page cache must \
-             be refilled (with new blocks allocated) when the space is written again. \
-             Ours pays it in churn, where freed neighbours merge into extents large \
-             enough to punch; the others never punch. The churn row marked \
-             diagnostic is ours with punching off, run in turn with the others."
+             punched (ours punches the pages of free extents of 64 KiB or more, in \
+             batches of 1 MiB, and its given-back tail) sends a discard to the disk, \
+             and the page cache must be refilled (with new blocks allocated) when the \
+             space is written again. Ours pays it in churn, where freed neighbours \
+             merge into extents large enough to punch; the others never punch. The \
+             churn row marked diagnostic is ours with punching off, run in turn with \
+             the others."
         );
     }
     out
@@ -724,11 +725,15 @@ const NOTES: &str = r#"
 - **LMDB** keeps a value larger than about 2 KiB (with 4 KiB pages) on
   overflow pages of its own: a 4 KiB value takes two pages. Its write+free
   pays a B-tree insert and a delete per operation.
-- **Fresh writes through a mapping** (ours, the seed's original) take a
-  page fault for every new 4 KiB page of the file (the kernel fills the
-  page, then marks it writable), while the pwrite file and LMDB copy into the
-  page cache inside a system call per write (LMDB: per commit) with no fault.
-  With 1 MiB writes the faults are most of the cost.
+- **Fresh writes through a mapping** take a page fault for every new 4 KiB
+  page of the file. The seed's original takes a major fault per page (the
+  kernel allocates and zeroes the page, about 7 µs here); ours writes zeros
+  ahead of its end with `pwrite` in 32 KiB pieces, so its faults are minor
+  (about 1.5 µs per page all told; larger pieces would be faster but defeat
+  hole punching on this kernel: docs/PERFORMANCE.md). The pwrite file and
+  LMDB copy into the page cache inside a system call per write (LMDB: per
+  commit) with no fault; with 1 MiB writes the pwrite file's single
+  system call per MiB is ahead of ours.
 - **The diagnostic churn row** is a second region of ours opened with hole
   punching off (`overflow_punch_hole_bytes = 0`), taking its turn right
   after ours; the other columns repeat the churn row. It is not a target
