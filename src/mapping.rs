@@ -34,6 +34,10 @@ use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
 /// one-page `pwrite`.
 const WRITE_PIECE: usize = 32 << 10;
 
+/// The pieces of `write_zeros` for a region that never punches holes
+/// (`Mapping::allow_large_folios`): 2 MiB, about 0.9 us per page.
+const LARGE_WRITE_PIECE: usize = 2 << 20;
+
 /// A file mapped over a fixed address-space reservation.
 pub(crate) struct Mapping {
     /// Start of the reservation. Invariant: the range `base..base + reserved`
@@ -49,6 +53,9 @@ pub(crate) struct Mapping {
     file_len: u64,
     /// The mapped file; kept open for growth, sync and its lock.
     file: File,
+    /// The most `write_zeros` writes with one `pwrite`: `WRITE_PIECE`, or
+    /// `LARGE_WRITE_PIECE` once `allow_large_folios` was called.
+    write_piece: usize,
 }
 
 /// Maps `file` from offset 0 over a fresh reservation of `reserved` bytes (a
@@ -114,7 +121,16 @@ impl Mapping {
             reserved,
             file_len,
             file,
+            write_piece: WRITE_PIECE,
         })
+    }
+
+    /// The caller will never punch holes into the file: `write_zeros` may
+    /// write in long pieces, which the page cache keeps in large folios
+    /// (faster, but a hole punched into part of one would not last: see
+    /// `WRITE_PIECE`).
+    pub(crate) fn allow_large_folios(&mut self) {
+        self.write_piece = LARGE_WRITE_PIECE;
     }
 
     /// The file's current length.
@@ -180,10 +196,10 @@ impl Mapping {
     pub(crate) fn write_zeros(&mut self, start: u64, end: u64) -> io::Result<()> {
         static ZEROS: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
         debug_assert!(start <= end && end <= self.reserved as u64);
-        let zeros = ZEROS.get_or_init(|| vec![0; WRITE_PIECE].into_boxed_slice());
+        let zeros = ZEROS.get_or_init(|| vec![0; LARGE_WRITE_PIECE].into_boxed_slice());
         let mut at = start;
         while at < end {
-            let n = WRITE_PIECE.min((end - at) as usize);
+            let n = self.write_piece.min((end - at) as usize);
             self.file.write_all_at(&zeros[..n], at)?;
             at += n as u64;
         }

@@ -334,7 +334,7 @@ impl OverflowRegion {
                 ),
             });
         }
-        let mapping = Mapping::new(file, settings.max).map_err(Error::io(path, "mmap"))?;
+        let mapping = Self::map(file, &settings).map_err(Error::io(path, "mmap"))?;
         let holes = mapping
             .holes(DATA_START)
             .map_err(Error::io(path, "seek holes"))?;
@@ -391,7 +391,7 @@ impl OverflowRegion {
         header[..28].copy_from_slice(&layout::encode_file_header());
         file.write_all_at(&header, 0)
             .map_err(Error::io(path, "write header"))?;
-        let mut mapping = Mapping::new(file, settings.max).map_err(Error::io(path, "mmap"))?;
+        let mut mapping = Self::map(file, &settings).map_err(Error::io(path, "mmap"))?;
         mapping
             .grow(settings.initial)
             .map_err(Error::io(path, "fallocate"))?;
@@ -428,6 +428,16 @@ impl OverflowRegion {
             source,
         })?;
         Ok(region)
+    }
+
+    /// Maps the file over a reservation of the maximum capacity. A region
+    /// that never punches holes lets the page cache keep large folios.
+    fn map(file: File, settings: &Settings) -> io::Result<Mapping> {
+        let mut mapping = Mapping::new(file, settings.max)?;
+        if settings.punch_threshold == 0 {
+            mapping.allow_large_folios();
+        }
+        Ok(mapping)
     }
 
     /// Stores the maximum capacity in the file header, where readers find
@@ -875,6 +885,7 @@ impl OverflowRegion {
             Ok(false) => {
                 tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
                 self.settings.punch_threshold = 0;
+                self.mapping.allow_large_folios();
             }
             Err(error) => {
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
