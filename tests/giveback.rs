@@ -125,6 +125,59 @@ fn punched_holes_stay_holes_after_stores_around_them_and_a_sync() {
     region.check_consistency().unwrap();
 }
 
+/// A page that reads as zeros at open (here: a lost page, punched behind
+/// the region's back) but that recovery then stores a repair tag into is
+/// not in the region's map of holes: refilling it with zeros later would
+/// wipe the tag.
+#[test]
+fn a_repair_tag_in_a_page_that_read_as_a_hole_is_not_a_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 4 * MIB, 16 * MIB).unwrap();
+    // Extents of exactly one page: 4064 payload bytes + the 32-byte header.
+    let a = region
+        .write(&payload(0, 4064, 1), EngineId::Vector)
+        .unwrap();
+    let b = region
+        .write(&payload(1, 4064, 1), EngineId::Vector)
+        .unwrap();
+    let c = region.write(&payload(2, 100, 1), EngineId::Vector).unwrap();
+    region.sync().unwrap();
+    drop(region);
+    // B's page (the second page of the data area) is lost: zeros, a hole.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        8192,
+        4096,
+    )
+    .unwrap();
+    drop(file);
+
+    let mut region = OverflowRegion::open_with_config(&path, 4 * MIB, 16 * MIB).unwrap();
+    let report = region.recovery();
+    assert_eq!(report.dropped.len(), 1, "{report:?}");
+    assert!(report.repairs > 0, "{report:?}");
+    assert!(region.read(b).is_err());
+    // A write into B's old place must not count it as a refilled hole.
+    let punched = region.stats().punched_bytes;
+    let again = region.write(&payload(3, 4064, 2), EngineId::Wal).unwrap();
+    assert_eq!(
+        region.slot_ref(again).unwrap().offset(),
+        8192,
+        "reused B's place"
+    );
+    assert_eq!(
+        region.stats().punched_bytes,
+        punched,
+        "the repaired page was counted as a hole"
+    );
+    assert!(region.read(a).unwrap() == &payload(0, 4064, 1)[..]);
+    assert!(region.read(c).unwrap() == &payload(2, 100, 1)[..]);
+    region.check_consistency().unwrap();
+}
+
 /// Free pages are punched in batches (1 MiB with the default 64 KiB
 /// threshold, in a region this size): a long extent freed and written
 /// again before a batch gathers is never punched, its new bytes are intact,
