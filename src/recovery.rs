@@ -110,7 +110,7 @@ struct FreeRun {
 }
 
 /// Rebuilds a region from `file` (the whole file, header included, already
-/// checked by [`layout::decode_file_header`]) into `space` (empty).
+/// checked by [`crate::layout::decode_file_header`]) into `space` (empty).
 ///
 /// Never panics and never reads outside `file`, whatever its contents.
 pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Recovered {
