@@ -35,8 +35,10 @@ use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
 const WRITE_PIECE: usize = 32 << 10;
 
 /// The pieces of `write_zeros` for a region that never punches holes
-/// (`Mapping::allow_large_folios`): 2 MiB, about 0.9 us per page.
-const LARGE_WRITE_PIECE: usize = 2 << 20;
+/// (`Mapping::allow_large_folios`): 1 MiB, 0.8-1.0 us per page here. (2 MiB
+/// pieces varied from 0.9 to 5.9 us per page between runs, probably the
+/// cost of finding 2 MiB of contiguous memory for each folio.)
+const LARGE_WRITE_PIECE: usize = 1 << 20;
 
 /// A file mapped over a fixed address-space reservation.
 pub(crate) struct Mapping {
