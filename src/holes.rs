@@ -4,7 +4,9 @@
 //! and into the unused tail (giving disk blocks back), and must allocate
 //! blocks again before it stores into such a range: a store into a hole
 //! through the mapping needs a new block, and on a full disk that would be
-//! SIGBUS instead of an error. This map says which ranges need it.
+//! SIGBUS instead of an error. This map says which ranges need it. The
+//! region keeps a second map of the same type for the free pages waiting to
+//! be punched (`OverflowRegion::pending_punch`).
 
 use std::collections::BTreeMap;
 

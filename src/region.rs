@@ -509,11 +509,9 @@ impl OverflowRegion {
         // The holes were found before the repairs above stored their tags:
         // a page that holds one no longer reads as zeros, and zeros must
         // never be written over it to refill it.
-        let page = mapping::page_size();
         for &(offset, _) in &recovered.repairs {
-            region
-                .holes
-                .take(offset / page * page, (offset + 8).next_multiple_of(page));
+            let (start, end) = pages_touching(offset, offset + 8);
+            region.holes.take(start, end);
         }
         region.peak_end = region.space.cursor();
         region.warm_end = region.space.cursor();
@@ -618,11 +616,8 @@ impl OverflowRegion {
             result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
         }
         if result.is_ok() && !self.pending_punch.is_empty() {
-            let page = mapping::page_size();
-            self.pending_punch.take(
-                extent.offset / page * page,
-                (extent.end() + 8).next_multiple_of(page),
-            );
+            let (start, end) = pages_touching(extent.offset, extent.end() + 8);
+            self.pending_punch.take(start, end);
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
@@ -643,9 +638,8 @@ impl OverflowRegion {
     /// touches, by writing the zeros they read as (which also puts them in
     /// the page cache).
     fn fill_holes(&mut self, start: u64, end: u64) -> Result<()> {
-        let page = mapping::page_size();
-        let start = start / page * page;
-        let end = end.next_multiple_of(page).min(self.mapping.len());
+        let (start, end) = pages_touching(start, end);
+        let end = end.min(self.mapping.len());
         let mut taken = self.holes.take(start, end).into_iter();
         while let Some((hole_start, hole_end)) = taken.next() {
             if let Err(source) = self.mapping.write_zeros(hole_start, hole_end) {
@@ -662,10 +656,10 @@ impl OverflowRegion {
     /// Before a write at the end of the region into `extent`: if the pages
     /// it touches were not written ahead yet, writes zeros from where the
     /// last stretch ended, or the old end of the region (`extent.offset`;
-    /// nothing at or past it is live) if that is later, to
-    /// the first multiple of `WARM_AHEAD` at least `WARM_AHEAD` past the
-    /// extent, or to the first punched hole. Failure costs only speed: the stores
-    /// then take ordinary page faults into blocks `grow` allocated.
+    /// nothing at or past it is live) if that is later, to the first
+    /// multiple of `WARM_AHEAD` at least `WARM_AHEAD` past the extent, or to
+    /// the first punched hole. Failure costs only speed: the stores then
+    /// take ordinary page faults into blocks `grow` allocated.
     fn warm_tail(&mut self, extent: Extent) {
         let needed = extent.end() + 8;
         if needed <= self.warm_end {
@@ -1179,6 +1173,13 @@ impl OverflowRegion {
             .grow(target)
             .map_err(|source| self.io_error("fallocate", source))
     }
+}
+
+/// The whole pages that `start..end` touches: `start` rounded down and `end`
+/// rounded up to a page.
+fn pages_touching(start: u64, end: u64) -> (u64, u64) {
+    let page = mapping::page_size();
+    (start / page * page, end.next_multiple_of(page))
 }
 
 /// The full generation whose low 32 bits are `low`: the most recent one

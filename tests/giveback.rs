@@ -19,18 +19,27 @@ fn payload(slot: usize, len: usize, salt: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Writes `count` payloads of `len` bytes (`payload(first + i, len, salt)`)
+/// and returns their slots.
+fn write_many(
+    region: &mut OverflowRegion,
+    first: usize,
+    count: usize,
+    len: usize,
+    salt: u8,
+    engine: EngineId,
+) -> Vec<usize> {
+    (first..first + count)
+        .map(|i| region.write(&payload(i, len, salt), engine).unwrap())
+        .collect()
+}
+
 #[test]
 fn freeing_long_extents_punches_their_pages() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = OverflowRegion::open_with_config(&path, 4 * MIB, 64 * MIB).unwrap();
-    let slots: Vec<usize> = (0..8)
-        .map(|i| {
-            region
-                .write(&payload(i, 256 * KIB, 1), EngineId::Vector)
-                .unwrap()
-        })
-        .collect();
+    let slots: Vec<usize> = write_many(&mut region, 0, 8, 256 * KIB, 1, EngineId::Vector);
     let before = blocks_bytes(&path);
     for &slot in &slots[1..7] {
         region.free(slot).unwrap();
@@ -52,13 +61,7 @@ fn freeing_long_extents_punches_their_pages() {
         stats.punched_bytes
     );
     // The holes take writes as before, and the blocks come back.
-    let again: Vec<usize> = (0..6)
-        .map(|i| {
-            region
-                .write(&payload(100 + i, 256 * KIB, 2), EngineId::Wal)
-                .unwrap()
-        })
-        .collect();
+    let again: Vec<usize> = write_many(&mut region, 100, 6, 256 * KIB, 2, EngineId::Wal);
     assert_eq!(region.stats().punched_bytes, 0);
     assert!(blocks_bytes(&path) >= before - 64 * KIB as u64);
     for (i, &slot) in again.iter().enumerate() {
@@ -84,13 +87,7 @@ fn punched_holes_stay_holes_after_stores_around_them_and_a_sync() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = OverflowRegion::open_with_config(&path, 8 * MIB, 64 * MIB).unwrap();
-    let slots: Vec<usize> = (0..24)
-        .map(|i| {
-            region
-                .write(&payload(i, 256 * KIB, 1), EngineId::Vector)
-                .unwrap()
-        })
-        .collect();
+    let slots: Vec<usize> = write_many(&mut region, 0, 24, 256 * KIB, 1, EngineId::Vector);
     region.sync().unwrap();
     // Every other extent from the fourth on: eight holes between live ones.
     for &slot in slots[4..20].iter().step_by(2) {
@@ -242,13 +239,7 @@ fn dropping_the_region_punches_the_pages_waiting_for_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
-    let slots: Vec<usize> = (0..192)
-        .map(|i| {
-            region
-                .write(&payload(i, 256 * KIB, 1), EngineId::Vector)
-                .unwrap()
-        })
-        .collect();
+    let slots: Vec<usize> = write_many(&mut region, 0, 192, 256 * KIB, 1, EngineId::Vector);
     region.sync().unwrap();
     for i in [10, 20] {
         region.free(slots[i]).unwrap();
@@ -298,13 +289,7 @@ fn the_file_shrinks_when_the_tail_is_given_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
-    let slots: Vec<usize> = (0..64)
-        .map(|i| {
-            region
-                .write(&payload(i, 256 * KIB, 3), EngineId::Query)
-                .unwrap()
-        })
-        .collect();
+    let slots: Vec<usize> = write_many(&mut region, 0, 64, 256 * KIB, 3, EngineId::Query);
     let grown = region.capacity();
     assert!(grown >= 16 * MIB);
     for &slot in slots.iter().rev() {
@@ -357,13 +342,7 @@ fn readers_keep_the_file_from_shrinking_and_never_fault() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
-    let slots: Vec<usize> = (0..64)
-        .map(|i| {
-            region
-                .write(&payload(i, 256 * KIB, 7), EngineId::Sparse)
-                .unwrap()
-        })
-        .collect();
+    let slots: Vec<usize> = write_many(&mut region, 0, 64, 256 * KIB, 7, EngineId::Sparse);
     let handles: Vec<_> = slots.iter().map(|&s| region.slot_ref(s).unwrap()).collect();
     let grown = region.capacity();
     let reader = OverflowReader::open(&path).unwrap();
