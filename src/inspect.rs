@@ -14,10 +14,10 @@ use serde::Serialize;
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
 use crate::layout::{self, DATA_START, EXTENT_HEADER_LEN};
-use crate::mapping;
 use crate::recovery::{self, DropReason, RecoveryReport};
 use crate::space::Space;
 use crate::stats::{Accounting, RegionStats};
+use crate::sys::mapping;
 
 /// A live slot as the file describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,6 +5,7 @@
 //! little-endian.
 
 use crate::engine::EngineId;
+use crate::sys::checksum;
 
 /// Bytes 0..8 of every region file.
 pub(crate) const FILE_MAGIC: [u8; 8] = *b"OVFLREGN";
@@ -107,7 +108,7 @@ impl Tag {
 /// CRC32C. Any damage to fewer than 4 bits of a tag is caught, so a damaged
 /// free tag is never followed to a wrong length.
 fn tag_check(body: u64) -> u64 {
-    u64::from(crc32c::crc32c(&body.to_le_bytes()[..5]) & 0x00FF_FFFF)
+    u64::from(checksum::crc32c(&body.to_le_bytes()[..5]) & 0x00FF_FFFF)
 }
 
 /// The extent length that holds a payload of `payload_len` bytes, or `None`
@@ -163,7 +164,7 @@ impl LiveHeader {
         header[16..22].copy_from_slice(&self.payload_len.to_le_bytes()[..6]);
         header[22] = self.engine.as_u8();
         header[24..28].copy_from_slice(&self.payload_crc.to_le_bytes());
-        let crc = crc32c::crc32c(&header[..28]);
+        let crc = checksum::crc32c(&header[..28]);
         header[28..32].copy_from_slice(&crc.to_le_bytes());
         (tag, header[8..32].try_into().expect("24 bytes"))
     }
@@ -184,7 +185,7 @@ impl LiveHeader {
             return Err(HeaderDamage::NotLive);
         };
         let stored = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
-        let computed = crc32c::crc32c(&header[..28]);
+        let computed = checksum::crc32c(&header[..28]);
         if stored != computed {
             return Err(HeaderDamage::Checksum { stored, computed });
         }
@@ -227,7 +228,7 @@ pub(crate) fn encode_file_header() -> [u8; 28] {
     header[12..16].copy_from_slice(&(DATA_START as u32).to_le_bytes());
     header[16..20].copy_from_slice(&(EXTENT_ALIGN as u32).to_le_bytes());
     header[20..24].copy_from_slice(&(EXTENT_HEADER_LEN as u32).to_le_bytes());
-    let crc = crc32c::crc32c(&header[..FILE_HEADER_FIXED_LEN]);
+    let crc = checksum::crc32c(&header[..FILE_HEADER_FIXED_LEN]);
     header[24..28].copy_from_slice(&crc.to_le_bytes());
     header
 }
@@ -263,7 +264,7 @@ pub(crate) fn decode_file_header(bytes: &[u8]) -> Result<Counters, FileHeaderErr
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let computed = crc32c::crc32c(&bytes[..FILE_HEADER_FIXED_LEN]);
+    let computed = checksum::crc32c(&bytes[..FILE_HEADER_FIXED_LEN]);
     let stored = u32_at(24);
     if stored != computed {
         return foreign(format!(
@@ -437,7 +438,7 @@ mod tests {
         let mut file = vec![0u8; FILE_HEADER_PROBE_LEN];
         file[..28].copy_from_slice(&encode_file_header());
         file[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = crc32c::crc32c(&file[..24]);
+        let crc = checksum::crc32c(&file[..24]);
         file[24..28].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode_file_header(&file), Err(FileHeaderError::Version(2)));
     }

@@ -42,13 +42,13 @@ mod error;
 mod holes;
 mod inspect;
 mod layout;
-mod mapping;
 mod reader;
 mod recovery;
 mod region;
 mod slots;
 mod space;
 mod stats;
+mod sys;
 mod tuning;
 pub mod workload;
 

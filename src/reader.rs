@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layout::{EXTENT_HEADER_LEN, HeaderDamage, LiveHeader, NEXT_GENERATION_OFFSET};
-use crate::mapping::{ReadersLock, SharedMapping};
+use crate::sys::checksum;
+use crate::sys::mapping::{ReadersLock, SharedMapping};
 
 /// A handle to one tenancy of a slot, made by
 /// [`OverflowRegion::slot_ref`](crate::OverflowRegion::slot_ref) and read by
@@ -234,7 +235,7 @@ impl OverflowReader {
         if after[..16] != before[..16] {
             return Err(changed("it was freed or reused while it was read"));
         }
-        if crc32c::crc32c(out) != header.payload_crc {
+        if checksum::crc32c(out) != header.payload_crc {
             return Err(changed("its payload checksum does not match"));
         }
         Ok(())

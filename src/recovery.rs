@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::layout::{Counters, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader, Tag};
 use crate::space::{Extent, Space};
+use crate::sys::checksum;
 
 /// What [`crate::OverflowRegion::recovery`] reports about the last open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -229,7 +230,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
                     let extent = Extent { offset: pos, len };
                     let payload =
                         &file[(pos + EXTENT_HEADER_LEN) as usize..][..header.payload_len as usize];
-                    let computed = crc32c::crc32c(payload);
+                    let computed = checksum::crc32c(payload);
                     let slot = header.slot as usize;
                     let drop = if computed != header.payload_crc {
                         Some(DropReason::PayloadChecksum {

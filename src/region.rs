@@ -18,12 +18,13 @@ use crate::layout::{
     LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET,
     Tag,
 };
-use crate::mapping::{self, Mapping, ReadersLock};
 use crate::reader::SlotRef;
 use crate::recovery::{self, RecoveryReport};
 use crate::slots::{LiveSlot, SlotLookup, SlotTable};
 use crate::space::{Allocation, Extent, GRANULE, Released, Space};
 use crate::stats::{Accounting, RegionStats};
+use crate::sys::checksum;
+use crate::sys::mapping::{self, Mapping, ReadersLock};
 use crate::tuning::MemoryTuning;
 
 /// A free remainder shorter than this stays inside the allocated extent as
@@ -584,7 +585,7 @@ impl OverflowRegion {
             generation: self.next_generation as u32,
             payload_len,
             engine,
-            payload_crc: crc32c::crc32c(data),
+            payload_crc: checksum::crc32c(data),
         };
         let live = self.commit(&allocation, header, Payload::Bytes(data));
         let index = self.slots.occupy(live);

@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::layout::{self, EXTENT_HEADER_LEN, LiveHeader, Tag};
 use crate::slots::LiveSlot;
 use crate::space::Extent;
+use crate::sys::checksum;
 
 /// What a [`OverflowRegion::compact`] or [`OverflowRegion::compact_step`]
 /// call did.
@@ -111,7 +112,7 @@ impl OverflowRegion {
     /// file past the end of the region (truncated if no reader maps it,
     /// punched otherwise), without the headroom a running region keeps.
     fn give_back_after_compaction(&mut self) {
-        let page = crate::mapping::page_size();
+        let page = crate::sys::mapping::page_size();
         // Every free page is punched below.
         self.pending_punch = crate::holes::Holes::default();
         if self.settings.punch_threshold != 0 {
@@ -250,7 +251,7 @@ impl OverflowRegion {
             generation: self.next_generation as u32,
             payload_len: slot.payload_len,
             engine: slot.engine,
-            payload_crc: crc32c::crc32c(source),
+            payload_crc: checksum::crc32c(source),
         };
         let copy = self.commit(
             &allocation,

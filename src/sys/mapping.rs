@@ -1,4 +1,4 @@
-//! The file and its memory mapping: the only module with `unsafe` code.
+//! The file and its memory mapping.
 //!
 //! A [`Mapping`] reserves address space for the region's maximum capacity
 //! once, as one `MAP_SHARED` mapping of the file, and the file grows
@@ -12,8 +12,6 @@
 //! while it is mapped; the exclusive lock taken by [`lock_exclusive`] keeps
 //! cooperating writers out, and the hazard is documented on
 //! [`crate::OverflowRegion`].
-#![allow(unsafe_code)]
-
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
