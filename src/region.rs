@@ -24,7 +24,7 @@ use crate::slots::{LiveSlot, SlotLookup, SlotTable};
 use crate::space::{Allocation, Extent, GRANULE, Released, Space};
 use crate::stats::{Accounting, RegionStats};
 use crate::sys::checksum;
-use crate::sys::mapping::{self, Mapping, ReadersLock};
+use crate::sys::mapping::{self, MAX_WRITE_PIECE, Mapping, ReadersLock};
 use crate::tuning::MemoryTuning;
 
 /// A free remainder shorter than this stays inside the allocated extent as
@@ -144,10 +144,11 @@ pub struct OverflowRegion {
     /// page of the file that may be a hole is in it, so storing anywhere
     /// outside it cannot need a new block.
     holes: Holes,
-    /// Whole pages inside free extents that are due to be punched. Punching
-    /// waits until they add up to a batch (`PUNCH_BATCH`), so a free extent
-    /// that is written again soon (churn) is neither punched nor refilled;
-    /// a write takes the pages it uses out of this map.
+    /// Whole pages inside free extents that are due to be punched (`punch`
+    /// punches the whole granules among them). Punching waits until they
+    /// add up to a batch (`PUNCH_BATCH`), so a free extent that is written
+    /// again soon (churn) is neither punched nor refilled; a write takes the
+    /// pages it uses out of this map.
     pending_punch: Holes,
     /// Sizes, hole punching and shrinking, as opened.
     settings: Settings,
@@ -248,6 +249,19 @@ impl Settings {
             max,
             punch_threshold,
             shrink: tuning.overflow_shrink,
+        })
+    }
+
+    /// Holes are punched between multiples of this many bytes, and zeros
+    /// are written in pieces of it (`Mapping::set_write_piece`), so a hole
+    /// never cuts a folio of the page cache (which would bring its blocks
+    /// back): the largest power of two at most half the threshold, so every
+    /// free extent of the threshold's length holds at least one granule;
+    /// from a page to `MAX_WRITE_PIECE`. `None` when holes are not punched.
+    fn punch_granule(&self) -> Option<u64> {
+        (self.punch_threshold != 0).then(|| {
+            let half = (self.punch_threshold / 2).clamp(mapping::page_size(), MAX_WRITE_PIECE);
+            1 << half.ilog2()
         })
     }
 }
@@ -431,13 +445,12 @@ impl OverflowRegion {
         Ok(region)
     }
 
-    /// Maps the file over a reservation of the maximum capacity. A region
-    /// that never punches holes lets the page cache keep large folios.
+    /// Maps the file over a reservation of the maximum capacity. Zeros are
+    /// written in pieces of the punching granule, or of the longest piece
+    /// for a region that never punches holes.
     fn map(file: File, settings: &Settings) -> io::Result<Mapping> {
         let mut mapping = Mapping::new(file, settings.max)?;
-        if settings.punch_threshold == 0 {
-            mapping.allow_large_folios();
-        }
+        mapping.set_write_piece(settings.punch_granule().unwrap_or(MAX_WRITE_PIECE));
         Ok(mapping)
     }
 
@@ -825,26 +838,32 @@ impl OverflowRegion {
         }
     }
 
-    /// Queues for punching the whole pages of a free extent that just grew
-    /// by `freed` to `merged`, if it is long enough: the pages that touch
-    /// `freed`, and all of a neighbour that was too short to have been
-    /// queued before. The page of the extent's tag is kept. Punches the
-    /// queue when it holds a batch.
+    /// Queues for punching the space of a free extent that just grew by
+    /// `freed` to `merged`, if it is long enough: the granules
+    /// (`Settings::punch_granule`) that touch `freed`, and all of a
+    /// neighbour that was too short to have been queued before. The page of
+    /// the extent's tag is kept. Punches the queue when it holds a batch.
     fn punch_free_extent(&mut self, freed: Extent, merged: Extent) {
         let threshold = self.settings.punch_threshold;
-        if threshold == 0 || merged.len < threshold || self.compacting {
+        let Some(granule) = self.settings.punch_granule() else {
+            return;
+        };
+        if merged.len < threshold || self.compacting {
             return;
         }
         let page = mapping::page_size();
+        // Whole granules around `freed`: `punch` punches only whole
+        // granules, so the part of one that an earlier free left out is
+        // queued again here.
         let low = if freed.offset - merged.offset < threshold {
             merged.offset
         } else {
-            freed.offset / page * page
+            freed.offset / granule * granule
         };
         let high = if merged.end() - freed.end() < threshold {
             merged.end()
         } else {
-            freed.end().next_multiple_of(page)
+            freed.end().next_multiple_of(granule)
         };
         let start = low
             .max(merged.offset + EXTENT_HEADER_LEN)
@@ -868,8 +887,24 @@ impl OverflowRegion {
         }
     }
 
-    /// Punches `start..end` (whole pages) and records the hole.
+    /// Punches the whole granules (`Settings::punch_granule`) of
+    /// `start..end` and records the hole. Holes it touches count as part of
+    /// the range (they hold no folio to cut), and a range that reaches the
+    /// end of the file is punched to it.
     fn punch(&mut self, start: u64, end: u64) {
+        let Some(granule) = self.settings.punch_granule() else {
+            return;
+        };
+        let (start, end) = self.holes.widen(start, end);
+        let start = start.next_multiple_of(granule);
+        let end = if end >= self.mapping.len() {
+            end
+        } else {
+            end / granule * granule
+        };
+        if start >= end {
+            return;
+        }
         match self.mapping.punch_hole(start, end - start) {
             Ok(true) => {
                 self.holes.insert(start, end);
@@ -880,7 +915,7 @@ impl OverflowRegion {
             Ok(false) => {
                 tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
                 self.settings.punch_threshold = 0;
-                self.mapping.allow_large_folios();
+                self.mapping.set_write_piece(MAX_WRITE_PIECE);
             }
             Err(error) => {
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");

@@ -35,20 +35,24 @@ pub struct MemoryTuning {
     /// Size past which the region never grows, in bytes
     /// (default [`OverflowRegion::DEFAULT_MAX_CAPACITY`], 1 GiB).
     pub overflow_max_bytes: usize,
-    /// Free extents at least this long have their whole pages punched out of
-    /// the file, giving the disk blocks and page cache back to the system
-    /// (default [`MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES`], 64 KiB; 0 never
-    /// punches). Punching waits until such pages add up to 16 times this,
-    /// or a thirty-second of the region's used bytes if that is less (but at
+    /// Free extents at least this long are punched out of the file, giving
+    /// the disk blocks and page cache back to the system (default
+    /// [`MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES`], 64 KiB; 0 never punches).
+    /// Holes start and end on multiples of a granule: the largest power of
+    /// two at most half this, from a page to 1 MiB (32 KiB by default), so
+    /// an extent of this length always gives at least one granule back.
+    /// Punching waits until such space adds up to 16 times this, or a
+    /// thirty-second of the region's used bytes if that is less (but at
     /// least this), so space that is written again soon is not punched and
     /// refilled in turn; what is left waiting is punched when the region is
     /// dropped.
     ///
-    /// Punching costs speed on fresh writes too: the zeros the region
-    /// writes ahead of its end go in 32 KiB pieces, because on Linux a hole
-    /// punched into part of a larger page-cache folio can come back. With 0
-    /// they go in 1 MiB pieces, and fresh 64 B writes were about 1.5 times
-    /// as fast on ext4 here (docs/PERFORMANCE.md).
+    /// The granule is also the piece in which the region writes zeros ahead
+    /// of its end, because on Linux a hole punched into part of a larger
+    /// page-cache folio comes back at the next store to the folio: so a
+    /// larger threshold makes fresh writes faster. With 0 the pieces are
+    /// 1 MiB, and fresh 64 B writes were about 1.5 times as fast on ext4
+    /// here as with 32 KiB (docs/PERFORMANCE.md).
     pub overflow_punch_hole_bytes: usize,
     /// Whether the file shrinks when the end of the region is given back
     /// (default true). It shrinks only while no

@@ -108,12 +108,12 @@ impl OverflowRegion {
     }
 
     /// After a full compaction, gives back all the disk it can: the whole
-    /// pages inside the free extents left (whatever their length), and the
+    /// granules inside the free extents left (whatever their length), and the
     /// file past the end of the region (truncated if no reader maps it,
     /// punched otherwise), without the headroom a running region keeps.
     fn give_back_after_compaction(&mut self) {
         let page = crate::sys::mapping::page_size();
-        // Every free page is punched below.
+        // Every free granule is punched below.
         self.pending_punch = crate::holes::Holes::default();
         if self.settings.punch_threshold != 0 {
             let gaps: Vec<Extent> = self.space.free_extents().collect();

@@ -22,21 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{FallocateFlags, FlockOperation};
 use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
 
-/// The most `write_zeros` writes with one `pwrite`. The page
-/// cache keeps what one `pwrite` writes in folios of up to its length, and
-/// a hole punched into part of a large folio does not split it: the next
-/// store to the rest of the folio writes the punched blocks back, and the
-/// hole is gone (seen with 64 KiB to 2 MiB folios on ext4, Linux 6.18:
-/// docs/PERFORMANCE.md). 32 KiB pieces keep punching effective and cost
-/// about 1.5 us per page, against about 7 us for a page fault or a
-/// one-page `pwrite`.
-const WRITE_PIECE: usize = 32 << 10;
-
-/// The pieces of `write_zeros` for a region that never punches holes
-/// (`Mapping::allow_large_folios`): 1 MiB, 0.8-1.0 us per page here. (2 MiB
+/// The longest piece `write_zeros` writes with one `pwrite` (see
+/// [`Mapping::set_write_piece`]): 1 MiB, 0.8-1.0 us per page here. (2 MiB
 /// pieces varied from 0.9 to 5.9 us per page between runs, probably the
 /// cost of finding 2 MiB of contiguous memory for each folio.)
-const LARGE_WRITE_PIECE: usize = 1 << 20;
+pub(crate) const MAX_WRITE_PIECE: u64 = 1 << 20;
+
+/// The pieces of `write_zeros` until [`Mapping::set_write_piece`] says
+/// otherwise.
+const DEFAULT_WRITE_PIECE: u64 = 32 << 10;
 
 /// A file mapped over a fixed address-space reservation.
 pub(crate) struct Mapping {
@@ -53,9 +47,10 @@ pub(crate) struct Mapping {
     file_len: u64,
     /// The mapped file; kept open for growth, sync and its lock.
     file: File,
-    /// The most `write_zeros` writes with one `pwrite`: `WRITE_PIECE`, or
-    /// `LARGE_WRITE_PIECE` once `allow_large_folios` was called.
-    write_piece: usize,
+    /// `write_zeros` writes the pieces of its range between multiples of
+    /// this with one `pwrite` each (a power of two, at most
+    /// `MAX_WRITE_PIECE`).
+    write_piece: u64,
 }
 
 /// Maps `file` from offset 0 over a fresh reservation of `reserved` bytes (a
@@ -121,16 +116,25 @@ impl Mapping {
             reserved,
             file_len,
             file,
-            write_piece: WRITE_PIECE,
+            write_piece: DEFAULT_WRITE_PIECE,
         })
     }
 
-    /// The caller will never punch holes into the file: `write_zeros` may
-    /// write in long pieces, which the page cache keeps in large folios
-    /// (faster, but a hole punched into part of one would not last: see
-    /// `WRITE_PIECE`).
-    pub(crate) fn allow_large_folios(&mut self) {
-        self.write_piece = LARGE_WRITE_PIECE;
+    /// Sets the pieces `write_zeros` writes: each `pwrite` covers at most
+    /// `bytes` and never crosses a multiple of it, `bytes` being a power of
+    /// two from a page to `MAX_WRITE_PIECE` (other values are rounded down
+    /// into that range).
+    ///
+    /// The page cache keeps what one `pwrite` writes in folios of up to its
+    /// length, aligned to their size, and one fault maps a whole folio, so
+    /// long pieces make later stores cheaper. But a hole punched into part
+    /// of a large folio does not split it (ext4, Linux 6.18): the next store
+    /// to the rest of the folio writes the punched blocks back. So a caller
+    /// that punches holes passes the granule it punches in: holes that
+    /// start and end on multiples of the piece never cut a folio made here.
+    pub(crate) fn set_write_piece(&mut self, bytes: u64) {
+        let bytes = bytes.clamp(page_size(), MAX_WRITE_PIECE);
+        self.write_piece = 1 << bytes.ilog2();
     }
 
     /// The file's current length.
@@ -192,16 +196,17 @@ impl Mapping {
     /// store to each page through the mapping is a minor fault. A store to
     /// a page that is not cached costs a major fault that reads or zeroes
     /// it (about 7 us per page on ext4 here, against about 1.5 us for the
-    /// pages written this way: see `WRITE_PIECE`).
+    /// pages written this way: see [`Mapping::set_write_piece`]).
     pub(crate) fn write_zeros(&mut self, start: u64, end: u64) -> io::Result<()> {
         static ZEROS: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
         debug_assert!(start <= end && end <= self.reserved as u64);
-        let zeros = ZEROS.get_or_init(|| vec![0; LARGE_WRITE_PIECE].into_boxed_slice());
+        let zeros = ZEROS.get_or_init(|| vec![0; MAX_WRITE_PIECE as usize].into_boxed_slice());
         let mut at = start;
         while at < end {
-            let n = self.write_piece.min((end - at) as usize);
-            self.file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
+            let piece_end = (at + 1).next_multiple_of(self.write_piece).min(end);
+            self.file
+                .write_all_at(&zeros[..(piece_end - at) as usize], at)?;
+            at = piece_end;
         }
         Ok(())
     }
