@@ -61,8 +61,10 @@ mod tests {
     #[test]
     fn agrees_with_the_crate_for_every_length_and_alignment() {
         let bytes: Vec<u8> = (0..1200u32).map(|i| (i * 131 + 7) as u8).collect();
+        // Under Miri, past the inline loop's 8-byte steps is enough.
+        let longest = if cfg!(miri) { 40 } else { 1100 };
         for start in 0..8 {
-            for len in 0..=1100 {
+            for len in 0..=longest {
                 let data = &bytes[start..start + len];
                 assert_eq!(
                     crc32c(data),

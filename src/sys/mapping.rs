@@ -94,7 +94,10 @@ fn map_reservation(
 
 /// The size of a memory page on this machine.
 pub(crate) fn page_size() -> u64 {
-    rustix::param::page_size() as u64
+    // Asked once: rustix asks libc's `sysconf` each time, which showed up
+    // in profiles of the write path.
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| rustix::param::page_size() as u64)
 }
 
 impl Mapping {
