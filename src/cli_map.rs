@@ -612,7 +612,7 @@ fn offset_label(offset: u64, step: u64) -> String {
     } else {
         (1 << 20, "MiB")
     };
-    if offset % unit == 0 {
+    if offset.is_multiple_of(unit) {
         format!("{} {name}", offset / unit)
     } else {
         format!("{:.2} {name}", offset as f64 / unit as f64)

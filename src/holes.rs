@@ -46,12 +46,12 @@ impl Holes {
         }
         let (mut start, mut end) = (start, end);
         // A range starting before `start` that reaches it.
-        if let Some((&before, &before_end)) = self.ranges.range(..=start).next_back() {
-            if before_end >= start {
-                start = before;
-                end = end.max(before_end);
-                self.remove_range(before);
-            }
+        if let Some((&before, &before_end)) = self.ranges.range(..=start).next_back()
+            && before_end >= start
+        {
+            start = before;
+            end = end.max(before_end);
+            self.remove_range(before);
         }
         // Ranges starting inside `[start, end]`.
         while let Some((&next, &next_end)) = self.ranges.range(start..=end).next() {

@@ -29,6 +29,10 @@ pub(crate) const CHAIN_END_OFFSET: u64 = 80;
 /// Offset of the maximum capacity the writer last opened the file with (one
 /// `u64`): readers reserve that much address space.
 pub(crate) const MAX_CAPACITY_OFFSET: u64 = 88;
+/// Offset of the piece size (one `u64`) the writer last opened the file
+/// with wrote zeros in: the page cache may hold folios that large from it
+/// (0: unknown, as in files from earlier builds). Not a hint for recovery.
+pub(crate) const WRITE_PIECE_OFFSET: u64 = 96;
 /// The prefix of the file that `decode_file_header` needs.
 pub(crate) const FILE_HEADER_PROBE_LEN: usize = 96;
 

@@ -131,14 +131,14 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
     };
     let fits = |at: u64, len: u64| {
         len >= EXTENT_HEADER_LEN
-            && len % EXTENT_ALIGN == 0
+            && len.is_multiple_of(EXTENT_ALIGN)
             && at.checked_add(len).is_some_and(|end| end <= eof)
     };
     // A free extent needs only its tag (a damaged stretch of 16 bytes between
     // two live extents becomes one).
     let fits_free = |at: u64, len: u64| {
         len >= EXTENT_ALIGN
-            && len % EXTENT_ALIGN == 0
+            && len.is_multiple_of(EXTENT_ALIGN)
             && at.checked_add(len).is_some_and(|end| end <= eof)
     };
     // A slot index past this cannot have been handed out in a file this size
@@ -384,10 +384,10 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
 /// Closes a run of free extents at a live extent: one tag store if the run is
 /// not already a single, correctly tagged free extent.
 fn close_run(run: &mut Option<FreeRun>, repairs: &mut Vec<(u64, Tag)>) {
-    if let Some(run) = run.take() {
-        if !run.already_tagged {
-            repairs.push((run.start, Tag::Free { len: run.len }));
-        }
+    if let Some(run) = run.take()
+        && !run.already_tagged
+    {
+        repairs.push((run.start, Tag::Free { len: run.len }));
     }
 }
 
@@ -401,10 +401,10 @@ fn resync(file: &[u8], pos: u64, limit: u64, fits: &dyn Fn(u64, u64) -> bool) ->
         let header: &[u8; 32] = file[at as usize..(at + EXTENT_HEADER_LEN) as usize]
             .try_into()
             .expect("32 bytes");
-        if let Ok(live) = LiveHeader::decode(header) {
-            if fits(at, live.extent_len) {
-                return Some(at);
-            }
+        if let Ok(live) = LiveHeader::decode(header)
+            && fits(at, live.extent_len)
+        {
+            return Some(at);
         }
         at += EXTENT_ALIGN;
     }

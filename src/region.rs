@@ -16,7 +16,7 @@ use crate::holes::Holes;
 use crate::layout::{
     self, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN,
     LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET,
-    Tag,
+    Tag, WRITE_PIECE_OFFSET,
 };
 use crate::reader::SlotRef;
 use crate::recovery::{self, RecoveryReport};
@@ -264,6 +264,12 @@ impl Settings {
             1 << half.ilog2()
         })
     }
+
+    /// The pieces zeros are written in: the punching granule, or the
+    /// longest piece for a region that never punches holes.
+    fn write_piece(&self) -> u64 {
+        self.punch_granule().unwrap_or(MAX_WRITE_PIECE)
+    }
 }
 
 impl OverflowRegion {
@@ -349,6 +355,7 @@ impl OverflowRegion {
                 ),
             });
         }
+        Self::drop_larger_folios(path, &file, &settings);
         let mapping = Self::map(file, &settings).map_err(Error::io(path, "mmap"))?;
         let holes = mapping
             .holes(DATA_START)
@@ -432,6 +439,7 @@ impl OverflowRegion {
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
         region.record_max_capacity();
+        region.record_write_piece();
         region.sync()?;
         let dir = path
             .parent()
@@ -445,13 +453,46 @@ impl OverflowRegion {
         Ok(region)
     }
 
-    /// Maps the file over a reservation of the maximum capacity. Zeros are
-    /// written in pieces of the punching granule, or of the longest piece
-    /// for a region that never punches holes.
+    /// Maps the file over a reservation of the maximum capacity, with zeros
+    /// written in `Settings::write_piece`s.
     fn map(file: File, settings: &Settings) -> io::Result<Mapping> {
         let mut mapping = Mapping::new(file, settings.max)?;
-        mapping.set_write_piece(settings.punch_granule().unwrap_or(MAX_WRITE_PIECE));
+        mapping.set_write_piece(settings.write_piece());
         Ok(mapping)
+    }
+
+    /// Before a region that punches holes maps an existing file: if the
+    /// writer before it wrote zeros in longer pieces than this one will
+    /// punch (or the file does not say), the page cache may still hold
+    /// folios that long, which a hole would cut (its blocks would come back
+    /// at the next store to the folio, and on a full disk that store would
+    /// fault). Writes the file back and drops its page cache, so recovery
+    /// reads it from disk once. Failure is logged: it costs only disk.
+    fn drop_larger_folios(path: &Path, file: &File, settings: &Settings) {
+        if settings.punch_granule().is_none() {
+            return;
+        }
+        let mut recorded = [0u8; 8];
+        let recorded = match file.read_exact_at(&mut recorded, WRITE_PIECE_OFFSET) {
+            Ok(()) => u64::from_le_bytes(recorded),
+            Err(_) => 0,
+        };
+        if recorded != 0 && recorded <= settings.write_piece() {
+            return;
+        }
+        tracing::debug!(path = %path.display(), recorded, "dropping the page cache of a file written in longer pieces");
+        if let Err(error) = mapping::drop_page_cache(file) {
+            tracing::warn!(path = %path.display(), %error, "dropping the page cache failed; punched holes may fill again");
+        }
+    }
+
+    /// Stores the pieces this writer writes zeros in (see
+    /// `drop_larger_folios`).
+    fn record_write_piece(&mut self) {
+        let piece = self.settings.write_piece();
+        if self.mapping.load_word(WRITE_PIECE_OFFSET) != Some(piece) {
+            self.mapping.store_word(WRITE_PIECE_OFFSET, piece);
+        }
     }
 
     /// Stores the maximum capacity in the file header, where readers find
@@ -554,6 +595,7 @@ impl OverflowRegion {
             }
         }
         region.record_max_capacity();
+        region.record_write_piece();
         for dropped in &region.recovery.dropped {
             tracing::warn!(path = %path.display(), ?dropped, "recovery dropped an extent");
         }
@@ -916,8 +958,12 @@ impl OverflowRegion {
                 tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
                 self.settings.punch_threshold = 0;
                 self.mapping.set_write_piece(MAX_WRITE_PIECE);
+                self.record_write_piece();
             }
             Err(error) => {
+                // It may have freed some blocks before failing: the range
+                // is free, so counting it as a hole costs at most a refill.
+                self.holes.insert(start, end);
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
             }
         }

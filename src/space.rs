@@ -75,7 +75,7 @@ impl Extent {
 
     /// Whether offset and length are multiples of [`GRANULE`] and the length is not zero.
     fn is_granular(&self) -> bool {
-        self.len > 0 && self.offset % GRANULE == 0 && self.len % GRANULE == 0
+        self.len > 0 && self.offset.is_multiple_of(GRANULE) && self.len.is_multiple_of(GRANULE)
     }
 }
 
@@ -153,12 +153,12 @@ impl Space {
     /// shorter than this is not split off (kept as slack). Both multiples of GRANULE.
     pub fn new(start: u64, limit: u64, min_split: u64) -> Self {
         debug_assert!(
-            start % GRANULE == 0,
+            start.is_multiple_of(GRANULE),
             "start {start} is not a multiple of the granule"
         );
         debug_assert!(limit >= start, "limit {limit} is below start {start}");
         debug_assert!(
-            min_split % GRANULE == 0,
+            min_split.is_multiple_of(GRANULE),
             "min_split {min_split} is not a multiple of the granule"
         );
         Space {
@@ -198,7 +198,7 @@ impl Space {
     /// In release builds a `len` of zero or not a multiple of the granule is rounded up.
     pub fn allocate(&mut self, len: u64) -> Result<Allocation, OutOfSpace> {
         debug_assert!(
-            len > 0 && len % GRANULE == 0,
+            len > 0 && len.is_multiple_of(GRANULE),
             "allocate({len}): length must be a positive multiple of the granule"
         );
         self.finish_recovery();

@@ -152,13 +152,12 @@ fn chain(file: &[u8]) -> (Vec<ExtentInfo>, usize) {
 /// thousands of 64 KiB images, which a disk would have to write back.
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = tempfile::Builder::new()
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
             .prefix("overflow-corruption")
             .tempdir_in(shm)
-        {
-            return dir;
-        }
+    {
+        return dir;
     }
     tempfile::tempdir().unwrap()
 }
@@ -405,10 +404,10 @@ fn use_after_open(mut region: OverflowRegion, path: &Path) -> Vec<String> {
         .map(|&slot| (slot, region.read(slot).unwrap().to_vec()))
         .collect();
     for slot in [live.last(), live.first()].into_iter().flatten() {
-        if kept.remove(slot).is_some() {
-            if let Err(error) = region.free(*slot) {
-                failures.push(format!("after use: free({slot}) failed: {error}"));
-            }
+        if kept.remove(slot).is_some()
+            && let Err(error) = region.free(*slot)
+        {
+            failures.push(format!("after use: free({slot}) failed: {error}"));
         }
     }
     for len in [3usize, 900] {

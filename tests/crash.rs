@@ -64,11 +64,15 @@ const LARGE_PAYLOAD: usize = 160 << 10;
 /// One seed in four gives mostly zeros (zero runs are common in real spills).
 fn content(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed ^ (len as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-    let sparse = seed % 4 == 0;
+    let sparse = seed.is_multiple_of(4);
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         let word = rng.next();
-        let word = if sparse && word % 16 != 0 { 0 } else { word };
+        let word = if sparse && !word.is_multiple_of(16) {
+            0
+        } else {
+            word
+        };
         out.extend_from_slice(&word.to_le_bytes());
     }
     out.truncate(len);

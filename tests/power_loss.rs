@@ -51,11 +51,15 @@ impl Written {
     /// real spills, and a zero word reads as an end mark).
     fn bytes(&self) -> Vec<u8> {
         let mut rng = Rng(self.seed);
-        let sparse = self.seed % 4 == 0;
+        let sparse = self.seed.is_multiple_of(4);
         let mut out = Vec::with_capacity(self.len + 8);
         while out.len() < self.len {
             let word = rng.next();
-            let word = if sparse && word % 16 != 0 { 0 } else { word };
+            let word = if sparse && !word.is_multiple_of(16) {
+                0
+            } else {
+                word
+            };
             out.extend_from_slice(&word.to_le_bytes());
         }
         out.truncate(self.len);
@@ -353,22 +357,22 @@ fn check_image(
                 "slot {slot} reads back {} bytes that no write put in it",
                 bytes.len()
             ));
-        } else if let Some(expected) = exact {
-            if !expected.get(&slot).is_some_and(matches) {
-                failures.push(format!(
-                    "slot {slot} of an untorn image holds another write's bytes"
-                ));
-            }
-        }
-    }
-    if let Some(expected) = exact {
-        if region.live_slot_count() != expected.len() {
+        } else if let Some(expected) = exact
+            && !expected.get(&slot).is_some_and(matches)
+        {
             failures.push(format!(
-                "untorn image: {} live slots, expected {}",
-                region.live_slot_count(),
-                expected.len()
+                "slot {slot} of an untorn image holds another write's bytes"
             ));
         }
+    }
+    if let Some(expected) = exact
+        && region.live_slot_count() != expected.len()
+    {
+        failures.push(format!(
+            "untorn image: {} live slots, expected {}",
+            region.live_slot_count(),
+            expected.len()
+        ));
     }
     failures
 }

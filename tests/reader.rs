@@ -221,9 +221,9 @@ fn readers_never_see_wrong_bytes_while_the_owner_churns() {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
-                        if i % 8 == 0 {
+                        if i.is_multiple_of(8) {
                             let (handle, seed) = pinned[rng.below(pinned.len())];
-                            if i % 16 == 0 {
+                            if i.is_multiple_of(16) {
                                 reader
                                     .with_slot(&handle, |bytes| assert_bytes(bytes, &handle, seed))
                                     .unwrap_or_else(|e| panic!("pinned {handle:?} failed: {e}"));
@@ -250,7 +250,7 @@ fn readers_never_see_wrong_bytes_while_the_owner_churns() {
                             std::thread::yield_now();
                             continue;
                         };
-                        let result = if i % 5 == 0 {
+                        let result = if i.is_multiple_of(5) {
                             reader.with_slot(&handle, |bytes| assert_bytes(bytes, &handle, seed))
                         } else {
                             reader
@@ -287,7 +287,7 @@ fn readers_never_see_wrong_bytes_while_the_owner_churns() {
                 // now and then a drain to (almost) nothing, which retracts
                 // the tail and gives the end of the file back while readers
                 // have it mapped.
-                if ops % 1024 == 0 {
+                if ops.is_multiple_of(1024) {
                     let phase = start.elapsed().as_millis() / 250;
                     let draining = phase % 4 == 3;
                     if draining && target != 0 {

@@ -92,6 +92,15 @@ fn map_reservation(
     Ok((base, reserved))
 }
 
+/// Writes the file's dirty pages back and asks the kernel to drop its pages
+/// from the page cache (`fdatasync`, then `posix_fadvise(DONTNEED)`). Pages
+/// another process has mapped stay.
+pub(crate) fn drop_page_cache(file: &File) -> io::Result<()> {
+    file.sync_data()?;
+    rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed)?;
+    Ok(())
+}
+
 /// The size of a memory page on this machine.
 pub(crate) fn page_size() -> u64 {
     // Asked once: rustix asks libc's `sysconf` each time, which showed up
@@ -292,7 +301,7 @@ impl Mapping {
 
     /// The atomic word at `offset`, if it is 8-byte aligned and inside the file.
     fn word(&self, offset: u64) -> Option<&AtomicU64> {
-        if offset % 8 != 0 || offset.checked_add(8)? > self.file_len {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > self.file_len {
             return None;
         }
         // SAFETY: in bounds and backed (checked above, struct invariants),
@@ -440,7 +449,9 @@ impl SharedMapping {
 
     /// The word at `offset`, if it is aligned and inside the known file.
     pub(crate) fn load_word(&self, offset: u64) -> Option<u64> {
-        if offset % 8 != 0 || offset.checked_add(8)? > self.file_len.load(Ordering::Acquire) {
+        if !offset.is_multiple_of(8)
+            || offset.checked_add(8)? > self.file_len.load(Ordering::Acquire)
+        {
             return None;
         }
         // SAFETY: aligned (the base is page aligned), inside the file-backed
@@ -459,7 +470,7 @@ impl SharedMapping {
         let Some(end) = offset.checked_add(len) else {
             return false;
         };
-        if offset % 8 != 0 || end > self.file_len.load(Ordering::Acquire) {
+        if !offset.is_multiple_of(8) || end > self.file_len.load(Ordering::Acquire) {
             return false;
         }
         let len = len as usize;
