@@ -34,13 +34,13 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
 fn short_sse42(data: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64};
 
-    let mut words = data.chunks_exact(8);
+    let mut rest = data;
     let mut crc = u64::from(u32::MAX);
-    for word in &mut words {
-        crc = _mm_crc32_u64(crc, u64::from_le_bytes(word.try_into().expect("8 bytes")));
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        crc = _mm_crc32_u64(crc, u64::from_le_bytes(*word));
+        rest = tail;
     }
     let mut crc = crc as u32;
-    let mut rest = words.remainder();
     if let Some((word, tail)) = rest.split_first_chunk::<4>() {
         crc = _mm_crc32_u32(crc, u32::from_le_bytes(*word));
         rest = tail;
