@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use overflow_region::workload::{self, Measured, Spec};
-use overflow_region::{EngineId, Error, ExtentKind, RegionFile, RegionStats};
+use overflow_region::{EngineId, Error, ExtentKind, MemoryTuning, RegionFile, RegionStats};
 use serde_json::json;
 
 #[path = "cli_map.rs"]
@@ -127,6 +127,11 @@ struct BenchArgs {
     /// Print the results as one JSON object instead of a table
     #[arg(long)]
     json: bool,
+    /// Punch free extents of this many bytes or more out of the file (0:
+    /// never); larger values give back less space and make fresh writes
+    /// faster (`MemoryTuning::overflow_punch_hole_bytes`)
+    #[arg(long, value_name = "BYTES", default_value_t = MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES)]
+    punch_threshold: usize,
 }
 
 /// Why a command stopped early.
@@ -600,7 +605,15 @@ fn bench(args: &BenchArgs) -> Outcome {
     let started = Instant::now();
     let result = specs
         .into_iter()
-        .map(|spec| run_one(spec, ops(&spec), dir.path(), &progress))
+        .map(|spec| {
+            run_one(
+                spec,
+                ops(&spec),
+                dir.path(),
+                args.punch_threshold,
+                &progress,
+            )
+        })
         .collect::<Result<Vec<Row>, String>>();
     progress.finish_and_clear();
     drop(dir);
@@ -631,6 +644,7 @@ fn bench(args: &BenchArgs) -> Outcome {
             .collect();
         let value = json!({
             "quick": args.quick,
+            "punch_threshold": args.punch_threshold,
             "total_seconds": total.as_secs_f64(),
             "dir": dir.display().to_string(),
             "workloads": workloads,
@@ -640,9 +654,10 @@ fn bench(args: &BenchArgs) -> Outcome {
         print_table(&mut out, &rows)?;
         writeln!(
             out,
-            "total {:.1} s, set-up included; region files were in {}",
+            "total {:.1} s, set-up included; region files were in {}; hole punching from {} bytes",
             total.as_secs_f64(),
-            dir.display()
+            dir.display(),
+            args.punch_threshold
         )?;
     }
     out.flush()?;
@@ -651,11 +666,17 @@ fn bench(args: &BenchArgs) -> Outcome {
 
 /// Sets up one workload, runs `total` measured ops in 100 chunks (for the
 /// progress bar), and returns its row.
-fn run_one(spec: Spec, total: u64, dir: &Path, progress: &ProgressBar) -> Result<Row, String> {
+fn run_one(
+    spec: Spec,
+    total: u64,
+    dir: &Path,
+    punch_threshold: usize,
+    progress: &ProgressBar,
+) -> Result<Row, String> {
     progress.set_message(format!("{spec} (sync, set-up)"));
     workload::settle();
     let mut workload = spec
-        .setup(dir)
+        .setup_with_punch_threshold(dir, punch_threshold)
         .map_err(|error| format!("{spec}: set-up: {error}"))?;
     progress.set_message(spec.to_string());
     let chunk = (total / 100).max(1);

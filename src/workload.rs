@@ -37,7 +37,7 @@ use std::ops::AddAssign;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{EngineId, Error, OverflowRegion, Result};
+use crate::{EngineId, Error, MemoryTuning, OverflowRegion, Result};
 
 /// The engine every workload writes as (the benchmarks do not depend on it).
 const ENGINE: EngineId = EngineId::Query;
@@ -168,9 +168,25 @@ impl Spec {
     ///
     /// # Errors
     ///
-    /// Any error of the region's `open_with_config`, `write` or `free`, or
+    /// Any error of the region's `open_with_tuning`, `write` or `free`, or
     /// [`Error::Io`] if a stale file of the same name cannot be removed.
     pub fn setup(&self, dir: &Path) -> Result<Workload> {
+        self.setup_with_punch_threshold(dir, MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES)
+    }
+
+    /// As [`setup`](Self::setup), with a region that punches free extents
+    /// of `punch_hole_bytes` or more (0: never), as
+    /// [`MemoryTuning::overflow_punch_hole_bytes`] says.
+    ///
+    /// # Errors
+    ///
+    /// As [`setup`](Self::setup); [`Error::InvalidConfig`] for a threshold
+    /// the region refuses.
+    pub fn setup_with_punch_threshold(
+        &self,
+        dir: &Path,
+        punch_hole_bytes: usize,
+    ) -> Result<Workload> {
         let path = dir.join(format!("{}-{}.region", self.group(), self.id()));
         remove_if_present(&path)?;
         let (max_capacity, data_len) = match *self {
@@ -179,15 +195,17 @@ impl Spec {
             Spec::Reuse { .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY << 2, REUSE_SIZES.1),
             Spec::Churn { .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY, CHURN_SIZES.1),
         };
-        let region = OverflowRegion::open_with_config(
-            &path,
-            OverflowRegion::DEFAULT_INITIAL_CAPACITY,
-            max_capacity,
-        )?;
+        let tuning = MemoryTuning {
+            overflow_initial_bytes: OverflowRegion::DEFAULT_INITIAL_CAPACITY,
+            overflow_max_bytes: max_capacity,
+            overflow_punch_hole_bytes: punch_hole_bytes,
+            ..MemoryTuning::default()
+        };
+        let region = OverflowRegion::open_with_tuning(&path, &tuning)?;
         let mut workload = Workload {
             spec: *self,
             path,
-            max_capacity,
+            tuning,
             region,
             rng: Rng(0x5EED_0F0E_6F10_C0DE),
             data: (0..data_len).map(|i| (i % 251) as u8 + 1).collect(),
@@ -260,7 +278,8 @@ fn per_sec(count: u64, elapsed: Duration) -> f64 {
 pub struct Workload {
     spec: Spec,
     path: PathBuf,
-    max_capacity: usize,
+    /// What the region was opened with.
+    tuning: MemoryTuning,
     region: OverflowRegion,
     rng: Rng,
     /// The bytes written: `data[..len]` for a write of `len` bytes.
@@ -331,7 +350,7 @@ impl Workload {
         let mut measured = Measured::default();
         let Workload {
             path,
-            max_capacity,
+            tuning,
             region,
             rng,
             data,
@@ -344,7 +363,7 @@ impl Workload {
                 let payload = &data[..];
                 while measured.ops < ops {
                     if region.used_bytes() >= FRESH_BUDGET {
-                        *region = replace_region(path, region, *max_capacity)?;
+                        *region = replace_region(path, region, tuning)?;
                     }
                     let start = Instant::now();
                     let mut done = 0;
@@ -481,11 +500,11 @@ fn churn_once(
 fn replace_region(
     path: &Path,
     region: &OverflowRegion,
-    max_capacity: usize,
+    tuning: &MemoryTuning,
 ) -> Result<OverflowRegion> {
     debug_assert_eq!(region.path(), path);
     remove_if_present(path)?;
-    OverflowRegion::open_with_config(path, OverflowRegion::DEFAULT_INITIAL_CAPACITY, max_capacity)
+    OverflowRegion::open_with_tuning(path, tuning)
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {

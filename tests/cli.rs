@@ -498,3 +498,32 @@ fn bench_quick_json() {
     // The scratch directory is gone.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn bench_takes_a_punching_threshold_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |threshold: &str| {
+        cli()
+            .args([
+                "bench", "--quick", "--json", "--only", "churn", "--ops", "500",
+            ])
+            .args(["--punch-threshold", threshold])
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = run("0");
+    assert!(output.status.success(), "{output:?}");
+    let json = stdout_json(&output);
+    assert_eq!(json["punch_threshold"], 0);
+    assert_eq!(json["workloads"][0]["ops"], 500);
+
+    let output = run("100");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("threshold 100 is below two pages"),
+        "{stderr}"
+    );
+}
