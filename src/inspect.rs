@@ -4,6 +4,9 @@
 //! can look at a file a writer has open (the snapshot may then catch a write
 //! half done; such a slot reads as damaged, never as wrong bytes). It runs
 //! the same walk as recovery and reports what a writer's `open` would find.
+//! The snapshot is read into memory whole (a copy, not a mapping, because
+//! a writer may change or shrink the file meanwhile): looking at a file
+//! takes as much memory as the file is long.
 
 use std::fs::File;
 use std::io::Read;
@@ -64,7 +67,7 @@ pub struct ExtentInfo {
 }
 
 /// A read-only snapshot of a region file: its slots, extents, holes and
-/// damage.
+/// damage. It holds the whole file in memory.
 ///
 /// ```
 /// use overflow_region::{EngineId, OverflowRegion, RegionFile};
