@@ -33,6 +33,9 @@ pub(crate) const MAX_CAPACITY_OFFSET: u64 = 88;
 /// with wrote zeros in: the page cache may hold folios that large from it
 /// (0: unknown, as in files from earlier builds). Not a hint for recovery.
 pub(crate) const WRITE_PIECE_OFFSET: u64 = 96;
+/// Set in the write piece by a writer whose file system refused to punch a
+/// hole: nothing is punched there, so no folio needs dropping.
+pub(crate) const CANNOT_PUNCH: u64 = 1 << 63;
 /// The prefix of the file that `decode_file_header` needs.
 pub(crate) const FILE_HEADER_PROBE_LEN: usize = 96;
 

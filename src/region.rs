@@ -14,9 +14,9 @@ use crate::engine::EngineId;
 use crate::error::{Error, Result};
 use crate::holes::Holes;
 use crate::layout::{
-    self, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN,
-    LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET,
-    Tag, WRITE_PIECE_OFFSET,
+    self, CANNOT_PUNCH, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN,
+    FILE_HEADER_PROBE_LEN, LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET,
+    SLOT_HIGH_WATER_OFFSET, Tag, WRITE_PIECE_OFFSET,
 };
 use crate::reader::SlotRef;
 use crate::recovery::{self, RecoveryReport};
@@ -477,7 +477,7 @@ impl OverflowRegion {
             Ok(()) => u64::from_le_bytes(recorded),
             Err(_) => 0,
         };
-        if recorded != 0 && recorded <= settings.write_piece() {
+        if recorded & CANNOT_PUNCH != 0 || (recorded != 0 && recorded <= settings.write_piece()) {
             return;
         }
         tracing::debug!(path = %path.display(), recorded, "dropping the page cache of a file written in longer pieces");
@@ -958,11 +958,14 @@ impl OverflowRegion {
                 tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
                 self.settings.punch_threshold = 0;
                 self.mapping.set_write_piece(MAX_WRITE_PIECE);
-                self.record_write_piece();
+                self.mapping
+                    .store_word(WRITE_PIECE_OFFSET, MAX_WRITE_PIECE | CANNOT_PUNCH);
             }
             Err(error) => {
                 // It may have freed some blocks before failing: the range
-                // is free, so counting it as a hole costs at most a refill.
+                // is free, so counting it as a hole costs at most a refill
+                // (and `punched_bytes` may count blocks still allocated,
+                // until the next open finds the real holes).
                 self.holes.insert(start, end);
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
             }

@@ -85,31 +85,40 @@ fn missing_bytes(path: &Path) -> u64 {
 }
 
 /// Frees every other 256 KiB extent of `slots[4..20]` (eight holes between
-/// live neighbours), syncs, writes eight short slots (they land in the
-/// granules that hold the free extents' tags, next to the holes), syncs,
-/// and checks that every punched byte is still missing from the file. A
-/// hole that cut a page-cache folio gets its blocks back at the first store
-/// to the rest of the folio. (ext4 may add a block of its own extent tree
-/// for the new holes, hence 8 KiB of slack.)
+/// live neighbours) and syncs; then writes eight short slots into the
+/// free space and syncs again. After each sync every punched byte must
+/// still be missing from the file. A hole that cut a page-cache folio gets
+/// its blocks back at the first store to the rest of the folio: the free
+/// tags the frees store next to each hole, and the short writes. (ext4 may
+/// add a block of its own extent tree for the new holes, hence 8 KiB of
+/// slack.)
 fn assert_holes_survive_short_writes_next_to_them(region: &mut OverflowRegion, slots: &[usize]) {
+    let assert_all_missing = |region: &OverflowRegion, when: &str| {
+        let punched = region.stats().punched_bytes;
+        let missing = missing_bytes(region.path());
+        println!("{when}: punched {punched} bytes, the file lacks blocks for {missing}");
+        assert!(
+            missing + 8 * KIB as u64 >= punched,
+            "{when}: punched {punched} bytes, but only {missing} are missing from the file"
+        );
+    };
     for &slot in slots[4..20].iter().step_by(2) {
         region.free(slot).unwrap();
     }
     region.sync().unwrap();
-    let punched = region.stats().punched_bytes;
-    assert!(punched >= 8 * 192 * KIB as u64, "{:?}", region.stats());
+    assert!(
+        region.stats().punched_bytes >= 8 * 192 * KIB as u64,
+        "{:?}",
+        region.stats()
+    );
+    assert_all_missing(region, "after the frees");
     for i in 0..8 {
         region
             .write(&payload(100 + i, 100, 3), EngineId::Wal)
             .unwrap();
     }
     region.sync().unwrap();
-    let missing = missing_bytes(region.path());
-    println!("punched {punched} bytes, the file lacks blocks for {missing}");
-    assert!(
-        missing + 8 * KIB as u64 >= punched,
-        "punched {punched} bytes, but only {missing} are missing from the file"
-    );
+    assert_all_missing(region, "after the short writes");
     for &slot in slots[..4].iter().chain(&slots[20..]) {
         assert!(region.read(slot).unwrap() == &payload(slot, 256 * KIB, 1)[..]);
     }
