@@ -158,12 +158,33 @@ pub(crate) enum HeaderDamage {
     UnknownEngine(u8),
 }
 
+/// The live tag word of the last extent length asked for: a writer that
+/// writes many extents of one length (the usual case) computes the tag's
+/// check once, not once a write.
+#[derive(Debug, Default)]
+pub(crate) struct LiveTagMemo {
+    /// Extent length of `word`; `word` is 0 until the first call.
+    len: u64,
+    word: u64,
+}
+
+impl LiveTagMemo {
+    /// `Tag::Live { len }.encode()`.
+    pub(crate) fn word(&mut self, len: u64) -> u64 {
+        if self.word == 0 || self.len != len {
+            self.len = len;
+            self.word = Tag::Live { len }.encode();
+        }
+        self.word
+    }
+}
+
 impl LiveHeader {
     /// The live tag word and the header's 24 bytes after it: the bytes are
     /// written first, then the tag is stored over the first 8 bytes to make
     /// the extent live. (The tag is computed once, for both.)
-    pub(crate) fn encode(&self) -> (u64, [u8; 24]) {
-        let tag = self.tag().encode();
+    pub(crate) fn encode(&self, live_tags: &mut LiveTagMemo) -> (u64, [u8; 24]) {
+        let tag = live_tags.word(self.extent_len);
         let mut header = [0u8; 32];
         header[0..8].copy_from_slice(&tag.to_le_bytes());
         header[8..12].copy_from_slice(&self.slot.to_le_bytes());
@@ -174,13 +195,6 @@ impl LiveHeader {
         let crc = checksum::crc32c(&header[..28]);
         header[28..32].copy_from_slice(&crc.to_le_bytes());
         (tag, header[8..32].try_into().expect("24 bytes"))
-    }
-
-    /// The tag that makes this header live.
-    pub(crate) fn tag(&self) -> Tag {
-        Tag::Live {
-            len: self.extent_len,
-        }
     }
 
     /// Decodes and checks a whole 32-byte header. Checks the tag, the header
@@ -325,10 +339,18 @@ mod tests {
 
     fn whole(header: &LiveHeader) -> [u8; 32] {
         let mut bytes = [0u8; 32];
-        let (tag, body) = header.encode();
+        let (tag, body) = header.encode(&mut LiveTagMemo::default());
         bytes[0..8].copy_from_slice(&tag.to_le_bytes());
         bytes[8..32].copy_from_slice(&body);
         bytes
+    }
+
+    #[test]
+    fn the_live_tag_memo_gives_what_encode_gives() {
+        let mut memo = LiveTagMemo::default();
+        for len in [16, 16, 96, 4128, 96, 96, MAX_EXTENT_LEN, 16] {
+            assert_eq!(memo.word(len), Tag::Live { len }.encode(), "{len}");
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::holes::Holes;
 use crate::layout::{
     self, CANNOT_PUNCH, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN,
-    FILE_HEADER_PROBE_LEN, LiveHeader, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET,
-    SLOT_HIGH_WATER_OFFSET, Tag, WRITE_PIECE_OFFSET,
+    FILE_HEADER_PROBE_LEN, LiveHeader, LiveTagMemo, MAX_CAPACITY_OFFSET, MAX_SLOTS,
+    NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET, Tag, WRITE_PIECE_OFFSET,
 };
 use crate::reader::SlotRef;
 use crate::recovery::{self, RecoveryReport};
@@ -166,6 +166,8 @@ pub struct OverflowRegion {
     /// True while compaction moves extents: it does not punch holes it is
     /// about to fill again.
     compacting: bool,
+    /// The live tag of the last extent length written.
+    live_tags: LiveTagMemo,
     /// Single-thread owned, as the seed's original: neither `Send` nor `Sync`.
     _owned_by_one_thread: PhantomData<*mut ()>,
 }
@@ -435,6 +437,7 @@ impl OverflowRegion {
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
+            live_tags: LiveTagMemo::default(),
             _owned_by_one_thread: PhantomData,
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
@@ -556,6 +559,7 @@ impl OverflowRegion {
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
+            live_tags: LiveTagMemo::default(),
             _owned_by_one_thread: PhantomData,
         };
         for (start, end) in holes {
@@ -761,7 +765,7 @@ impl OverflowRegion {
             .mapping
             .bytes_mut(extent.offset + 8, EXTENT_HEADER_LEN - 8)
             .expect("allocated extents lie inside the file");
-        let (live_tag, encoded) = header.encode();
+        let (live_tag, encoded) = header.encode(&mut self.live_tags);
         body.copy_from_slice(&encoded);
         match payload {
             Payload::Bytes(data) => self

@@ -784,6 +784,10 @@ impl FreeIndex {
 
     /// A free extent of at least `len` bytes (granular, > 0), if any exists.
     fn find_fit(&mut self, len: u64) -> Option<NodeId> {
+        if self.fl_bitmap == 0 {
+            // No free extent at all: the common case of writes at the end.
+            return None;
+        }
         let granules = len / GRANULE;
         let fitting = Class::smallest_fitting(granules);
         if let Some(class) = self.first_nonempty_from(fitting) {
