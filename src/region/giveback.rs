@@ -1,0 +1,225 @@
+//! Giving space back: hole punching and shrinking the file.
+//!
+//! Free extents at least the punching threshold long are punched out of
+//! the file, in batches (`pending_punch`), in whole granules
+//! (`Settings::punch_granule`); the unused end of the file is truncated
+//! when no reader maps it, and punched otherwise.
+//!
+//! Why granules: the page cache keeps what one `pwrite` writes in folios up
+//! to its length, and on Linux (ext4, 6.18 here) a hole punched into part
+//! of a large folio does not split it: the next store to the rest of the
+//! folio brings the punched blocks back, and on a full disk that store
+//! would fault. The region writes its zeros in pieces that never cross a
+//! multiple of the granule (`Mapping::set_write_piece`) and punches only
+//! whole granules, so no hole cuts a folio it made; and since the page
+//! cache outlives a writer, the file header records the piece size
+//! (`drop_larger_folios`).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::{MAX_GROWTH_STEP, OverflowRegion, Settings};
+use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, WRITE_PIECE_OFFSET};
+use crate::space::Extent;
+use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
+
+/// Whole free pages wait to be punched until this many punching thresholds
+/// worth of them have gathered, or a thirty-second of the used bytes if
+/// that is less (but at least one threshold): see
+/// `OverflowRegion::pending_punch`.
+const PUNCH_BATCH: u64 = 16;
+
+/// The file shrinks only when it would lose at least this much (and a
+/// quarter of its size), so a region hovering at one size never truncates
+/// and grows in turn.
+const MIN_SHRINK: u64 = 1 << 20;
+
+impl OverflowRegion {
+    /// Before a region that punches holes maps an existing file: if the
+    /// writer before it wrote zeros in longer pieces than this one will
+    /// punch (or the file does not say), the page cache may still hold
+    /// folios that long, which a hole would cut (its blocks would come back
+    /// at the next store to the folio, and on a full disk that store would
+    /// fault). Writes the file back and drops its page cache, so recovery
+    /// reads it from disk once. Failure is logged: it costs only disk.
+    pub(super) fn drop_larger_folios(path: &Path, file: &File, settings: &Settings) {
+        if settings.punch_granule().is_none() {
+            return;
+        }
+        let mut recorded = [0u8; 8];
+        let recorded = match file.read_exact_at(&mut recorded, WRITE_PIECE_OFFSET) {
+            Ok(()) => u64::from_le_bytes(recorded),
+            Err(_) => 0,
+        };
+        if recorded & CANNOT_PUNCH != 0 || (recorded != 0 && recorded <= settings.write_piece()) {
+            return;
+        }
+        tracing::debug!(path = %path.display(), recorded, "dropping the page cache of a file written in longer pieces");
+        if let Err(error) = mapping::drop_page_cache(file) {
+            tracing::warn!(path = %path.display(), %error, "dropping the page cache failed; punched holes may fill again");
+        }
+    }
+
+    /// Stores the pieces this writer writes zeros in (see
+    /// `drop_larger_folios`).
+    pub(super) fn record_write_piece(&mut self) {
+        let piece = self.settings.write_piece();
+        if self.mapping.load_word(WRITE_PIECE_OFFSET) != Some(piece) {
+            self.mapping.store_word(WRITE_PIECE_OFFSET, piece);
+        }
+    }
+
+    /// Queues for punching the space of a free extent that just grew by
+    /// `freed` to `merged`, if it is long enough: the granules
+    /// (`Settings::punch_granule`) that touch `freed`, and all of a
+    /// neighbour that was too short to have been queued before. The page of
+    /// the extent's tag is kept. Punches the queue when it holds a batch.
+    pub(super) fn punch_free_extent(&mut self, freed: Extent, merged: Extent) {
+        let threshold = self.settings.punch_threshold;
+        let Some(granule) = self.settings.punch_granule() else {
+            return;
+        };
+        if merged.len < threshold || self.compacting {
+            return;
+        }
+        let page = mapping::page_size();
+        // Whole granules around `freed`: `punch` punches only whole
+        // granules, so the part of one that an earlier free left out is
+        // queued again here.
+        let low = if freed.offset - merged.offset < threshold {
+            merged.offset
+        } else {
+            freed.offset / granule * granule
+        };
+        let high = if merged.end() - freed.end() < threshold {
+            merged.end()
+        } else {
+            freed.end().next_multiple_of(granule)
+        };
+        let start = low
+            .max(merged.offset + EXTENT_HEADER_LEN)
+            .next_multiple_of(page);
+        let end = high.min(merged.end()) / page * page;
+        if start < end {
+            self.pending_punch.insert(start, end);
+            let batch =
+                ((self.space.cursor() - DATA_START) / 32).clamp(threshold, PUNCH_BATCH * threshold);
+            if self.pending_punch.bytes() >= batch {
+                self.punch_pending();
+            }
+        }
+    }
+
+    /// Punches every range in `pending_punch`.
+    pub(super) fn punch_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending_punch);
+        for (start, end) in pending.iter() {
+            self.punch(start, end);
+        }
+    }
+
+    /// Punches the whole granules (`Settings::punch_granule`) of
+    /// `start..end` and records the hole. Holes it touches count as part of
+    /// the range (they hold no folio to cut), and a range that reaches the
+    /// end of the file is punched to it.
+    pub(super) fn punch(&mut self, start: u64, end: u64) {
+        let Some(granule) = self.settings.punch_granule() else {
+            return;
+        };
+        let (start, end) = self.holes.widen(start, end);
+        let start = start.next_multiple_of(granule);
+        let end = if end >= self.mapping.len() {
+            end
+        } else {
+            end / granule * granule
+        };
+        if start >= end {
+            return;
+        }
+        match self.mapping.punch_hole(start, end - start) {
+            Ok(true) => {
+                self.holes.insert(start, end);
+                if start >= self.space.cursor() {
+                    self.warm_end = self.warm_end.min(start);
+                }
+            }
+            Ok(false) => {
+                tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
+                self.settings.punch_threshold = 0;
+                self.mapping.set_write_piece(MAX_WRITE_PIECE);
+                self.mapping
+                    .store_word(WRITE_PIECE_OFFSET, MAX_WRITE_PIECE | CANNOT_PUNCH);
+            }
+            Err(error) => {
+                // It may have freed some blocks before failing: the range
+                // is free, so counting it as a hole costs at most a refill
+                // (and `punched_bytes` may count blocks still allocated,
+                // until the next open finds the real holes).
+                self.holes.insert(start, end);
+                tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
+            }
+        }
+    }
+
+    /// After the end of the region moved down: shrinks the file if it is
+    /// much longer than the region needs and no reader maps it, otherwise
+    /// punches the unused tail. Keeps a quarter of the used size as
+    /// headroom, the recent peak (`peak_end`) and the initial capacity, so a
+    /// region that hovers at one size neither truncates and grows nor
+    /// punches and refills in turn.
+    pub(super) fn give_back_tail(&mut self) {
+        let page = mapping::page_size();
+        let cursor = self.space.cursor();
+        let file_len = self.mapping.len();
+        let headroom = ((cursor - DATA_START) / 4).clamp(page, MAX_GROWTH_STEP);
+        // Recovery trusts a stored slot count only up to one index per 32
+        // bytes of data area (docs/FORMAT.md), so the file keeps that much.
+        let slot_floor = DATA_START + EXTENT_HEADER_LEN * self.slots.len() as u64;
+        let keep = (cursor + 8 + headroom)
+            .max(self.peak_end)
+            .max(slot_floor)
+            .next_multiple_of(page)
+            .max(self.settings.initial)
+            .min(file_len);
+        self.peak_end = cursor + (self.peak_end.max(cursor) - cursor) / 2;
+        let excess = file_len - keep;
+        if self.settings.shrink && excess >= MIN_SHRINK.max(file_len / 4) && self.try_truncate(keep)
+        {
+            return;
+        }
+        let threshold = self.settings.punch_threshold;
+        let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
+        if threshold != 0 && unpunched_end > keep && unpunched_end - keep >= threshold {
+            self.punch(keep, unpunched_end);
+        }
+    }
+
+    /// Truncates the file to `len` if no reader has it mapped; true if done.
+    pub(super) fn try_truncate(&mut self, len: u64) -> bool {
+        match ReadersLock::try_exclusive(self.mapping.file()) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "cannot check for readers; not shrinking");
+                return false;
+            }
+        }
+        let result = self.mapping.truncate(len);
+        if let Err(error) = ReadersLock::release(self.mapping.file()) {
+            tracing::warn!(path = %self.path.display(), %error, "releasing the readers' lock failed");
+        }
+        match result {
+            Ok(()) => {
+                self.holes.truncate(len);
+                self.pending_punch.truncate(len);
+                self.warm_end = self.warm_end.min(len);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, len, "shrinking the file failed");
+                false
+            }
+        }
+    }
+}
