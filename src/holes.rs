@@ -117,19 +117,6 @@ impl Holes {
         self.ranges.range(at..).next().map(|(&start, _)| start)
     }
 
-    /// `[start, end)` widened by the ranges it overlaps or touches.
-    pub(crate) fn widen(&self, start: u64, end: u64) -> (u64, u64) {
-        let start = match self.ranges.range(..=start).next_back() {
-            Some((&before, &before_end)) if before_end >= start => before,
-            _ => start,
-        };
-        let end = match self.ranges.range(..=end).next_back() {
-            Some((_, &last_end)) if last_end > end => last_end,
-            _ => end,
-        };
-        (start, end)
-    }
-
     fn remove_range(&mut self, start: u64) {
         if let Some(end) = self.ranges.remove(&start) {
             self.bytes -= end - start;
@@ -164,10 +151,6 @@ mod tests {
         assert_eq!(holes.next_from(40), Some(50));
         assert_eq!(holes.next_from(60), None);
         assert_eq!(holes.tail_start(70), None);
-        assert_eq!(holes.widen(40, 50), (5, 60));
-        assert_eq!(holes.widen(41, 49), (41, 49));
-        assert_eq!(holes.widen(0, 6), (0, 40));
-        assert_eq!(holes.widen(55, 70), (50, 70));
     }
 
     #[test]

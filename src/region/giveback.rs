@@ -120,14 +120,13 @@ impl OverflowRegion {
     }
 
     /// Punches the whole granules (`Settings::punch_granule`) of
-    /// `start..end` and records the hole. Holes it touches count as part of
-    /// the range (they hold no folio to cut), and a range that reaches the
-    /// end of the file is punched to it.
+    /// `start..end` and records the hole; a range that reaches the end of
+    /// the file is punched to it. (Frees queue whole granules around the
+    /// freed extent, so nothing is lost at the seams between batches.)
     pub(super) fn punch(&mut self, start: u64, end: u64) {
         let Some(granule) = self.settings.punch_granule() else {
             return;
         };
-        let (start, end) = self.holes.widen(start, end);
         let start = start.next_multiple_of(granule);
         let end = if end >= self.mapping.len() {
             end
