@@ -117,6 +117,15 @@ impl Holes {
         self.ranges.range(at..).next().map(|(&start, _)| start)
     }
 
+    /// The range that `at` lies strictly inside (`start < at < end`), if any.
+    pub(crate) fn around(&self, at: u64) -> Option<(u64, u64)> {
+        self.ranges
+            .range(..at)
+            .next_back()
+            .filter(|&(_, &end)| end > at)
+            .map(|(&start, &end)| (start, end))
+    }
+
     fn remove_range(&mut self, start: u64) {
         if let Some(end) = self.ranges.remove(&start) {
             self.bytes -= end - start;
@@ -151,6 +160,11 @@ mod tests {
         assert_eq!(holes.next_from(40), Some(50));
         assert_eq!(holes.next_from(60), None);
         assert_eq!(holes.tail_start(70), None);
+        assert_eq!(holes.around(5), None);
+        assert_eq!(holes.around(6), Some((5, 40)));
+        assert_eq!(holes.around(39), Some((5, 40)));
+        assert_eq!(holes.around(40), None);
+        assert_eq!(holes.around(45), None);
     }
 
     #[test]

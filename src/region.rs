@@ -45,6 +45,14 @@ const MAX_GROWTH_STEP: u64 = 256 << 20;
 /// or earlier at the end of the file or at a punched hole.
 const WARM_AHEAD: u64 = 2 << 20;
 
+/// Payloads of extents at least this long (96 KiB) written at the end of a
+/// region that punches holes go into the file with `pwrite` instead of
+/// zeros ahead and a copy through the mapping (see `Settings::direct_min`).
+/// Measured on ext4 with the default threshold: even at 64 KiB the zeros
+/// are faster (their 32 KiB pieces are written ahead, many payloads at a
+/// time), at 96 KiB `pwrite` is (docs/PERFORMANCE.md).
+const DIRECT_MIN: u64 = 96 << 10;
+
 /// When a write at the end of the region meets punched holes, they are
 /// filled (blocks allocated, zeros written) this far past it at once rather
 /// than one system call per page. (Some file systems, ext4 among them,
@@ -140,6 +148,12 @@ pub struct OverflowRegion {
     /// again soon (churn) is neither punched nor refilled; a write takes the
     /// pages it uses out of this map.
     pending_punch: Holes,
+    /// Ranges of the file where the page cache may hold folios longer than
+    /// a punching granule: the middles of the extents `write_direct` wrote.
+    /// Holes never start or end strictly inside one (`punch` clips them),
+    /// so they never cut such a folio; a range is forgotten once punched or
+    /// truncated whole. Empty for a region that never punches.
+    large_folios: Holes,
     /// Sizes, hole punching and shrinking, as opened.
     settings: Settings,
     /// No free extent starts below this offset: compaction's scan starts
@@ -261,6 +275,19 @@ impl Settings {
     /// longest piece for a region that never punches holes.
     fn write_piece(&self) -> u64 {
         self.punch_granule().unwrap_or(MAX_WRITE_PIECE)
+    }
+
+    /// Extents at least this long written at the end of the region get
+    /// their payload with `pwrite` (`OverflowRegion::write_direct`):
+    /// `DIRECT_MIN`, and at least one punching threshold, so that freeing
+    /// one always queues its middle for punching; for a region that never
+    /// punches, `MAX_WRITE_PIECE` (its zeros are already written in pieces
+    /// that long, and shorter payloads gain nothing).
+    fn direct_min(&self) -> u64 {
+        match self.punch_granule() {
+            Some(_) => DIRECT_MIN.max(self.punch_threshold),
+            None => MAX_WRITE_PIECE,
+        }
     }
 }
 
@@ -422,6 +449,7 @@ impl OverflowRegion {
             },
             holes: Holes::default(),
             pending_punch: Holes::default(),
+            large_folios: Holes::default(),
             settings,
             compact_from: DATA_START,
             peak_end: DATA_START,
@@ -510,6 +538,7 @@ impl OverflowRegion {
             recovery: recovered.report,
             holes: Holes::default(),
             pending_punch: Holes::default(),
+            large_folios: Holes::default(),
             settings,
             compact_from: DATA_START,
             peak_end: DATA_START,
@@ -637,7 +666,9 @@ impl OverflowRegion {
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
-            self.warm_tail(extent);
+            if extent.len < self.settings.direct_min() {
+                self.warm_tail(extent);
+            }
         }
         if result.is_err() {
             if allocation.from_tail {
@@ -698,6 +729,56 @@ impl OverflowRegion {
         self.warm_end = to;
     }
 
+    /// Writes the payload of a long extent at the end of the region, whose
+    /// pages `warm_tail` left alone, with `pwrite`: one copy, where zeros
+    /// ahead and then a copy through the mapping would be two, plus a fault
+    /// per page. The middle, from the first multiple of the write piece
+    /// past the header to the last one in the extent, goes in calls of up
+    /// to `MAX_WRITE_PIECE`, so the page cache keeps it in long folios; each
+    /// end goes in a call of its own, so no folio crosses the multiples
+    /// where a hole punched after a free may start or end (see
+    /// region/giveback.rs), and the middle is recorded in `large_folios`.
+    /// The part `warm_tail` wrote zeros into before, and everything from a
+    /// failed call on, is copied through the mapping.
+    fn write_direct(&mut self, extent: Extent, data: &[u8]) {
+        let piece = self.settings.write_piece();
+        let payload_offset = extent.offset + EXTENT_HEADER_LEN;
+        let payload_end = payload_offset + data.len() as u64;
+        let middle = (
+            payload_offset.next_multiple_of(piece).min(payload_end),
+            (extent.end() / piece * piece).clamp(payload_offset, payload_end),
+        );
+        let warm = self.warm_end.clamp(payload_offset, payload_end);
+        let mut at = warm;
+        while at < payload_end {
+            let to = if at < middle.0 {
+                middle.0
+            } else if at < middle.1 {
+                (at + 1).next_multiple_of(MAX_WRITE_PIECE).min(middle.1)
+            } else {
+                payload_end
+            };
+            let piece = &data[(at - payload_offset) as usize..(to - payload_offset) as usize];
+            if let Err(error) = self.mapping.write_bytes(at, piece) {
+                tracing::debug!(path = %self.path.display(), %error, "pwrite failed; storing through the mapping");
+                break;
+            }
+            at = to;
+        }
+        for (start, end) in [(payload_offset, warm), (at, payload_end)] {
+            if start < end {
+                self.mapping
+                    .bytes_mut(start, end - start)
+                    .expect("allocated extents lie inside the file")
+                    .copy_from_slice(
+                        &data[(start - payload_offset) as usize..(end - payload_offset) as usize],
+                    );
+            }
+        }
+        self.warm_end = self.warm_end.max(payload_end);
+        self.record_large_folios(middle.0, middle.1);
+    }
+
     /// Writes a live extent into `allocation` and commits it. The stores
     /// follow the order in docs/FORMAT.md ("write"): everything before the
     /// live tag, which is the commit point.
@@ -724,6 +805,11 @@ impl OverflowRegion {
         let (live_tag, encoded) = header.encode(&mut self.live_tags);
         body.copy_from_slice(&encoded);
         match payload {
+            Payload::Bytes(data)
+                if allocation.from_tail && extent.len >= self.settings.direct_min() =>
+            {
+                self.write_direct(extent, data);
+            }
             Payload::Bytes(data) => self
                 .mapping
                 .bytes_mut(payload_offset, header.payload_len)

@@ -135,6 +135,98 @@ fn holes_survive_short_writes_next_to_them() {
     assert_holes_survive_short_writes_next_to_them(&mut region, &slots);
 }
 
+/// A long payload written at the end goes into the page cache in long
+/// folios (`pwrite` of its middle). Freed, and partly written again before
+/// its pages are punched, what is left of it must not be punched: a hole
+/// that starts inside one of those folios gets its blocks back at the next
+/// store to the folio's other part. Every byte the region counts as
+/// punched must still be missing from the file after such stores. (Five
+/// extents, reused by five lengths, so that some hole would start inside a
+/// long folio whatever folio sizes the kernel picks.)
+#[test]
+fn holes_never_cut_the_long_folios_of_a_partly_reused_extent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    // 48 MiB in use: pages wait to be punched until 1 MiB of them gathers.
+    let slots = write_many(&mut region, 0, 192, 256 * KIB, 1, EngineId::Vector);
+    region.sync().unwrap();
+    assert_partly_reused_long_extents_keep_their_holes(&mut region, &slots);
+}
+
+/// As above, but the long payloads were written by the writer before: the
+/// file header says its page cache may hold long folios, which the next
+/// writer that punches drops (it does not know where they are).
+#[test]
+fn holes_never_cut_the_long_folios_of_a_writer_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    let slots = write_many(&mut region, 0, 192, 256 * KIB, 1, EngineId::Vector);
+    drop(region);
+    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    assert_partly_reused_long_extents_keep_their_holes(&mut region, &slots);
+}
+
+fn assert_partly_reused_long_extents_keep_their_holes(
+    region: &mut OverflowRegion,
+    slots: &[usize],
+) {
+    let path = region.path().to_owned();
+    // After a reopen the unused tail counts as punched (ext4 reports its
+    // unwritten blocks as holes) though `st_blocks` counts it: compare
+    // what changes from here.
+    let punched_before = region.stats().punched_bytes;
+    let missing_before = missing_bytes(&path);
+    let reused = [100, 104, 108, 112, 116];
+    // Each longer than what the earlier ones left free, so it reuses its own.
+    let lengths = [200 * KIB, 175 * KIB, 150 * KIB, 135 * KIB, 130 * KIB];
+    let mut shorts = Vec::new();
+    for (&i, &len) in reused.iter().zip(&lengths) {
+        let offset = region.slot_ref(slots[i]).unwrap().offset();
+        region.free(slots[i]).unwrap();
+        let short = region.write(&payload(i, len, 2), EngineId::Wal).unwrap();
+        assert_eq!(
+            region.slot_ref(short).unwrap().offset(),
+            offset,
+            "reused the freed extent's start"
+        );
+        shorts.push(short);
+    }
+    // A batch gathers and is punched.
+    for i in [20, 40, 60, 80, 120, 140] {
+        region.free(slots[i]).unwrap();
+    }
+    assert!(
+        region.stats().punched_bytes > punched_before,
+        "{:?}",
+        region.stats()
+    );
+    // The short slots' places are written again.
+    for (k, (&i, &len)) in reused.iter().zip(&lengths).enumerate() {
+        region.free(shorts[k]).unwrap();
+        shorts[k] = region.write(&payload(i, len, 3), EngineId::Wal).unwrap();
+    }
+    region.sync().unwrap();
+    let punched = region.stats().punched_bytes - punched_before;
+    let missing = missing_bytes(&path) - missing_before;
+    println!("punched {punched} more bytes, the file lacks blocks for {missing} more");
+    assert!(
+        missing + 8 * KIB as u64 >= punched,
+        "punched {punched} bytes, but only {missing} are missing from the file"
+    );
+    for (k, (&i, &len)) in reused.iter().zip(&lengths).enumerate() {
+        assert!(region.read(shorts[k]).unwrap() == &payload(i, len, 3)[..]);
+    }
+    let freed = [20, 40, 60, 80, 120, 140];
+    for (i, &slot) in slots.iter().enumerate() {
+        if !freed.contains(&i) && !reused.contains(&i) {
+            assert!(region.read(slot).unwrap() == &payload(i, 256 * KIB, 1)[..]);
+        }
+    }
+    region.check_consistency().unwrap();
+}
+
 /// The page cache outlives the writer: a region that punches holes, opened
 /// on a file the writer before it filled in 1 MiB pieces (it never punched),
 /// must not cut the 1 MiB folios that writer left.

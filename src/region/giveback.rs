@@ -14,6 +14,15 @@
 //! whole granules, so no hole cuts a folio it made; and since the page
 //! cache outlives a writer, the file header records the piece size
 //! (`drop_larger_folios`).
+//!
+//! Long payloads written at the end (`OverflowRegion::write_direct`) are the
+//! one exception: their middles are written in long pieces, for speed, and
+//! kept in `large_folios`. A hole never starts or ends strictly inside one
+//! of those ranges (`punch` clips it; `try_truncate` likewise), so it either
+//! takes a middle's folios whole or leaves them alone. The cost: when a
+//! write reuses part of a freed middle before its batch is punched, the
+//! rest of that middle keeps its blocks until the tail is given back
+//! (or compaction moves what lies below it).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -37,8 +46,9 @@ const MIN_SHRINK: u64 = 1 << 20;
 
 impl OverflowRegion {
     /// Before a region that punches holes maps an existing file: if the
-    /// writer before it wrote zeros in longer pieces than this one will
-    /// punch (or the file does not say), the page cache may still hold
+    /// writer before it wrote in longer pieces than this one will punch
+    /// (zeros, or the middles of long payloads: `record_large_folios`), or
+    /// the file does not say, the page cache may still hold
     /// folios that long, which a hole would cut (its blocks would come back
     /// at the next store to the folio, and on a full disk that store would
     /// fault). Writes the file back and drops its page cache, so recovery
@@ -67,6 +77,23 @@ impl OverflowRegion {
         let piece = self.settings.write_piece();
         if self.mapping.load_word(WRITE_PIECE_OFFSET) != Some(piece) {
             self.mapping.store_word(WRITE_PIECE_OFFSET, piece);
+        }
+    }
+
+    /// After `write_direct` wrote `start..end` in pieces longer than a
+    /// granule: remembers the range (see `large_folios`), and records in
+    /// the file header that folios up to `MAX_WRITE_PIECE` may be in the
+    /// page cache, so the next writer that punches drops them first.
+    pub(super) fn record_large_folios(&mut self, start: u64, end: u64) {
+        let Some(granule) = self.settings.punch_granule() else {
+            return;
+        };
+        if end <= start || end - start <= granule {
+            return;
+        }
+        self.large_folios.insert(start, end);
+        if self.mapping.load_word(WRITE_PIECE_OFFSET) != Some(MAX_WRITE_PIECE) {
+            self.mapping.store_word(WRITE_PIECE_OFFSET, MAX_WRITE_PIECE);
         }
     }
 
@@ -122,7 +149,9 @@ impl OverflowRegion {
     /// Punches the whole granules (`Settings::punch_granule`) of
     /// `start..end` and records the hole; a range that reaches the end of
     /// the file is punched to it. (Frees queue whole granules around the
-    /// freed extent, so nothing is lost at the seams between batches.)
+    /// freed extent, so nothing is lost at the seams between batches.) An
+    /// end strictly inside a range of `large_folios` moves out of it,
+    /// making the hole shorter.
     pub(super) fn punch(&mut self, start: u64, end: u64) {
         let Some(granule) = self.settings.punch_granule() else {
             return;
@@ -133,9 +162,18 @@ impl OverflowRegion {
         } else {
             end / granule * granule
         };
+        let start = self
+            .large_folios
+            .around(start)
+            .map_or(start, |(_, end)| end);
+        let end = self
+            .large_folios
+            .around(end)
+            .map_or(end, |(start, _)| start);
         if start >= end {
             return;
         }
+        self.large_folios.take(start, end);
         match self.mapping.punch_hole(start, end - start) {
             Ok(true) => {
                 self.holes.insert(start, end);
@@ -146,6 +184,7 @@ impl OverflowRegion {
             Ok(false) => {
                 tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
                 self.settings.punch_threshold = 0;
+                self.large_folios = Default::default();
                 self.mapping.set_write_piece(MAX_WRITE_PIECE);
                 self.mapping
                     .store_word(WRITE_PIECE_OFFSET, MAX_WRITE_PIECE | CANNOT_PUNCH);
@@ -194,8 +233,10 @@ impl OverflowRegion {
         }
     }
 
-    /// Truncates the file to `len` if no reader has it mapped; true if done.
+    /// Truncates the file to `len`, or to the end of the `large_folios`
+    /// range `len` lies inside, if no reader has it mapped; true if done.
     pub(super) fn try_truncate(&mut self, len: u64) -> bool {
+        let len = self.large_folios.around(len).map_or(len, |(_, end)| end);
         match ReadersLock::try_exclusive(self.mapping.file()) {
             Ok(true) => {}
             Ok(false) => return false,
@@ -212,6 +253,7 @@ impl OverflowRegion {
             Ok(()) => {
                 self.holes.truncate(len);
                 self.pending_punch.truncate(len);
+                self.large_folios.truncate(len);
                 self.warm_end = self.warm_end.min(len);
                 true
             }

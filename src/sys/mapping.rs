@@ -223,6 +223,15 @@ impl Mapping {
         Ok(())
     }
 
+    /// Writes `data` into the file at `offset` with `pwrite`, not through
+    /// the mapping (which sees the same bytes: one page cache). The page
+    /// cache keeps what one call writes in folios up to its length, so the
+    /// caller chooses where calls start and end.
+    pub(crate) fn write_bytes(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        debug_assert!(offset + data.len() as u64 <= self.file_len);
+        self.file.write_all_at(data, offset)
+    }
+
     /// Gives the whole pages of `offset..offset + len` back to the file
     /// system (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): they read as zeros and
     /// hold no disk blocks until written again. `Ok(false)` when the file
