@@ -666,7 +666,7 @@ impl OverflowRegion {
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
-            if extent.len < self.settings.direct_min() {
+            if !self.writes_direct(allocation) {
                 self.warm_tail(extent);
             }
         }
@@ -727,6 +727,14 @@ impl OverflowRegion {
             tracing::debug!(path = %self.path.display(), %error, from, to, "writing ahead failed");
         }
         self.warm_end = to;
+    }
+
+    /// Whether `write_direct` writes the payload of `allocation`: a long
+    /// extent at the end of the region (`Settings::direct_min`; the check
+    /// against the constant first keeps short writes at one comparison).
+    fn writes_direct(&self, allocation: &Allocation) -> bool {
+        let len = allocation.extent.len;
+        allocation.from_tail && len >= DIRECT_MIN && len >= self.settings.direct_min()
     }
 
     /// Writes the payload of a long extent at the end of the region, whose
@@ -805,9 +813,7 @@ impl OverflowRegion {
         let (live_tag, encoded) = header.encode(&mut self.live_tags);
         body.copy_from_slice(&encoded);
         match payload {
-            Payload::Bytes(data)
-                if allocation.from_tail && extent.len >= self.settings.direct_min() =>
-            {
+            Payload::Bytes(data) if self.writes_direct(allocation) => {
                 self.write_direct(extent, data);
             }
             Payload::Bytes(data) => self
