@@ -42,7 +42,8 @@ const MAX_GROWTH_STEP: u64 = 256 << 20;
 /// already in the page cache: the region writes zeros there with `pwrite`
 /// (see `Mapping::write_zeros`) once per this many bytes, which costs far
 /// less than a page fault per page. The stretches end on multiples of this,
-/// or earlier at the end of the file or at a punched hole.
+/// or earlier at the end of the file or at a punched hole. (Long payloads
+/// skip this: `write_direct`.)
 const WARM_AHEAD: u64 = 2 << 20;
 
 /// Payloads of extents at least this long (96 KiB) written at the end of a
@@ -150,9 +151,12 @@ pub struct OverflowRegion {
     pending_punch: Holes,
     /// Ranges of the file where the page cache may hold folios longer than
     /// a punching granule: the middles of the extents `write_direct` wrote.
-    /// Holes never start or end strictly inside one (`punch` clips them),
-    /// so they never cut such a folio; a range is forgotten once punched or
-    /// truncated whole. Empty for a region that never punches.
+    /// A hole or truncation that would start or end strictly inside one
+    /// moves inward to a multiple of `MAX_WRITE_PIECE` (see
+    /// region/giveback.rs). A range outlives its extent (the folios stay in
+    /// the page cache) until punched or truncated; all are forgotten when
+    /// the file system refuses to punch. Empty for a region that never
+    /// punches.
     large_folios: Holes,
     /// Sizes, hole punching and shrinking, as opened.
     settings: Settings,
@@ -642,7 +646,8 @@ impl OverflowRegion {
     /// remainder tag may go) safe to store into: grows the file over it,
     /// allocates blocks for any punched page in it, takes its pages out of
     /// the punching batch, and for a write at the end writes zeros ahead
-    /// (`warm_tail`). On error the allocation is undone and the region is
+    /// (`warm_tail`; not for a long payload, which `write_direct` writes
+    /// with `pwrite`). On error the allocation is undone and the region is
     /// unchanged.
     fn make_writable(&mut self, allocation: &Allocation) -> Result<()> {
         let extent = allocation.extent;
@@ -745,7 +750,8 @@ impl OverflowRegion {
     /// to `MAX_WRITE_PIECE`, so the page cache keeps it in long folios; each
     /// end goes in a call of its own, so no folio crosses the multiples
     /// where a hole punched after a free may start or end (see
-    /// region/giveback.rs), and the middle is recorded in `large_folios`.
+    /// region/giveback.rs), and the middle is recorded in `large_folios`
+    /// first.
     /// The part `warm_tail` wrote zeros into before, and everything from a
     /// failed call on, is copied through the mapping.
     fn write_direct(&mut self, extent: Extent, data: &[u8]) {
@@ -753,8 +759,15 @@ impl OverflowRegion {
         let payload_offset = extent.offset + EXTENT_HEADER_LEN;
         let payload_end = payload_offset + data.len() as u64;
         let middle = (
-            payload_offset.next_multiple_of(piece).min(payload_end),
-            (extent.end() / piece * piece).clamp(payload_offset, payload_end),
+            payload_offset.next_multiple_of(piece),
+            extent.end() / piece * piece,
+        );
+        // Before any long folio exists: a kill after this store leaves the
+        // header saying so.
+        self.record_large_folios(middle.0, middle.1);
+        let middle = (
+            middle.0.min(payload_end),
+            middle.1.clamp(payload_offset, payload_end),
         );
         let warm = self.warm_end.clamp(payload_offset, payload_end);
         let mut at = warm;
@@ -784,7 +797,6 @@ impl OverflowRegion {
             }
         }
         self.warm_end = self.warm_end.max(payload_end);
-        self.record_large_folios(middle.0, middle.1);
     }
 
     /// Writes a live extent into `allocation` and commits it. The stores

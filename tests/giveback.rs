@@ -412,6 +412,39 @@ fn punching_can_be_turned_off() {
     ));
 }
 
+/// A long payload written at the end has its middle in long folios, which
+/// the file is never truncated inside; freed, it must still let the file
+/// shrink to within 1 MiB of where it would have (the live 4 MiB below it
+/// and a quarter of that as headroom).
+#[test]
+fn the_file_shrinks_after_a_long_payload_at_the_end_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * KIB, 256 * MIB).unwrap();
+    let live: Vec<usize> = write_many(&mut region, 0, 16, 256 * KIB, 3, EngineId::Query);
+    let long = region
+        .write(&payload(1, 32 * MIB, 4), EngineId::Query)
+        .unwrap();
+    let grown = region.capacity();
+    region.free(long).unwrap();
+    // Short writes and frees at the end, so the recent peak decays.
+    for i in 0..16 {
+        let slot = region.write(&payload(i, 100, 5), EngineId::Query).unwrap();
+        region.free(slot).unwrap();
+    }
+    let shrunk = region.capacity();
+    println!("grown to {grown}, shrunk to {shrunk}");
+    assert!(
+        shrunk <= 4 * MIB + MIB + 2 * MIB,
+        "file {shrunk} after freeing the long payload, was {grown}"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), shrunk as u64);
+    for (i, &slot) in live.iter().enumerate() {
+        assert!(region.read(slot).unwrap() == &payload(i, 256 * KIB, 3)[..]);
+    }
+    region.check_consistency().unwrap();
+}
+
 #[test]
 fn the_file_shrinks_when_the_tail_is_given_back() {
     let dir = tempfile::tempdir().unwrap();

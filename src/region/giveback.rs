@@ -17,12 +17,15 @@
 //!
 //! Long payloads written at the end (`OverflowRegion::write_direct`) are the
 //! one exception: their middles are written in long pieces, for speed, and
-//! kept in `large_folios`. A hole never starts or ends strictly inside one
-//! of those ranges (`punch` clips it; `try_truncate` likewise), so it either
-//! takes a middle's folios whole or leaves them alone. The cost: when a
-//! write reuses part of a freed middle before its batch is punched, the
-//! rest of that middle keeps its blocks until the tail is given back
-//! (or compaction moves what lies below it).
+//! kept in `large_folios`. No folio the region makes crosses a multiple of
+//! `MAX_WRITE_PIECE` (the middles are written in calls that stop at them,
+//! everything else within a granule), so a hole that would start or end
+//! strictly inside a middle moves inward to the nearest such multiple
+//! (`punch`; `try_truncate` likewise): at most 1 MiB kept per end. That
+//! happens when a write reused part of a freed middle before its batch was
+//! punched, or when the tail is given back (a middle outlives its extent
+//! until it is punched or truncated: its folios are still in the page
+//! cache).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -150,8 +153,9 @@ impl OverflowRegion {
     /// `start..end` and records the hole; a range that reaches the end of
     /// the file is punched to it. (Frees queue whole granules around the
     /// freed extent, so nothing is lost at the seams between batches.) An
-    /// end strictly inside a range of `large_folios` moves out of it,
-    /// making the hole shorter.
+    /// end strictly inside a range of `large_folios` moves inward to a
+    /// multiple of `MAX_WRITE_PIECE`, which no folio the region makes
+    /// crosses (or to the range's end), making the hole shorter.
     pub(super) fn punch(&mut self, start: u64, end: u64) {
         let Some(granule) = self.settings.punch_granule() else {
             return;
@@ -162,20 +166,20 @@ impl OverflowRegion {
         } else {
             end / granule * granule
         };
-        let start = self
-            .large_folios
-            .around(start)
-            .map_or(start, |(_, end)| end);
-        let end = self
-            .large_folios
-            .around(end)
-            .map_or(end, |(start, _)| start);
+        let start = match self.large_folios.around(start) {
+            Some((_, middle_end)) => start.next_multiple_of(MAX_WRITE_PIECE).min(middle_end),
+            None => start,
+        };
+        let end = match self.large_folios.around(end) {
+            Some((middle_start, _)) => (end / MAX_WRITE_PIECE * MAX_WRITE_PIECE).max(middle_start),
+            None => end,
+        };
         if start >= end {
             return;
         }
-        self.large_folios.take(start, end);
         match self.mapping.punch_hole(start, end - start) {
             Ok(true) => {
+                self.large_folios.take(start, end);
                 self.holes.insert(start, end);
                 if start >= self.space.cursor() {
                     self.warm_end = self.warm_end.min(start);
@@ -233,10 +237,14 @@ impl OverflowRegion {
         }
     }
 
-    /// Truncates the file to `len`, or to the end of the `large_folios`
-    /// range `len` lies inside, if no reader has it mapped; true if done.
+    /// Truncates the file to `len` (moved up to a multiple of
+    /// `MAX_WRITE_PIECE` if it lies inside a range of `large_folios`) if no
+    /// reader has it mapped; true if done.
     pub(super) fn try_truncate(&mut self, len: u64) -> bool {
-        let len = self.large_folios.around(len).map_or(len, |(_, end)| end);
+        let len = match self.large_folios.around(len) {
+            Some((_, middle_end)) => len.next_multiple_of(MAX_WRITE_PIECE).min(middle_end),
+            None => len,
+        };
         match ReadersLock::try_exclusive(self.mapping.file()) {
             Ok(true) => {}
             Ok(false) => return false,
