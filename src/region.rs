@@ -208,6 +208,8 @@ enum Payload<'a> {
     Bytes(&'a [u8]),
     /// Bytes already in the file at this offset (an extent being moved).
     Within { offset: u64 },
+    /// The caller's bytes, already in place (`write_direct`).
+    Written,
 }
 
 /// Validated settings.
@@ -627,6 +629,16 @@ impl OverflowRegion {
             .allocate(extent_len)
             .map_err(|_| self.capacity_exceeded(payload_len))?;
         self.make_writable(&allocation)?;
+        let payload = if self.writes_direct(&allocation) {
+            if let Err(source) = self.write_direct(allocation.extent, data) {
+                // Nothing points past the end of the chain yet.
+                self.space.undo_tail(allocation.extent);
+                return Err(self.io_error("pwrite", source));
+            }
+            Payload::Written
+        } else {
+            Payload::Bytes(data)
+        };
         let header = LiveHeader {
             extent_len: allocation.extent.len,
             slot: slot as u32,
@@ -635,7 +647,7 @@ impl OverflowRegion {
             engine,
             payload_crc: checksum::crc32c(data),
         };
-        let live = self.commit(&allocation, header, Payload::Bytes(data));
+        let live = self.commit(&allocation, header, payload);
         let index = self.slots.occupy(live);
         debug_assert_eq!(index, slot);
         self.accounting.add(engine, payload_len, live.extent_len);
@@ -751,10 +763,13 @@ impl OverflowRegion {
     /// end goes in a call of its own, so no folio crosses the multiples
     /// where a hole punched after a free may start or end (see
     /// region/giveback.rs), and the middle is recorded in `large_folios`
-    /// first.
-    /// The part `warm_tail` wrote zeros into before, and everything from a
-    /// failed call on, is copied through the mapping.
-    fn write_direct(&mut self, extent: Extent, data: &[u8]) {
+    /// first. The part `warm_tail` wrote zeros into before is copied
+    /// through the mapping.
+    ///
+    /// A failed call is an error, not a fallback to stores through the
+    /// mapping: those could fault where `pwrite` reported `ENOSPC`. It runs
+    /// before `commit`, so the caller can still undo the allocation.
+    fn write_direct(&mut self, extent: Extent, data: &[u8]) -> io::Result<()> {
         let piece = self.settings.write_piece();
         let payload_offset = extent.offset + EXTENT_HEADER_LEN;
         let payload_end = payload_offset + data.len() as u64;
@@ -780,23 +795,17 @@ impl OverflowRegion {
                 payload_end
             };
             let piece = &data[(at - payload_offset) as usize..(to - payload_offset) as usize];
-            if let Err(error) = self.mapping.write_bytes(at, piece) {
-                tracing::debug!(path = %self.path.display(), %error, "pwrite failed; storing through the mapping");
-                break;
-            }
+            self.mapping.write_bytes(at, piece)?;
             at = to;
         }
-        for (start, end) in [(payload_offset, warm), (at, payload_end)] {
-            if start < end {
-                self.mapping
-                    .bytes_mut(start, end - start)
-                    .expect("allocated extents lie inside the file")
-                    .copy_from_slice(
-                        &data[(start - payload_offset) as usize..(end - payload_offset) as usize],
-                    );
-            }
-        }
         self.warm_end = self.warm_end.max(payload_end);
+        if payload_offset < warm {
+            self.mapping
+                .bytes_mut(payload_offset, warm - payload_offset)
+                .expect("allocated extents lie inside the file")
+                .copy_from_slice(&data[..(warm - payload_offset) as usize]);
+        }
+        Ok(())
     }
 
     /// Writes a live extent into `allocation` and commits it. The stores
@@ -825,9 +834,7 @@ impl OverflowRegion {
         let (live_tag, encoded) = header.encode(&mut self.live_tags);
         body.copy_from_slice(&encoded);
         match payload {
-            Payload::Bytes(data) if self.writes_direct(allocation) => {
-                self.write_direct(extent, data);
-            }
+            Payload::Written => {}
             Payload::Bytes(data) => self
                 .mapping
                 .bytes_mut(payload_offset, header.payload_len)
