@@ -149,14 +149,14 @@ pub struct OverflowRegion {
     /// again soon (churn) is neither punched nor refilled; a write takes the
     /// pages it uses out of this map.
     pending_punch: Holes,
-    /// Ranges of the file where the page cache may hold folios longer than
-    /// a punching granule: the middles of the extents `write_direct` wrote.
-    /// A hole or truncation that would start or end strictly inside one
-    /// moves inward to a multiple of `MAX_WRITE_PIECE` (see
-    /// region/giveback.rs). A range outlives its extent (the folios stay in
-    /// the page cache) until punched or truncated; all are forgotten when
-    /// the file system refuses to punch. Empty for a region that never
-    /// punches.
+    /// Free ranges of the file where the page cache may hold folios longer
+    /// than a punching granule: the middles of freed extents (which
+    /// `write_direct` may have written in long pieces) until a hole or a
+    /// truncation takes them. A hole or truncation that would start or end
+    /// strictly inside one moves inward to a multiple of `MAX_WRITE_PIECE`
+    /// (see region/giveback.rs). While it is not empty the file header says
+    /// so (`LONG_FOLIOS`). All is forgotten when the file system refuses to
+    /// punch; empty for a region that never punches.
     large_folios: Holes,
     /// Sizes, hole punching and shrinking, as opened.
     settings: Settings,
@@ -466,7 +466,7 @@ impl OverflowRegion {
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
         region.record_max_capacity();
-        region.record_write_piece();
+        region.record_write_piece(false);
         region.sync()?;
         let dir = path
             .parent()
@@ -590,7 +590,7 @@ impl OverflowRegion {
             }
         }
         region.record_max_capacity();
-        region.record_write_piece();
+        region.record_write_piece(false);
         for dropped in &region.recovery.dropped {
             tracing::warn!(path = %path.display(), ?dropped, "recovery dropped an extent");
         }
@@ -629,10 +629,18 @@ impl OverflowRegion {
             .allocate(extent_len)
             .map_err(|_| self.capacity_exceeded(payload_len))?;
         self.make_writable(&allocation)?;
-        let payload = if self.writes_direct(&allocation) {
+        let direct = self.writes_direct(&allocation);
+        let payload = if direct {
+            // In the header before any long folio exists, so a kill during
+            // the write leaves it there (see region/giveback.rs).
+            self.record_write_piece(true);
             if let Err(source) = self.write_direct(allocation.extent, data) {
-                // Nothing points past the end of the chain yet.
+                // Nothing points past the end of the chain yet; what was
+                // written stays in the page cache there, as a freed
+                // extent's would.
+                self.note_long_folios(allocation.extent);
                 self.space.undo_tail(allocation.extent);
+                self.record_write_piece(false);
                 return Err(self.io_error("pwrite", source));
             }
             Payload::Written
@@ -648,6 +656,9 @@ impl OverflowRegion {
             payload_crc: checksum::crc32c(data),
         };
         let live = self.commit(&allocation, header, payload);
+        if direct {
+            self.record_write_piece(false);
+        }
         let index = self.slots.occupy(live);
         debug_assert_eq!(index, slot);
         self.accounting.add(engine, payload_len, live.extent_len);
@@ -762,9 +773,8 @@ impl OverflowRegion {
     /// to `MAX_WRITE_PIECE`, so the page cache keeps it in long folios; each
     /// end goes in a call of its own, so no folio crosses the multiples
     /// where a hole punched after a free may start or end (see
-    /// region/giveback.rs), and the middle is recorded in `large_folios`
-    /// first. The part `warm_tail` wrote zeros into before is copied
-    /// through the mapping.
+    /// region/giveback.rs). The part `warm_tail` wrote zeros into before is
+    /// copied through the mapping.
     ///
     /// A failed call is an error, not a fallback to stores through the
     /// mapping: those could fault where `pwrite` reported `ENOSPC`. It runs
@@ -774,15 +784,8 @@ impl OverflowRegion {
         let payload_offset = extent.offset + EXTENT_HEADER_LEN;
         let payload_end = payload_offset + data.len() as u64;
         let middle = (
-            payload_offset.next_multiple_of(piece),
-            extent.end() / piece * piece,
-        );
-        // Before any long folio exists: a kill after this store leaves the
-        // header saying so.
-        self.record_large_folios(middle.0, middle.1);
-        let middle = (
-            middle.0.min(payload_end),
-            middle.1.clamp(payload_offset, payload_end),
+            payload_offset.next_multiple_of(piece).min(payload_end),
+            (extent.end() / piece * piece).clamp(payload_offset, payload_end),
         );
         let warm = self.warm_end.clamp(payload_offset, payload_end);
         let mut at = warm;
@@ -928,6 +931,7 @@ impl OverflowRegion {
     /// then merges it with its free neighbours or gives it back to the end,
     /// and gives disk space back where that is worth it.
     fn free_extent(&mut self, extent: Extent) {
+        self.note_long_folios(extent);
         self.mapping
             .store_word(extent.offset, Tag::Free { len: extent.len }.encode());
         match self.space.release(extent) {

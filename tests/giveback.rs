@@ -154,9 +154,9 @@ fn holes_never_cut_the_long_folios_of_a_partly_reused_extent() {
     assert_partly_reused_long_extents_keep_their_holes(&mut region, &slots);
 }
 
-/// As above, but the long payloads were written by the writer before: the
-/// file header says its page cache may hold long folios, which the next
-/// writer that punches drops (it does not know where they are).
+/// As above, but the long payloads were written by the writer before. Their
+/// long folios lie in the middles of live extents, which the next writer
+/// finds by itself when it frees them: no page-cache drop is needed.
 #[test]
 fn holes_never_cut_the_long_folios_of_a_writer_before() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,6 +166,79 @@ fn holes_never_cut_the_long_folios_of_a_writer_before() {
     drop(region);
     let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
     assert_partly_reused_long_extents_keep_their_holes(&mut region, &slots);
+}
+
+/// The writer before left long folios in free space: it reused the start of
+/// a freed long extent before the rest was punched, so that rest was never
+/// punched. The next writer cannot know where those folios are; the file
+/// header says there are some, and it drops the page cache at open. Then
+/// it writes a shorter slot into each rest, frees it (which queues the rest
+/// for punching from a point inside the old folios), and writes it again.
+#[test]
+fn holes_never_cut_the_long_folios_a_writer_before_left_in_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    // 48 MiB in use: pages wait to be punched until 1 MiB of them gathers.
+    let slots = write_many(&mut region, 0, 192, 256 * KIB, 1, EngineId::Vector);
+    let reused = [100, 104, 108, 112, 116];
+    // Each longer than what the earlier ones left free, so it reuses its own.
+    // Rests of 56 to 96 KiB.
+    let lengths = [200 * KIB, 190 * KIB, 180 * KIB, 170 * KIB, 160 * KIB];
+    let mut rests = Vec::new();
+    for (&i, &len) in reused.iter().zip(&lengths) {
+        let offset = region.slot_ref(slots[i]).unwrap().offset();
+        region.free(slots[i]).unwrap();
+        let short = region.write(&payload(i, len, 2), EngineId::Wal).unwrap();
+        assert_eq!(region.slot_ref(short).unwrap().offset(), offset);
+        rests.push(offset + 32 + len as u64);
+    }
+    for i in [20, 40, 60, 80] {
+        region.free(slots[i]).unwrap();
+    }
+    drop(region);
+
+    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    let punched_before = region.stats().punched_bytes;
+    let missing_before = missing_bytes(&path);
+    let mut again = Vec::new();
+    // Each fits into one rest and not into what it leaves; smallest first.
+    for (k, &rest) in rests.iter().enumerate() {
+        let slot = region
+            .write(&payload(k, 50 * KIB, 3), EngineId::Crdt)
+            .unwrap();
+        let got = region.slot_ref(slot).unwrap().offset();
+        assert!(
+            got.abs_diff(rest) < 16,
+            "the short slot went to {got}, not into the rest of a reused extent at {rest}"
+        );
+        again.push(slot);
+    }
+    for &slot in &again {
+        region.free(slot).unwrap();
+    }
+    // A batch gathers and is punched.
+    for i in [120, 140, 160, 180] {
+        region.free(slots[i]).unwrap();
+    }
+    for (k, slot) in again.iter_mut().enumerate() {
+        *slot = region
+            .write(&payload(k, 50 * KIB, 4), EngineId::Crdt)
+            .unwrap();
+    }
+    region.sync().unwrap();
+    let punched = region.stats().punched_bytes - punched_before;
+    let missing = missing_bytes(&path) - missing_before;
+    println!("punched {punched} more bytes, the file lacks blocks for {missing} more");
+    assert!(punched > 0);
+    assert!(
+        missing + 8 * KIB as u64 >= punched,
+        "punched {punched} bytes, but only {missing} are missing from the file"
+    );
+    for (k, &slot) in again.iter().enumerate() {
+        assert!(region.read(slot).unwrap() == &payload(k, 50 * KIB, 4)[..]);
+    }
+    region.check_consistency().unwrap();
 }
 
 fn assert_partly_reused_long_extents_keep_their_holes(
