@@ -38,8 +38,9 @@ pub(crate) const WRITE_PIECE_OFFSET: u64 = 96;
 pub(crate) const CANNOT_PUNCH: u64 = 1 << 62 << 1;
 /// Set in the write piece while the page cache may hold folios longer than
 /// the piece outside the middles of live extents: a long payload is being
-/// written, or a freed one was not punched whole (`large_folios`). The next
-/// writer that punches then drops the page cache.
+/// written, or the middle of a freed one is not yet punched or truncated
+/// away (`OverflowRegion::large_folios`). A writer that punches and finds
+/// it at open drops the page cache.
 pub(crate) const LONG_FOLIOS: u64 = 1 << 62;
 /// The prefix of the file that `decode_file_header` needs.
 pub(crate) const FILE_HEADER_PROBE_LEN: usize = 96;

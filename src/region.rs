@@ -149,13 +149,13 @@ pub struct OverflowRegion {
     /// again soon (churn) is neither punched nor refilled; a write takes the
     /// pages it uses out of this map.
     pending_punch: Holes,
-    /// Free ranges of the file where the page cache may hold folios longer
-    /// than a punching granule: the middles of freed extents (which
-    /// `write_direct` may have written in long pieces) until a hole or a
-    /// truncation takes them. A hole or truncation that would start or end
-    /// strictly inside one moves inward to a multiple of `MAX_WRITE_PIECE`
-    /// (see region/giveback.rs). While it is not empty the file header says
-    /// so (`LONG_FOLIOS`). All is forgotten when the file system refuses to
+    /// Ranges of the file where the page cache may hold folios longer than a
+    /// punching granule outside live extents' middles: the middles of freed
+    /// extents (which `write_direct` may have written in long pieces; parts
+    /// may hold new extents since), until holes or a truncation take them. A hole or truncation that would start or end
+    /// strictly inside one writes the folio there back first (see
+    /// region/giveback.rs). While it is not empty the file header says so
+    /// (`LONG_FOLIOS`). All is forgotten when the file system refuses to
     /// punch; empty for a region that never punches.
     large_folios: Holes,
     /// Sizes, hole punching and shrinking, as opened.
@@ -195,10 +195,12 @@ impl std::fmt::Debug for OverflowRegion {
 }
 
 /// Punches the free pages still waiting for a batch, so a closed region
-/// keeps no more disk than punching promises.
+/// keeps no more disk than punching promises, and the tail if long folios
+/// are left there (see region/giveback.rs).
 impl Drop for OverflowRegion {
     fn drop(&mut self) {
         self.punch_pending();
+        self.give_back_long_folio_tail();
     }
 }
 
@@ -286,7 +288,8 @@ impl Settings {
     /// Extents at least this long written at the end of the region get
     /// their payload with `pwrite` (`OverflowRegion::write_direct`):
     /// `DIRECT_MIN`, and at least one punching threshold, so that freeing
-    /// one always queues its middle for punching; for a region that never
+    /// one in the middle of the region queues its middle for punching (at
+    /// the end, the tail is given back instead); for a region that never
     /// punches, `MAX_WRITE_PIECE` (its zeros are already written in pieces
     /// that long, and shorter payloads gain nothing).
     fn direct_min(&self) -> u64 {
@@ -609,7 +612,9 @@ impl OverflowRegion {
     ///
     /// [`Error::CapacityExceeded`] if the extent fits neither in free space
     /// nor under the maximum capacity, [`Error::Io`] if growing the file
-    /// fails (a full disk). In both cases the region is unchanged.
+    /// fails (a full disk), or if `pwrite` of a long payload does (see
+    /// docs/FORMAT.md, "giving space back"). In all these cases the region
+    /// is unchanged.
     /// [`Error::TooManySlots`] past 2^32 - 1 slot indices.
     ///
     /// # Time complexity

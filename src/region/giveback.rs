@@ -20,21 +20,24 @@
 //! hole ever starts or ends strictly inside the middle of a live extent (a
 //! hole lies in free space, rounded inward to granules), so those folios
 //! matter only once the extent is freed: from then on its middle is kept in
-//! `large_folios` until a hole takes it whole. No folio the region makes crosses a multiple of
-//! `MAX_WRITE_PIECE` (the middles are written in calls that stop at them,
-//! everything else within a granule), so a hole that would start or end
-//! strictly inside a middle moves inward to the nearest such multiple
-//! (`punch`; `try_truncate` likewise): at most 1 MiB kept per end. That
-//! happens when a write reused part of a freed middle before its batch was
-//! punched, or when the tail is given back (a middle outlives its extent
-//! until it is punched or truncated: its folios are still in the page
-//! cache).
+//! `large_folios` until holes or a truncation take it. A hole or truncation
+//! that ends strictly inside one first writes back the stretch between the
+//! multiples of `MAX_WRITE_PIECE` around that end (`clean_long_folios_at`;
+//! no folio the region makes crosses one): a clean folio splits when cut.
+//! That happens when a write reused part of a freed middle before its batch
+//! was punched, or when the tail is given back.
+//!
+//! The file header says (bit 62, `LONG_FOLIOS`) while `large_folios` holds
+//! anything or a long payload is being written, so a writer opening the
+//! file after a crash in that state drops the page cache. At close the
+//! long folios left in the tail are punched (`give_back_long_folio_tail`),
+//! so usually the bit is clear and the next writer keeps the page cache.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{MAX_GROWTH_STEP, OverflowRegion, Settings};
+use super::{DIRECT_MIN, MAX_GROWTH_STEP, OverflowRegion, Settings};
 use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WRITE_PIECE_OFFSET};
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
@@ -70,10 +73,12 @@ impl OverflowRegion {
             Ok(()) => u64::from_le_bytes(recorded),
             Err(_) => 0,
         };
-        if recorded & CANNOT_PUNCH != 0 || recorded == settings.write_piece() {
+        // Folios are aligned to their length, so those of a writer with a
+        // shorter piece never straddle a multiple of this one's.
+        if recorded & CANNOT_PUNCH != 0 || (recorded != 0 && recorded <= settings.write_piece()) {
             return;
         }
-        tracing::debug!(path = %path.display(), recorded, "dropping the page cache of a file written in longer pieces");
+        tracing::debug!(path = %path.display(), recorded, "dropping the page cache: it may hold folios this writer does not know of");
         if let Err(error) = mapping::drop_page_cache(file) {
             tracing::warn!(path = %path.display(), %error, "dropping the page cache failed; punched holes may fill again");
         }
@@ -100,14 +105,19 @@ impl OverflowRegion {
 
     /// Before `extent` becomes free (freed, retracted into the tail, or a
     /// failed long write): if its middle may hold folios longer than a
-    /// granule (`write_direct`), remembers it in `large_folios`. Any extent
-    /// whose middle is longer than a granule counts, however it was written:
-    /// the folios are not known after a reopen, and the cost of one too many
-    /// is only that a hole ending inside it moves to a multiple of 1 MiB.
+    /// granule, remembers it in `large_folios`. Every extent long enough for
+    /// `write_direct` counts, however it was written: that is not known
+    /// after a reopen, and one too many costs only a write-back before a
+    /// cut inside it.
     pub(super) fn note_long_folios(&mut self, extent: Extent) {
+        // Only `write_direct` makes folios longer than a granule, for
+        // extents this long; none are longer than `MAX_WRITE_PIECE`.
         let Some(granule) = self.settings.punch_granule() else {
             return;
         };
+        if extent.len < DIRECT_MIN || granule >= MAX_WRITE_PIECE {
+            return;
+        }
         let start = (extent.offset + EXTENT_HEADER_LEN).next_multiple_of(granule);
         let end = extent.end() / granule * granule;
         if end > start && end - start > granule {
@@ -182,15 +192,7 @@ impl OverflowRegion {
         } else {
             end / granule * granule
         };
-        let start = match self.large_folios.around(start) {
-            Some((_, middle_end)) => start.next_multiple_of(MAX_WRITE_PIECE).min(middle_end),
-            None => start,
-        };
-        let end = match self.large_folios.around(end) {
-            Some((middle_start, _)) => (end / MAX_WRITE_PIECE * MAX_WRITE_PIECE).max(middle_start),
-            None => end,
-        };
-        if start >= end {
+        if start >= end || !self.clean_long_folios_at([start, end]) {
             return;
         }
         match self.mapping.punch_hole(start, end - start) {
@@ -220,6 +222,41 @@ impl OverflowRegion {
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
             }
         }
+    }
+
+    /// Before a hole or a truncation with these ends: writes back the long
+    /// folio any of them lies strictly inside (one of `large_folios`; no
+    /// folio the region makes crosses a multiple of `MAX_WRITE_PIECE`, so
+    /// that stretch), so the cut splits it. False if that failed: the caller
+    /// then leaves the file as it is (logged; it costs only disk).
+    fn clean_long_folios_at(&mut self, ends: impl IntoIterator<Item = u64>) -> bool {
+        for at in ends {
+            if self.large_folios.around(at).is_none() {
+                continue;
+            }
+            let from = at / MAX_WRITE_PIECE * MAX_WRITE_PIECE;
+            let len = MAX_WRITE_PIECE.min(self.mapping.len() - from);
+            if let Err(error) = self.mapping.write_back(from, len) {
+                tracing::warn!(path = %self.path.display(), %error, at, "writing back before a cut failed; not cutting");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// At close, after the last batch is punched: the long folios left in
+    /// free space past the end of the region (the tail kept as headroom)
+    /// are punched with it, so that the next writer finds no long folios it
+    /// does not know of and needs no page-cache drop (`LONG_FOLIOS`).
+    /// What stays in `large_folios` after that (the rest of a freed middle
+    /// that a write reused part of) keeps the bit set.
+    pub(super) fn give_back_long_folio_tail(&mut self) {
+        let cursor = self.space.cursor();
+        if self.large_folios.next_from(cursor).is_none() {
+            return;
+        }
+        let page = mapping::page_size();
+        self.punch((cursor + 8).next_multiple_of(page), self.mapping.len());
     }
 
     /// After the end of the region moved down: shrinks the file if it is
@@ -259,10 +296,9 @@ impl OverflowRegion {
     /// `MAX_WRITE_PIECE` if it lies inside a range of `large_folios`) if no
     /// reader has it mapped; true if done.
     pub(super) fn try_truncate(&mut self, len: u64) -> bool {
-        let len = match self.large_folios.around(len) {
-            Some((_, middle_end)) => len.next_multiple_of(MAX_WRITE_PIECE).min(middle_end),
-            None => len,
-        };
+        if !self.clean_long_folios_at([len]) {
+            return false;
+        }
         match ReadersLock::try_exclusive(self.mapping.file()) {
             Ok(true) => {}
             Ok(false) => return false,

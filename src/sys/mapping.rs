@@ -232,6 +232,35 @@ impl Mapping {
         self.file.write_all_at(data, offset)
     }
 
+    /// Writes the dirty pages of `offset..offset + len` back and waits for
+    /// them (`sync_file_range` with `WAIT_BEFORE | WRITE | WAIT_AFTER`).
+    /// A page-cache folio there is then clean, and a hole punched into part
+    /// of it splits it (ext4, Linux 6.18: a dirty one would not split, and
+    /// its next store would bring the punched blocks back). Not a durability
+    /// point: no metadata is written.
+    pub(crate) fn write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let (offset, len) = (offset as libc::off64_t, len as libc::off64_t);
+        // SAFETY: a system call on the descriptor `self.file` owns, open
+        // for as long as `self`; it takes no pointers, so no memory of ours
+        // is read or written.
+        let rc = unsafe {
+            libc::sync_file_range(
+                std::os::fd::AsRawFd::as_raw_fd(&self.file),
+                offset,
+                len,
+                flags,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Gives the whole pages of `offset..offset + len` back to the file
     /// system (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): they read as zeros and
     /// hold no disk blocks until written again. `Ok(false)` when the file
