@@ -64,7 +64,10 @@ fn main() -> overflow_region::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     region.sync()?;
-    let blocks = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?.blocks() * 512;
+    let blocks = std::fs::metadata(&path)
+        .map_err(|e| io_error(&path, e))?
+        .blocks()
+        * 512;
     println!(
         "{OPS} ops of long churn in {secs:.2} s ({:.1} k/s), used/live {:.3}, st_blocks/live {:.3}",
         OPS as f64 / secs / 1e3,

@@ -176,6 +176,14 @@ pub struct OverflowRegion {
     compacting: bool,
     /// The live tag of the last extent length written.
     live_tags: LiveTagMemo,
+    /// A write-back error that `Mapping::write_back` reported (and so took
+    /// from the file: `sync_file_range` checks the same error state as
+    /// `fsync`), for the next `sync` to return.
+    write_back_error: std::cell::Cell<Option<io::Error>>,
+    /// Set at open when the page cache may hold long folios this writer
+    /// does not know of and dropping it failed: the header keeps saying so
+    /// (`LONG_FOLIOS`) for the next writer.
+    unknown_long_folios: bool,
     /// Single-thread owned, as the seed's original: neither `Send` nor `Sync`.
     _owned_by_one_thread: PhantomData<*mut ()>,
 }
@@ -288,8 +296,8 @@ impl Settings {
     /// Extents at least this long written at the end of the region get
     /// their payload with `pwrite` (`OverflowRegion::write_direct`):
     /// `DIRECT_MIN`, and at least one punching threshold, so that freeing
-    /// one in the middle of the region queues its middle for punching (at
-    /// the end, the tail is given back instead); for a region that never
+    /// one in the middle of the region punches its middle at once (at the
+    /// end, the tail is given back instead); for a region that never
     /// punches, `MAX_WRITE_PIECE` (its zeros are already written in pieces
     /// that long, and shorter payloads gain nothing).
     fn direct_min(&self) -> u64 {
@@ -383,12 +391,19 @@ impl OverflowRegion {
                 ),
             });
         }
-        Self::drop_larger_folios(path, &file, &settings);
+        let unknown_long_folios = Self::drop_larger_folios(path, &file, &settings);
         let mapping = Self::map(file, &settings).map_err(Error::io(path, "mmap"))?;
         let holes = mapping
             .holes(DATA_START)
             .map_err(Error::io(path, "seek holes"))?;
-        Ok(Self::recover(path, mapping, counters, settings, holes))
+        Ok(Self::recover(
+            path,
+            mapping,
+            counters,
+            settings,
+            holes,
+            unknown_long_folios,
+        ))
     }
 
     /// Opens or creates a region with explicit initial and maximum capacity.
@@ -465,6 +480,8 @@ impl OverflowRegion {
             warm_end: DATA_START,
             compacting: false,
             live_tags: LiveTagMemo::default(),
+            write_back_error: std::cell::Cell::new(None),
+            unknown_long_folios: false,
             _owned_by_one_thread: PhantomData,
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
@@ -508,6 +525,7 @@ impl OverflowRegion {
         counters: Counters,
         settings: Settings,
         holes: Vec<(u64, u64)>,
+        unknown_long_folios: bool,
     ) -> Self {
         let space = Space::new(DATA_START, settings.max, MIN_SPLIT);
         let file = mapping
@@ -554,6 +572,8 @@ impl OverflowRegion {
             warm_end: DATA_START,
             compacting: false,
             live_tags: LiveTagMemo::default(),
+            write_back_error: std::cell::Cell::new(None),
+            unknown_long_folios,
             _owned_by_one_thread: PhantomData,
         };
         for (start, end) in holes {
@@ -966,11 +986,17 @@ impl OverflowRegion {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the kernel reports a write-back failure.
+    /// [`Error::Io`] if the kernel reports a write-back failure, here or in
+    /// a write-back the region did since the last `sync` (before cutting a
+    /// long folio: docs/FORMAT.md, "giving space back").
     pub fn sync(&self) -> Result<()> {
         self.mapping
             .sync()
-            .map_err(|source| self.io_error("msync/fsync", source))
+            .map_err(|source| self.io_error("msync/fsync", source))?;
+        match self.write_back_error.take() {
+            Some(source) => Err(self.io_error("sync_file_range", source)),
+            None => Ok(()),
+        }
     }
 
     /// Bytes from the start of the data area to the end of the last extent

@@ -21,12 +21,12 @@
 //! hole lies in free space, rounded inward to granules), so those folios
 //! matter only once the extent is freed: from then on its middle is kept in
 //! `large_folios` until holes or a truncation take it. A hole or truncation
-//! that ends strictly inside one first writes back the stretch between the
-//! multiples of `MAX_WRITE_PIECE` around that end (`clean_long_folios_at`;
-//! no folio the region makes crosses one): a clean folio splits when cut.
-//! Freeing a long extent punches its middle at once (not in a batch), so
-//! that happens only when the tail is given back (a long payload freed at
-//! the end) or after a punch failed.
+//! that ends strictly inside one first writes back the longest folio that
+//! could hold that end (`clean_long_folios_at`, `folio_around`): a clean
+//! folio splits when cut. Freeing a long extent punches its middle at once
+//! (not in a batch), so that happens mostly when the tail is given back (a
+//! long payload freed at the end), after a punch failed, or with a
+//! threshold above 96 KiB that a freed extent's merged run stays below.
 //!
 //! The file header says (bit 62, `LONG_FOLIOS`) while `large_folios` holds
 //! anything or a long payload is being written, so a writer opening the
@@ -64,25 +64,28 @@ impl OverflowRegion {
     /// on a full disk that store would fault). Writes the file back and
     /// drops its page cache, so recovery reads it from disk once (2.3 s for
     /// 256 MiB of 1 MiB payloads here, against 45 ms from the page cache).
-    /// Failure is logged: it costs only disk.
-    pub(super) fn drop_larger_folios(path: &Path, file: &File, settings: &Settings) {
+    /// Failure is logged, and the header keeps saying so for the next
+    /// writer: true then.
+    pub(super) fn drop_larger_folios(path: &Path, file: &File, settings: &Settings) -> bool {
         if settings.punch_granule().is_none() {
-            return;
+            return false;
         }
         let mut recorded = [0u8; 8];
         let recorded = match file.read_exact_at(&mut recorded, WRITE_PIECE_OFFSET) {
             Ok(()) => u64::from_le_bytes(recorded),
             Err(_) => 0,
         };
-        // Folios are aligned to their length, so those of a writer with a
-        // shorter piece never straddle a multiple of this one's.
-        if recorded & CANNOT_PUNCH != 0 || (recorded != 0 && recorded <= settings.write_piece()) {
-            return;
+        // Only the same piece: a writer with another granule computes the
+        // middles of long extents (`note_long_folios`) differently.
+        if recorded & CANNOT_PUNCH != 0 || recorded == settings.write_piece() {
+            return false;
         }
         tracing::debug!(path = %path.display(), recorded, "dropping the page cache: it may hold folios this writer does not know of");
         if let Err(error) = mapping::drop_page_cache(file) {
             tracing::warn!(path = %path.display(), %error, "dropping the page cache failed; punched holes may fill again");
+            return true;
         }
+        false
     }
 
     /// Stores the pieces this writer writes zeros in (see
@@ -96,7 +99,11 @@ impl OverflowRegion {
         let current = self.mapping.load_word(WRITE_PIECE_OFFSET);
         let piece = match self.settings.punch_granule() {
             None => MAX_WRITE_PIECE | (current.unwrap_or(0) & CANNOT_PUNCH),
-            Some(granule) if writing || !self.large_folios.is_empty() => granule | LONG_FOLIOS,
+            Some(granule)
+                if writing || self.unknown_long_folios || !self.large_folios.is_empty() =>
+            {
+                granule | LONG_FOLIOS
+            }
             Some(granule) => granule,
         };
         if current != Some(piece) {
@@ -112,11 +119,13 @@ impl OverflowRegion {
     /// cut inside it.
     pub(super) fn note_long_folios(&mut self, extent: Extent) {
         // Only `write_direct` makes folios longer than a granule, for
-        // extents this long; none are longer than `MAX_WRITE_PIECE`.
+        // extents of `Settings::direct_min` or more: at least this, whatever
+        // threshold the writer (of this granule) had; none are longer than
+        // `MAX_WRITE_PIECE`.
         let Some(granule) = self.settings.punch_granule() else {
             return;
         };
-        if extent.len < DIRECT_MIN || granule >= MAX_WRITE_PIECE {
+        if extent.len < DIRECT_MIN.max(2 * granule) || granule >= MAX_WRITE_PIECE {
             return;
         }
         let start = (extent.offset + EXTENT_HEADER_LEN).next_multiple_of(granule);
@@ -190,9 +199,9 @@ impl OverflowRegion {
     /// `start..end` and records the hole; a range that reaches the end of
     /// the file is punched to it. (Frees queue whole granules around the
     /// freed extent, so nothing is lost at the seams between batches.) An
-    /// end strictly inside a range of `large_folios` moves inward to a
-    /// multiple of `MAX_WRITE_PIECE`, which no folio the region makes
-    /// crosses (or to the range's end), making the hole shorter.
+    /// end strictly inside a range of `large_folios` has the folio there
+    /// written back first (`clean_long_folios_at`); if that fails, nothing
+    /// is punched.
     pub(super) fn punch(&mut self, start: u64, end: u64) {
         let Some(granule) = self.settings.punch_granule() else {
             return;
@@ -251,6 +260,7 @@ impl OverflowRegion {
             };
             if let Err(error) = self.mapping.write_back(from, to - from) {
                 tracing::warn!(path = %self.path.display(), %error, at, "writing back before a cut failed; not cutting");
+                self.write_back_error.set(Some(error));
                 return false;
             }
         }
@@ -305,9 +315,9 @@ impl OverflowRegion {
         }
     }
 
-    /// Truncates the file to `len` (moved up to a multiple of
-    /// `MAX_WRITE_PIECE` if it lies inside a range of `large_folios`) if no
-    /// reader has it mapped; true if done.
+    /// Truncates the file to `len` if no reader has it mapped (and, if `len`
+    /// lies inside a range of `large_folios`, the folio there could be
+    /// written back first); true if done.
     pub(super) fn try_truncate(&mut self, len: u64) -> bool {
         if !self.clean_long_folios_at([len]) {
             return false;

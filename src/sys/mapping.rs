@@ -239,6 +239,8 @@ impl Mapping {
     /// its next store would bring the punched blocks back). Not a durability
     /// point: no metadata is written.
     pub(crate) fn write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        // 0 would mean "to the end of the file".
+        debug_assert!(len > 0);
         let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
             | libc::SYNC_FILE_RANGE_WRITE
             | libc::SYNC_FILE_RANGE_WAIT_AFTER;
