@@ -152,11 +152,12 @@ pub struct OverflowRegion {
     /// Ranges of the file where the page cache may hold folios longer than a
     /// punching granule outside live extents' middles: the middles of freed
     /// extents (which `write_direct` may have written in long pieces; parts
-    /// may hold new extents since), until holes or a truncation take them. A hole or truncation that would start or end
-    /// strictly inside one writes the folio there back first (see
-    /// region/giveback.rs). While it is not empty the file header says so
-    /// (`LONG_FOLIOS`). All is forgotten when the file system refuses to
-    /// punch; empty for a region that never punches.
+    /// may hold new extents since), until holes or a truncation take them.
+    /// A hole or truncation that would start or end strictly inside one
+    /// writes the folio there back first (see region/giveback.rs). While it
+    /// is not empty the file header says so (`LONG_FOLIOS`). All is
+    /// forgotten when the file system refuses to punch; empty for a region
+    /// that never punches.
     large_folios: Holes,
     /// Sizes, hole punching and shrinking, as opened.
     settings: Settings,
@@ -653,8 +654,8 @@ impl OverflowRegion {
             .space
             .allocate(extent_len)
             .map_err(|_| self.capacity_exceeded(payload_len))?;
-        self.make_writable(&allocation)?;
         let direct = self.writes_direct(&allocation);
+        self.make_writable(&allocation, direct)?;
         let payload = if direct {
             // In the header before any long folio exists, so a kill during
             // the write leaves it there (see region/giveback.rs).
@@ -694,10 +695,9 @@ impl OverflowRegion {
     /// remainder tag may go) safe to store into: grows the file over it,
     /// allocates blocks for any punched page in it, takes its pages out of
     /// the punching batch, and for a write at the end writes zeros ahead
-    /// (`warm_tail`; not for a long payload, which `write_direct` writes
-    /// with `pwrite`). On error the allocation is undone and the region is
-    /// unchanged.
-    fn make_writable(&mut self, allocation: &Allocation) -> Result<()> {
+    /// (`warm_tail`; not for a payload `write_direct` will write: `direct`).
+    /// On error the allocation is undone and the region is unchanged.
+    fn make_writable(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
         let extent = allocation.extent;
         let mut result = Ok(());
         if extent.end() > self.mapping.len() {
@@ -719,7 +719,7 @@ impl OverflowRegion {
         }
         if result.is_ok() && allocation.from_tail {
             self.peak_end = self.peak_end.max(extent.end());
-            if !self.writes_direct(allocation) {
+            if !direct {
                 self.warm_tail(extent);
             }
         }
@@ -822,8 +822,8 @@ impl OverflowRegion {
             } else {
                 payload_end
             };
-            let piece = &data[(at - payload_offset) as usize..(to - payload_offset) as usize];
-            self.mapping.write_bytes(at, piece)?;
+            let bytes = &data[(at - payload_offset) as usize..(to - payload_offset) as usize];
+            self.mapping.write_bytes(at, bytes)?;
             at = to;
         }
         self.warm_end = self.warm_end.max(payload_end);

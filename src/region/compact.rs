@@ -240,7 +240,9 @@ impl OverflowRegion {
             }
             return Ok(false);
         }
-        self.make_writable(&allocation)?;
+        // Moves go into free space below, never past the end: no
+        // `write_direct`.
+        self.make_writable(&allocation, false)?;
         let source = self
             .mapping
             .bytes(slot.payload_offset(), slot.payload_len)

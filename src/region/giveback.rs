@@ -93,6 +93,7 @@ impl OverflowRegion {
     /// or if `large_folios` holds anything. Called whenever either changes,
     /// so the bit is in the header before such folios exist and for as long
     /// as they may.
+    ///
     /// A region that does not punch records its 1 MiB pieces, keeping
     /// `CANNOT_PUNCH`.
     pub(super) fn record_write_piece(&mut self, writing: bool) {
