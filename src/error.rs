@@ -4,6 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::layout::{FORMAT_VERSION, FileHeaderError};
+use crate::sys::file::OpenRefused;
 
 /// Everything that can go wrong with a region. Each variant carries the
 /// numbers involved, so a message alone says what happened.
@@ -94,6 +95,32 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The path names something a region cannot live in: a directory, a
+    /// device, a FIFO, a socket, or a file on a kernel pseudo file system
+    /// such as `/proc`. Nothing was written to it.
+    #[error(
+        "{path}: is {kind}, not a regular file; a region file must be one (nothing was written to it)"
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it names ("a block device", "a FIFO", "a file on procfs", ...).
+        kind: &'static str,
+    },
+
+    /// The region's path no longer names the file this writer has open: it
+    /// was unlinked, renamed away or replaced while the region was open.
+    /// Everything written lives on only in the open file, which is lost
+    /// when the region is dropped; another writer may be using the path.
+    #[error(
+        "{path}: the path no longer names this region's file (it was unlinked, renamed or replaced \
+         while open); data written through this region is not reachable from the path"
+    )]
+    PathReplaced {
+        /// The region's path.
+        path: PathBuf,
+    },
+
     /// The capacities asked for cannot be used.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
@@ -125,6 +152,21 @@ impl Error {
             path: path.to_owned(),
             operation,
             source,
+        }
+    }
+
+    /// Why `path` could not be opened as a region file.
+    pub(crate) fn open_refused(path: &Path, refused: OpenRefused) -> Error {
+        match refused {
+            OpenRefused::Unsuitable(kind) => Error::NotAFile {
+                path: path.to_owned(),
+                kind,
+            },
+            OpenRefused::Io(operation, source) => Error::Io {
+                path: path.to_owned(),
+                operation,
+                source,
+            },
         }
     }
 

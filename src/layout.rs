@@ -42,8 +42,17 @@ pub(crate) const CANNOT_PUNCH: u64 = 1 << 62 << 1;
 /// away (`OverflowRegion::large_folios`). A writer that punches and finds
 /// it at open drops the page cache.
 pub(crate) const LONG_FOLIOS: u64 = 1 << 62;
-/// The prefix of the file that `decode_file_header` needs.
-pub(crate) const FILE_HEADER_PROBE_LEN: usize = 96;
+/// Offset of the file's identity (one `u64`, never 0), chosen at random
+/// when the file is created, and its check (a `u32`, the CRC32C of the
+/// identity's 8 bytes) at `IDENTITY_OFFSET + 8`. Handles carry it, so a
+/// handle never reads a file created again at the same path. Zero in files
+/// from earlier builds until a writer opens them.
+pub(crate) const IDENTITY_OFFSET: u64 = 104;
+/// The prefix of the file that `decode_file_header` reads.
+pub(crate) const FILE_HEADER_PROBE_LEN: usize = 120;
+/// The shortest prefix `decode_file_header` accepts (a header written
+/// before identities existed ends here).
+const FILE_HEADER_MIN_LEN: usize = 96;
 
 /// Largest payload an extent header can describe (48-bit length).
 pub(crate) const MAX_PAYLOAD_LEN: u64 = (1 << 48) - 1;
@@ -271,6 +280,51 @@ pub(crate) struct Counters {
     pub chain_end: u64,
     /// The maximum capacity the writer last opened the file with.
     pub max_capacity: u64,
+    /// The file's identity, or `None` when it has none yet (a file from an
+    /// earlier build) or its check fails.
+    pub identity: Option<u64>,
+}
+
+/// The 16 bytes stored at [`IDENTITY_OFFSET`] for `identity`: the value and
+/// its check, then 4 zero bytes.
+pub(crate) fn encode_identity(identity: u64) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&identity.to_le_bytes());
+    let check = checksum::crc32c(&bytes[..8]);
+    bytes[8..12].copy_from_slice(&check.to_le_bytes());
+    bytes
+}
+
+/// The identity in 16 bytes read at [`IDENTITY_OFFSET`], if they hold one.
+fn decode_identity(bytes: &[u8]) -> Option<u64> {
+    let identity = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    (identity != 0 && bytes[..16] == encode_identity(identity)).then_some(identity)
+}
+
+/// Reads and checks the file header of an existing, non-empty file of
+/// `file_len` bytes, without modifying it: the one read of the header that
+/// writers, readers and tools share.
+pub(crate) fn read_file_header(
+    path: &std::path::Path,
+    file: &std::fs::File,
+    file_len: u64,
+) -> crate::error::Result<Counters> {
+    use std::os::unix::fs::FileExt;
+    let mut probe = [0u8; FILE_HEADER_PROBE_LEN];
+    let probe_len = usize::try_from(file_len)
+        .unwrap_or(usize::MAX)
+        .min(FILE_HEADER_PROBE_LEN);
+    file.read_exact_at(&mut probe[..probe_len], 0)
+        .map_err(crate::error::Error::io(path, "read header"))?;
+    decode_file_header(&probe[..probe_len])
+        .map_err(|error| crate::error::Error::file_header(path, error))
+}
+
+/// True when two reads of one extent header name the same tenancy: the
+/// same tag (state and length), slot index and generation (bytes 0..16).
+/// A reader compares the header before and after copying a payload.
+pub(crate) fn same_tenancy(before: &[u8; 32], after: &[u8; 32]) -> bool {
+    before[..16] == after[..16]
 }
 
 /// Checks the first [`FILE_HEADER_PROBE_LEN`] bytes of a file (fewer if the
@@ -283,7 +337,7 @@ pub(crate) fn decode_file_header(bytes: &[u8]) -> Result<Counters, FileHeaderErr
             "OVFLREGN"
         ));
     }
-    if bytes.len() < FILE_HEADER_PROBE_LEN {
+    if bytes.len() < FILE_HEADER_MIN_LEN {
         return foreign(format!(
             "the file is {} bytes long, shorter than a region header",
             bytes.len()
@@ -318,6 +372,9 @@ pub(crate) fn decode_file_header(bytes: &[u8]) -> Result<Counters, FileHeaderErr
         next_generation: u64_at(NEXT_GENERATION_OFFSET as usize),
         chain_end: u64_at(CHAIN_END_OFFSET as usize),
         max_capacity: u64_at(MAX_CAPACITY_OFFSET as usize),
+        identity: bytes
+            .get(IDENTITY_OFFSET as usize..FILE_HEADER_PROBE_LEN)
+            .and_then(decode_identity),
     })
 }
 
@@ -451,6 +508,7 @@ mod tests {
                 next_generation: 9,
                 chain_end: 8192,
                 max_capacity: 1 << 30,
+                identity: None,
             })
         );
         assert!(matches!(
@@ -466,6 +524,28 @@ mod tests {
             damaged[byte] ^= 0x10;
             assert!(decode_file_header(&damaged).is_err(), "byte {byte}");
         }
+    }
+
+    #[test]
+    fn an_identity_is_read_only_with_its_check() {
+        let mut file = vec![0u8; FILE_HEADER_PROBE_LEN];
+        file[..28].copy_from_slice(&encode_file_header());
+        file[104..120].copy_from_slice(&encode_identity(0x1234_5678_9abc_def0));
+        assert_eq!(
+            decode_file_header(&file).unwrap().identity,
+            Some(0x1234_5678_9abc_def0)
+        );
+        for byte in 104..120 {
+            let mut damaged = file.clone();
+            damaged[byte] ^= 0x01;
+            assert_eq!(
+                decode_file_header(&damaged).unwrap().identity,
+                None,
+                "byte {byte}"
+            );
+        }
+        file[104..120].fill(0);
+        assert_eq!(decode_file_header(&file).unwrap().identity, None);
     }
 
     #[test]

@@ -1,27 +1,33 @@
 //! [`OverflowReader`] and [`SlotRef`]: reading a region from other threads
 //! and processes, without the owner's lock and without a lock on its hot path.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::layout::{EXTENT_HEADER_LEN, HeaderDamage, LiveHeader, NEXT_GENERATION_OFFSET};
+use crate::layout::{
+    self, EXTENT_HEADER_LEN, HeaderDamage, IDENTITY_OFFSET, LiveHeader, NEXT_GENERATION_OFFSET,
+};
 use crate::sys::checksum;
-use crate::sys::mapping::{ReadersLock, SharedMapping};
+use crate::sys::file;
+use crate::sys::mapping::{MAX_RESERVATION, ReadersLock, SharedMapping};
 
 /// A handle to one tenancy of a slot, made by
 /// [`OverflowRegion::slot_ref`](crate::OverflowRegion::slot_ref) and read by
 /// an [`OverflowReader`].
 ///
-/// It names the slot index, the extent, the payload length and the
+/// It names the region file (by the random identity the file got when it
+/// was created), the slot index, the extent, the payload length and the
 /// generation of the write that filled the slot. A slot index handed out
-/// again gets a new generation, so a handle never reads a later tenant.
+/// again gets a new generation, and a file created again at the same path
+/// gets a new identity, so a handle never reads a later tenant or another
+/// file.
 ///
-/// To hand one to another process, send its four parts (it is serde
+/// To hand one to another process, send its five parts (it is serde
 /// `Serialize + Deserialize`, or use [`SlotRef::from_parts`]): a handle
 /// built from wrong parts is harmless, the reader refuses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SlotRef {
+    pub(crate) file: u64,
     pub(crate) slot: u32,
     pub(crate) generation: u64,
     pub(crate) offset: u64,
@@ -29,18 +35,25 @@ pub struct SlotRef {
 }
 
 impl SlotRef {
-    /// Rebuilds a handle from its parts ([`slot`](Self::slot),
-    /// [`generation`](Self::generation), [`offset`](Self::offset),
-    /// [`len`](Self::len)), as sent by another process. Reading it checks
-    /// every part against the file, so wrong parts give
-    /// [`Error::SlotChanged`], never wrong bytes.
-    pub fn from_parts(slot: u32, generation: u64, offset: u64, len: u64) -> SlotRef {
+    /// Rebuilds a handle from its parts ([`file`](Self::file),
+    /// [`slot`](Self::slot), [`generation`](Self::generation),
+    /// [`offset`](Self::offset), [`len`](Self::len)), as sent by another
+    /// process. Reading it checks every part against the file, so wrong
+    /// parts give [`Error::SlotChanged`], never wrong bytes.
+    pub fn from_parts(file: u64, slot: u32, generation: u64, offset: u64, len: u64) -> SlotRef {
         SlotRef {
+            file,
             slot,
             generation,
             offset,
             payload_len: len,
         }
+    }
+
+    /// The identity of the region file the handle belongs to: a random
+    /// number the file got when it was created (never 0).
+    pub fn file(&self) -> u64 {
+        self.file
     }
 
     /// The slot index.
@@ -135,18 +148,16 @@ impl OverflowReader {
     /// not a region this build reads, [`Error::Io`] if it cannot be opened or
     /// mapped.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .open(path)
-            .map_err(Error::io(path, "open"))?;
+        let file = file::open_regular(path, false)
+            .map_err(|refused| Error::open_refused(path, refused))?;
         let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
-        let counters = crate::region::read_file_header(path, &file, file_len)?;
+        let counters = crate::layout::read_file_header(path, &file, file_len)?;
         // Announce this reader before mapping, and for as long as the file
         // stays open: the writer never truncates the file under a reader.
         ReadersLock::hold_shared(&file).map_err(Error::io(path, "lock (shared, readers)"))?;
         let recorded = match counters.max_capacity {
             0 => Self::DEFAULT_RESERVATION,
-            max => max.min(1 << 44),
+            max => max.min(MAX_RESERVATION),
         };
         let reserve = recorded.max(file_len);
         let mapping = SharedMapping::new(file, reserve).map_err(Error::io(path, "mmap"))?;
@@ -195,6 +206,17 @@ impl OverflowReader {
         if !in_file {
             return Err(changed("its extent lies past the end of the file"));
         }
+        // The file's identity never changes once set: a handle from a file
+        // that was deleted and created again at this path has another.
+        let identity = self
+            .mapping
+            .load_word(IDENTITY_OFFSET)
+            .ok_or(changed("the file header is out of bounds"))?;
+        if identity != slot.file {
+            return Err(changed(
+                "the handle belongs to another region file (this path now names a different file)",
+            ));
+        }
         // Headers keep the generation's low 32 bits: a handle older than
         // 2^32 writes could match a later tenant, so it is refused.
         let next_generation = self
@@ -232,7 +254,7 @@ impl OverflowReader {
         let after = self
             .load_header(slot.offset)
             .ok_or(changed("its header is out of bounds"))?;
-        if after[..16] != before[..16] {
+        if !layout::same_tenancy(&before, &after) {
             return Err(changed("it was freed or reused while it was read"));
         }
         if checksum::crc32c(out) != header.payload_crc {

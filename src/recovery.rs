@@ -91,6 +91,10 @@ pub(crate) struct Recovered {
     pub space: Space,
     /// Slot indices handed out (occupied or freed): `slot_count()`.
     pub slot_high_water: u64,
+    /// The slot table makes entries for at most this many indices (live
+    /// slots past it are kept apart): proportional to the extents walked,
+    /// whatever an index or counter in the file says.
+    pub slot_table_limit: usize,
     /// Generation for the next write.
     pub next_generation: u64,
     /// Tag stores that make the file agree with `space`, in order.
@@ -154,7 +158,8 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
 
     let mut report = RecoveryReport::default();
     let mut slots: Vec<RecoveredSlot> = Vec::new();
-    let mut slot_owner: Vec<u32> = Vec::new(); // slot index -> position in `slots`, u32::MAX if none
+    let mut owners = Owners::default();
+    let mut walked = 0usize; // extents whose tag was read (live or free)
     let mut to_free = Vec::new();
     let mut repairs = Vec::new();
     let mut run: Option<FreeRun> = None;
@@ -221,12 +226,14 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
                 continue;
             }
             Some(Tag::Free { len }) if fits_free(pos, len) => {
+                walked += 1;
                 free(&mut space, &mut run, Extent { offset: pos, len }, true);
                 pos += len;
                 continue;
             }
             Some(Tag::Live { len }) if fits(pos, len) => {
                 if let Ok(header) = LiveHeader::decode(header_at(pos)) {
+                    walked += 1;
                     let extent = Extent { offset: pos, len };
                     let payload =
                         &file[(pos + EXTENT_HEADER_LEN) as usize..][..header.payload_len as usize];
@@ -253,16 +260,10 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
                     } else {
                         close_run(&mut run, &mut repairs);
                         space.recover_allocated(extent);
-                        if slot >= slot_owner.len() {
-                            slot_owner.resize(slot + 1, u32::MAX);
-                        }
                         let found = RecoveredSlot { extent, header };
-                        match slot_owner[slot] {
-                            u32::MAX => {
-                                slot_owner[slot] = slots.len() as u32;
-                                slots.push(found);
-                            }
-                            other => {
+                        match owners.claim(header.slot, slots.len() as u32, walked) {
+                            None => slots.push(found),
+                            Some(other) => {
                                 let kept = &mut slots[other as usize];
                                 // Generations wrap; the nearer one ahead is newer.
                                 let newer = header.generation.wrapping_sub(kept.header.generation)
@@ -348,12 +349,16 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         }
     }
 
-    let max_slot_seen = slot_owner.len() as u64;
-    let slot_high_water = if counters.slot_high_water <= (slot_limit as u64).max(max_slot_seen) {
-        counters.slot_high_water.max(max_slot_seen)
-    } else {
-        max_slot_seen
-    };
+    let max_slot_seen = owners.high_water;
+    // The stored counter is trusted only as far as memory proportional to
+    // what the walk found: a damaged one must not size the slot table.
+    let slot_table_limit = dense_limit(walked);
+    let slot_high_water =
+        if counters.slot_high_water <= (slot_table_limit as u64).max(max_slot_seen) {
+            counters.slot_high_water.max(max_slot_seen)
+        } else {
+            max_slot_seen
+        };
     let newest = slots
         .iter()
         .map(|s| u64::from(s.header.generation) + 1)
@@ -374,10 +379,70 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         slots,
         space,
         slot_high_water,
+        slot_table_limit,
         next_generation,
         repairs,
         to_free,
         report,
+    }
+}
+
+/// Indices any file may use before memory must be earned by extents found.
+const DENSE_SLACK: usize = 1 << 16;
+
+/// How many slot indices dense tables may cover after `walked` extents: a
+/// region whose live slots sit at indices far above their number (after
+/// many frees, or a hostile header) keeps those apart instead.
+fn dense_limit(walked: usize) -> usize {
+    DENSE_SLACK.saturating_add(walked.saturating_mul(2))
+}
+
+/// Slot index -> position in `slots` of the extent kept for it. Dense up to
+/// `dense_limit` of the extents walked so far, a map past it, so its memory
+/// follows the extents found, never an index read from the file.
+#[derive(Default)]
+struct Owners {
+    /// Position per index; `u32::MAX` for none.
+    dense: Vec<u32>,
+    /// Indices at or past `dense.len()` when they were claimed.
+    sparse: rustc_hash::FxHashMap<u32, u32>,
+    /// One more than the highest index claimed.
+    high_water: u64,
+}
+
+impl Owners {
+    /// Records `position` for `slot` unless it has one: then returns that.
+    fn claim(&mut self, slot: u32, position: u32, walked: usize) -> Option<u32> {
+        let index = slot as usize;
+        self.high_water = self.high_water.max(u64::from(slot) + 1);
+        if index >= self.dense.len() && index < dense_limit(walked) {
+            let len = (index + 1)
+                .max(self.dense.len() * 2)
+                .min(dense_limit(walked));
+            self.dense.resize(len, u32::MAX);
+            // Indices the dense part now covers leave the map.
+            if !self.sparse.is_empty() {
+                let dense = &mut self.dense;
+                self.sparse
+                    .retain(|&key, &mut owner| match dense.get_mut(key as usize) {
+                        Some(entry) => {
+                            *entry = owner;
+                            false
+                        }
+                        None => true,
+                    });
+            }
+        }
+        let entry = match self.dense.get_mut(index) {
+            Some(entry) => entry,
+            None => self.sparse.entry(slot).or_insert(u32::MAX),
+        };
+        if *entry == u32::MAX {
+            *entry = position;
+            None
+        } else {
+            Some(*entry)
+        }
     }
 }
 

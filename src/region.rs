@@ -5,10 +5,9 @@ mod giveback;
 
 pub use compact::CompactReport;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::engine::EngineId;
@@ -16,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::holes::Holes;
 use crate::layout::{
     self, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN, FILE_HEADER_PROBE_LEN,
-    LiveHeader, LiveTagMemo, MAX_CAPACITY_OFFSET, MAX_SLOTS, NEXT_GENERATION_OFFSET,
-    SLOT_HIGH_WATER_OFFSET, Tag,
+    IDENTITY_OFFSET, LiveHeader, LiveTagMemo, MAX_CAPACITY_OFFSET, MAX_SLOTS,
+    NEXT_GENERATION_OFFSET, SLOT_HIGH_WATER_OFFSET, Tag,
 };
 use crate::reader::SlotRef;
 use crate::recovery::{self, RecoveryReport};
@@ -25,7 +24,8 @@ use crate::slots::{LiveSlot, SlotLookup, SlotTable};
 use crate::space::{Allocation, Extent, GRANULE, Released, Space};
 use crate::stats::{Accounting, RegionStats};
 use crate::sys::checksum;
-use crate::sys::mapping::{self, MAX_WRITE_PIECE, Mapping};
+use crate::sys::file::{self, Inode};
+use crate::sys::mapping::{self, MAX_RESERVATION, MAX_WRITE_PIECE, Mapping};
 use crate::tuning::MemoryTuning;
 
 /// A free remainder shorter than this stays inside the allocated extent as
@@ -122,6 +122,12 @@ const _: () = assert!(GRANULE == layout::EXTENT_ALIGN);
 /// loss, everything before the last [`sync`](Self::sync) survives.
 pub struct OverflowRegion {
     path: PathBuf,
+    /// The inode the region's file was when it was opened: `sync` checks
+    /// that `path` still names it.
+    inode: Inode,
+    /// The file's identity (`layout::IDENTITY_OFFSET`), carried by every
+    /// `SlotRef` made here.
+    identity: u64,
     /// The mapped file. Invariant: `mapping.len() >= space.cursor()`: every
     /// extent lies inside the file.
     mapping: Mapping,
@@ -249,15 +255,25 @@ impl Settings {
                 reason: format!("initial capacity {initial} is larger than maximum capacity {max}"),
             });
         }
-        // The file never passes `max`, so it is rounded down to whole pages.
-        let max = max / page * page;
-        if max < MIN_CAPACITY {
+        if max > MAX_RESERVATION {
             return Err(Error::InvalidConfig {
                 reason: format!(
-                    "maximum capacity {max} is below the minimum of {MIN_CAPACITY} bytes"
+                    "maximum capacity {max} is larger than the {MAX_RESERVATION} bytes (16 TiB) \
+                     of address space a region reserves at most"
                 ),
             });
         }
+        // The file never passes `max`, so it is rounded down to whole pages.
+        let rounded_max = max / page * page;
+        if rounded_max < MIN_CAPACITY {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "maximum capacity {max} (rounded down to whole pages: {rounded_max}) is below \
+                     the minimum of {MIN_CAPACITY} bytes"
+                ),
+            });
+        }
+        let max = rounded_max;
         let punch_threshold = tuning.overflow_punch_hole_bytes as u64;
         if punch_threshold != 0 && punch_threshold < 2 * page {
             return Err(Error::InvalidConfig {
@@ -268,11 +284,33 @@ impl Settings {
             });
         }
         Ok(Settings {
+            // `initial <= max <= MAX_RESERVATION`: no overflow.
             initial: initial.next_multiple_of(page).clamp(MIN_CAPACITY, max),
             max,
             punch_threshold,
             shrink: tuning.overflow_shrink,
         })
+    }
+
+    /// The error for a mapping of the file that failed: a reservation the
+    /// kernel refused for want of address space is a configuration problem
+    /// and names the maximum capacity.
+    fn map_error(&self, path: &Path, source: io::Error) -> Error {
+        if source.raw_os_error() == Some(libc::ENOMEM) {
+            return Error::InvalidConfig {
+                reason: format!(
+                    "{}: could not reserve {} bytes of address space for the maximum capacity ({source}); \
+                     use a smaller maximum capacity",
+                    path.display(),
+                    self.max
+                ),
+            };
+        }
+        Error::Io {
+            path: path.to_owned(),
+            operation: "mmap",
+            source,
+        }
     }
 
     /// Holes are punched between multiples of this many bytes, and zeros
@@ -362,13 +400,8 @@ impl OverflowRegion {
     /// As [`open_with_config`](Self::open_with_config).
     pub fn open_with_tuning(path: &Path, tuning: &MemoryTuning) -> Result<Self> {
         let settings = Settings::new(tuning)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(Error::io(path, "open"))?;
+        let file =
+            file::open_regular(path, true).map_err(|refused| Error::open_refused(path, refused))?;
         if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
             return Err(Error::Locked {
                 path: path.to_owned(),
@@ -378,9 +411,11 @@ impl OverflowRegion {
         if file_len == 0 {
             return Self::initialise(path, file, settings);
         }
-        let counters = read_file_header(path, &file, file_len)?;
+        let counters = layout::read_file_header(path, &file, file_len)?;
         if file_len < DATA_START {
-            // Our own header, written by an initialisation that did not finish.
+            // Our own header, written by an initialisation that did not
+            // finish (no slot was ever written): start it again.
+            file.set_len(0).map_err(Error::io(path, "truncate"))?;
             return Self::initialise(path, file, settings);
         }
         if file_len > settings.max {
@@ -392,19 +427,32 @@ impl OverflowRegion {
                 ),
             });
         }
+        let inode = Inode::of(&file).map_err(Error::io(path, "stat"))?;
+        // Chosen before anything is stored, so a failure leaves the file as
+        // it was.
+        let new_identity = match counters.identity {
+            Some(_) => None,
+            None => Some(file::random_nonzero_u64().map_err(Error::io(path, "getrandom"))?),
+        };
         let unknown_long_folios = Self::drop_larger_folios(path, &file, &settings);
-        let mapping = Self::map(file, &settings).map_err(Error::io(path, "mmap"))?;
+        let mapping =
+            Self::map(file, &settings).map_err(|source| settings.map_error(path, source))?;
         let holes = mapping
             .holes(DATA_START)
             .map_err(Error::io(path, "seek holes"))?;
-        Ok(Self::recover(
+        let mut region = Self::recover(
             path,
             mapping,
             counters,
             settings,
             holes,
             unknown_long_folios,
-        ))
+            inode,
+        );
+        if let Some(identity) = new_identity {
+            region.record_identity(identity);
+        }
+        Ok(region)
     }
 
     /// Opens or creates a region with explicit initial and maximum capacity.
@@ -453,16 +501,26 @@ impl OverflowRegion {
     /// region: the header first, so an interrupted initialisation is
     /// recognised as ours, then the blocks, then a sync of file and directory.
     fn initialise(path: &Path, file: File, settings: Settings) -> Result<Self> {
+        let inode = Inode::of(&file).map_err(Error::io(path, "stat"))?;
+        let identity = file::random_nonzero_u64().map_err(Error::io(path, "getrandom"))?;
+        // The address space first: a reservation refused leaves the file as
+        // it was (empty), not a header without a region.
+        let mut mapping =
+            Self::map(file, &settings).map_err(|source| settings.map_error(path, source))?;
         let mut header = [0u8; FILE_HEADER_PROBE_LEN];
         header[..28].copy_from_slice(&layout::encode_file_header());
-        file.write_all_at(&header, 0)
+        header[IDENTITY_OFFSET as usize..][..16]
+            .copy_from_slice(&layout::encode_identity(identity));
+        mapping
+            .start_file(&header)
             .map_err(Error::io(path, "write header"))?;
-        let mut mapping = Self::map(file, &settings).map_err(Error::io(path, "mmap"))?;
         mapping
             .grow(settings.initial)
             .map_err(Error::io(path, "fallocate"))?;
         let mut region = OverflowRegion {
             path: path.to_owned(),
+            inode,
+            identity,
             space: Space::new(DATA_START, settings.max, MIN_SPLIT),
             mapping,
             slots: SlotTable::default(),
@@ -488,7 +546,7 @@ impl OverflowRegion {
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
         region.record_max_capacity();
         region.record_write_piece(false);
-        region.sync()?;
+        region.flush()?;
         let dir = path
             .parent()
             .filter(|dir| !dir.as_os_str().is_empty())
@@ -509,6 +567,18 @@ impl OverflowRegion {
         Ok(mapping)
     }
 
+    /// Gives the file an identity (one it did not have, or whose check
+    /// failed): the value first, then its check, so a crash between the two
+    /// leaves no identity and the next writer chooses again.
+    fn record_identity(&mut self, identity: u64) {
+        let bytes = layout::encode_identity(identity);
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        self.mapping.store_word(IDENTITY_OFFSET, word(0));
+        self.mapping.store_word(IDENTITY_OFFSET + 8, word(8));
+        self.identity = identity;
+        self.recovery.repairs += 1;
+    }
+
     /// Stores the maximum capacity in the file header, where readers find
     /// how much address space to reserve.
     fn record_max_capacity(&mut self) {
@@ -527,6 +597,7 @@ impl OverflowRegion {
         settings: Settings,
         holes: Vec<(u64, u64)>,
         unknown_long_folios: bool,
+        inode: Inode,
     ) -> Self {
         let space = Space::new(DATA_START, settings.max, MIN_SPLIT);
         let file = mapping
@@ -547,7 +618,11 @@ impl OverflowRegion {
             };
             (header.slot as usize, slot)
         });
-        let slots = SlotTable::rebuild(recovered.slot_high_water as usize, live);
+        let slots = SlotTable::rebuild(
+            recovered.slot_high_water as usize,
+            recovered.slot_table_limit,
+            live,
+        );
         let mut accounting = Accounting::default();
         for found in &recovered.slots {
             accounting.add(
@@ -558,6 +633,8 @@ impl OverflowRegion {
         }
         let mut region = OverflowRegion {
             path: path.to_owned(),
+            inode,
+            identity: counters.identity.unwrap_or(0),
             mapping,
             space: recovered.space,
             slots,
@@ -989,13 +1066,24 @@ impl OverflowRegion {
     /// [`Error::Io`] if the kernel reports a write-back failure, here or in
     /// a write-back the region did since the last `sync` (before cutting a
     /// long folio: docs/FORMAT.md, "giving space back").
+    /// [`Error::PathReplaced`] if everything was flushed but the region's
+    /// path no longer names its file (unlinked, renamed away or replaced
+    /// while open: the writer's lock is on the file, not the path, so
+    /// another writer may have created a new file there). The data is safe
+    /// in the open file only, and is lost when the region is dropped.
     pub fn sync(&self) -> Result<()> {
-        self.mapping
-            .sync()
-            .map_err(|source| self.io_error("msync/fsync", source))?;
-        match self.write_back_error.take() {
-            Some(source) => Err(self.io_error("sync_file_range", source)),
-            None => Ok(()),
+        self.flush()?;
+        // Durable, but reachable? The lock is on the inode: after an unlink
+        // or rename another writer can open a new file at the path.
+        match Inode::at(&self.path) {
+            Ok(inode) if inode == self.inode => Ok(()),
+            Ok(_) => Err(Error::PathReplaced {
+                path: self.path.clone(),
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Err(Error::PathReplaced {
+                path: self.path.clone(),
+            }),
+            Err(source) => Err(self.io_error("stat", source)),
         }
     }
 
@@ -1021,11 +1109,24 @@ impl OverflowRegion {
     pub fn slot_ref(&self, slot_index: usize) -> Result<SlotRef> {
         let slot = self.live_slot(slot_index)?;
         Ok(SlotRef {
+            file: self.identity,
             slot: slot_index as u32,
             generation: widen_generation(slot.generation, self.next_generation),
             offset: slot.offset,
             payload_len: slot.payload_len,
         })
+    }
+
+    /// The durable part of [`sync`](Self::sync), without the check of the
+    /// path.
+    fn flush(&self) -> Result<()> {
+        self.mapping
+            .sync()
+            .map_err(|source| self.io_error("msync/fsync", source))?;
+        match self.write_back_error.take() {
+            Some(source) => Err(self.io_error("sync_file_range", source)),
+            None => Ok(()),
+        }
     }
 
     /// Live slots and bytes per engine, free extents and bytes, the largest
@@ -1232,14 +1333,4 @@ fn widen_generation(low: u32, next: u64) -> u64 {
     } else {
         candidate.wrapping_sub(1 << 32)
     }
-}
-
-/// Reads and checks the file header of an existing, non-empty file, without
-/// modifying it.
-pub(crate) fn read_file_header(path: &Path, file: &File, file_len: u64) -> Result<Counters> {
-    let mut probe = [0u8; FILE_HEADER_PROBE_LEN];
-    let probe_len = (file_len as usize).min(FILE_HEADER_PROBE_LEN);
-    file.read_exact_at(&mut probe[..probe_len], 0)
-        .map_err(Error::io(path, "read header"))?;
-    layout::decode_file_header(&probe[..probe_len]).map_err(|error| Error::file_header(path, error))
 }

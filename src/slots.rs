@@ -2,6 +2,14 @@
 //!
 //! Dense from 0. A freed index goes on a LIFO list threaded through the
 //! table's free entries and is handed out again before any new index.
+//!
+//! A reopened file can hold live slots at indices far above the number of
+//! slots it holds (after many frees, or in a hostile file whose intact
+//! header names index 4 billion). The table's memory stays proportional to
+//! what recovery found: indices above the dense part live in a small map
+//! (`sparse`) until the dense part grows up to them.
+
+use rustc_hash::FxHashMap;
 
 use crate::engine::EngineId;
 use crate::layout::EXTENT_HEADER_LEN;
@@ -61,37 +69,60 @@ pub(crate) enum SlotLookup {
 /// The slot table.
 #[derive(Debug)]
 pub(crate) struct SlotTable {
-    /// One entry per index ever handed out. Invariant: every `Free` entry is
-    /// on the list from `free_head`, exactly once.
+    /// One entry per index from 0 up. Invariant: every `Free` entry is on
+    /// the list from `free_head`, exactly once.
     entries: Vec<Entry>,
+    /// Live slots at indices at or past `entries.len()` (only after a
+    /// reopen; empty in a table that was never rebuilt). Invariant: every
+    /// key is at least `entries.len()`.
+    sparse: FxHashMap<u32, LiveSlot>,
+    /// One more than the highest index handed out (`len`): at least
+    /// `entries.len()` and past every key of `sparse`.
+    high_water: usize,
     /// First freed index to hand out again, or `NONE`.
     free_head: u32,
-    /// Number of `Live` entries.
+    /// Number of live slots, dense and sparse.
     live: usize,
 }
 
 impl Default for SlotTable {
     fn default() -> Self {
-        SlotTable::rebuild(0, [])
+        SlotTable::rebuild(0, usize::MAX, [])
     }
 }
 
 impl SlotTable {
     /// A table with `count` indices, all free but those in `live` (each index
-    /// at most once and below `count`).
+    /// at most once; `count` is raised past the highest). Entries are made
+    /// for at most `dense_limit` indices (and every live one below it);
+    /// live slots past that are kept apart, and indices between that are
+    /// neither are not handed out again until new indices reach them.
     pub(crate) fn rebuild(
         count: usize,
+        dense_limit: usize,
         live: impl IntoIterator<Item = (usize, LiveSlot)>,
     ) -> SlotTable {
-        let mut entries = vec![Entry::Free { next: NONE }; count];
-        let mut live_count = 0;
+        let live: Vec<(usize, LiveSlot)> = live.into_iter().collect();
+        let high_water = live
+            .iter()
+            .map(|&(index, _)| index + 1)
+            .max()
+            .unwrap_or(0)
+            .max(count);
+        let mut entries = vec![Entry::Free { next: NONE }; high_water.min(dense_limit)];
+        let mut sparse = FxHashMap::default();
+        let live_count = live.len();
         for (index, slot) in live {
-            debug_assert!(
-                matches!(entries[index], Entry::Free { .. }),
-                "slot {index} twice"
-            );
-            entries[index] = Entry::Live(slot);
-            live_count += 1;
+            match entries.get_mut(index) {
+                Some(entry) => {
+                    debug_assert!(matches!(entry, Entry::Free { .. }), "slot {index} twice");
+                    *entry = Entry::Live(slot);
+                }
+                None => {
+                    let twice = sparse.insert(index as u32, slot);
+                    debug_assert!(twice.is_none(), "slot {index} twice");
+                }
+            }
         }
         // Thread the free list so the lowest freed index is handed out first.
         let mut free_head = NONE;
@@ -103,6 +134,8 @@ impl SlotTable {
         }
         SlotTable {
             entries,
+            sparse,
+            high_water,
             free_head,
             live: live_count,
         }
@@ -110,7 +143,7 @@ impl SlotTable {
 
     /// Indices handed out, occupied or freed.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.high_water
     }
 
     /// Indices occupied.
@@ -123,8 +156,18 @@ impl SlotTable {
         match self.entries.get(index) {
             Some(Entry::Live(slot)) => Ok(slot),
             Some(Entry::Free { .. }) => Err(SlotLookup::Free),
-            None => Err(SlotLookup::Unknown),
+            None => self.get_sparse(index),
         }
+    }
+
+    /// `get` past the dense entries.
+    #[cold]
+    fn get_sparse(&self, index: usize) -> Result<&LiveSlot, SlotLookup> {
+        if index >= self.high_water {
+            return Err(SlotLookup::Unknown);
+        }
+        let key = u32::try_from(index).map_err(|_| SlotLookup::Unknown)?;
+        self.sparse.get(&key).ok_or(SlotLookup::Free)
     }
 
     /// The index the next `occupy` will use: the most recently freed one, or
@@ -139,9 +182,13 @@ impl SlotTable {
 
     /// Puts `slot` at `next_index()` and returns that index.
     pub(crate) fn occupy(&mut self, slot: LiveSlot) -> usize {
+        if self.free_head == NONE && !self.sparse.is_empty() {
+            self.absorb_sparse();
+        }
         let index = self.next_index();
         if index == self.entries.len() {
             self.entries.push(Entry::Live(slot));
+            self.high_water = self.high_water.max(self.entries.len());
         } else {
             let Entry::Free { next } = self.entries[index] else {
                 unreachable!("the free list holds only free entries");
@@ -153,29 +200,57 @@ impl SlotTable {
         index
     }
 
+    /// Before a new index is handed out at the end of the dense entries:
+    /// moves the sparse slots that the dense part reaches into it, so the
+    /// new index is not one of theirs. Each sparse slot moves once.
+    #[cold]
+    fn absorb_sparse(&mut self) {
+        while let Some(slot) = self.sparse.remove(&(self.entries.len() as u32)) {
+            self.entries.push(Entry::Live(slot));
+        }
+    }
+
     /// Points the live slot at `index` to where it was moved.
     pub(crate) fn relocate(&mut self, index: usize, slot: LiveSlot) {
-        let entry = &mut self.entries[index];
-        debug_assert!(
-            matches!(entry, Entry::Live(_)),
-            "relocating free slot {index}"
-        );
-        *entry = Entry::Live(slot);
+        match self.entries.get_mut(index) {
+            Some(entry) => {
+                debug_assert!(
+                    matches!(entry, Entry::Live(_)),
+                    "relocating free slot {index}"
+                );
+                *entry = Entry::Live(slot);
+            }
+            None => {
+                let old = self.sparse.insert(index as u32, slot);
+                debug_assert!(old.is_some(), "relocating free slot {index}");
+            }
+        }
     }
 
     /// Frees the slot at `index` and returns what it held.
     pub(crate) fn vacate(&mut self, index: usize) -> Result<LiveSlot, SlotLookup> {
         let slot = *self.get(index)?;
-        self.entries[index] = Entry::Free {
-            next: self.free_head,
-        };
-        self.free_head = index as u32;
+        if index < self.entries.len() {
+            self.entries[index] = Entry::Free {
+                next: self.free_head,
+            };
+            self.free_head = index as u32;
+        } else {
+            // Handed out again only when new indices reach it.
+            self.sparse.remove(&(index as u32));
+        }
         self.live -= 1;
         Ok(slot)
     }
 
     /// Every live slot with its index, in index order.
     pub(crate) fn iter_live(&self) -> impl Iterator<Item = (usize, &LiveSlot)> + '_ {
+        let mut sparse: Vec<(usize, &LiveSlot)> = self
+            .sparse
+            .iter()
+            .map(|(&index, slot)| (index as usize, slot))
+            .collect();
+        sparse.sort_unstable_by_key(|&(index, _)| index);
         self.entries
             .iter()
             .enumerate()
@@ -183,12 +258,29 @@ impl SlotTable {
                 Entry::Live(slot) => Some((index, slot)),
                 Entry::Free { .. } => None,
             })
+            .chain(sparse)
     }
 
     /// Checks the free list against the entries; a description of the first
     /// disagreement.
     pub(crate) fn check_consistency(&self) -> Result<(), String> {
-        let free_entries = self.entries.len() - self.live;
+        if let Some(&below) = self
+            .sparse
+            .keys()
+            .find(|&&k| (k as usize) < self.entries.len())
+        {
+            return Err(format!(
+                "sparse slot {below} lies inside the {} dense entries",
+                self.entries.len()
+            ));
+        }
+        if let Some(&past) = self.sparse.keys().find(|&&k| k as usize >= self.high_water) {
+            return Err(format!(
+                "sparse slot {past} lies past the high water {}",
+                self.high_water
+            ));
+        }
+        let free_entries = self.entries.len() + self.sparse.len() - self.live;
         let mut seen = 0;
         let mut at = self.free_head;
         while at != NONE {
@@ -230,7 +322,7 @@ mod tests {
 
     #[test]
     fn freed_indices_come_back_last_in_first_out() {
-        let mut table = SlotTable::rebuild(0, []);
+        let mut table = SlotTable::default();
         for i in 0..4 {
             assert_eq!(table.occupy(slot(i)), i as usize);
         }
@@ -247,12 +339,38 @@ mod tests {
 
     #[test]
     fn rebuild_hands_out_the_lowest_free_index_first() {
-        let mut table = SlotTable::rebuild(5, [(1, slot(1)), (3, slot(3))]);
+        let mut table = SlotTable::rebuild(5, usize::MAX, [(1, slot(1)), (3, slot(3))]);
         table.check_consistency().unwrap();
         assert_eq!(table.live(), 2);
         assert_eq!(table.occupy(slot(0)), 0);
         assert_eq!(table.occupy(slot(2)), 2);
         assert_eq!(table.occupy(slot(4)), 4);
         assert_eq!(table.occupy(slot(5)), 5);
+    }
+
+    #[test]
+    fn live_slots_past_the_dense_limit_cost_no_entries_for_the_gap() {
+        let far = u32::MAX as usize - 1;
+        let mut table = SlotTable::rebuild(3, 4, [(1, slot(1)), (9, slot(9)), (far, slot(7))]);
+        table.check_consistency().unwrap();
+        assert_eq!(table.entries.len(), 4);
+        assert_eq!((table.len(), table.live()), (far + 1, 3));
+        assert_eq!(table.get(far).unwrap().offset, 7);
+        assert_eq!(table.get(9).unwrap().offset, 9);
+        assert_eq!(table.get(5), Err(SlotLookup::Free));
+        assert_eq!(table.get(far + 1), Err(SlotLookup::Unknown));
+        assert_eq!(
+            table.iter_live().map(|(i, _)| i).collect::<Vec<_>>(),
+            [1, 9, far]
+        );
+        // Free dense indices first, then new ones, which step over slot 9.
+        for expected in [0, 2, 3, 4, 5, 6, 7, 8, 10] {
+            assert_eq!(table.occupy(slot(100)), expected);
+        }
+        assert_eq!(table.get(9).unwrap().offset, 9);
+        table.vacate(far).unwrap();
+        assert_eq!(table.vacate(far), Err(SlotLookup::Free));
+        assert_eq!(table.live(), 11);
+        table.check_consistency().unwrap();
     }
 }

@@ -602,7 +602,8 @@ const CHILD_TEST: &str = "cross_process_child_helper";
 
 fn encode(handle: &SlotRef, seed: u64) -> String {
     format!(
-        "{} {} {} {} {}\n",
+        "{} {} {} {} {} {}\n",
+        handle.file(),
         handle.slot(),
         handle.generation(),
         handle.offset(),
@@ -633,10 +634,10 @@ fn cross_process_child_helper() {
             .split_whitespace()
             .map(|p| p.parse().unwrap())
             .collect();
-        let [slot, generation, offset, len, seed] = parts[..] else {
+        let [file, slot, generation, offset, len, seed] = parts[..] else {
             panic!("bad line {line:?}");
         };
-        let handle = SlotRef::from_parts(slot as u32, generation, offset, len);
+        let handle = SlotRef::from_parts(file, slot as u32, generation, offset, len);
         let answer = match reader.read_into(&handle, &mut buf) {
             Ok(()) if buf == payload(seed) => "ok".to_string(),
             Ok(()) => "WRONG-BYTES".to_string(),
@@ -768,10 +769,17 @@ fn reader_in_another_process() {
     }
     // Handles built from nonsense parts are refused, not read and not fatal.
     for bogus in [
-        SlotRef::from_parts(0, 0, 0, 8),
-        SlotRef::from_parts(1, 1, 4100, 8),
-        SlotRef::from_parts(u32::MAX, u64::MAX, u64::MAX - 7, u64::MAX),
-        SlotRef::from_parts(7, 0, 1 << 39, 4),
+        SlotRef::from_parts(0, 0, 0, 0, 8),
+        SlotRef::from_parts(old.file(), 1, 1, 4100, 8),
+        SlotRef::from_parts(old.file(), u32::MAX, u64::MAX, u64::MAX - 7, u64::MAX),
+        SlotRef::from_parts(old.file(), 7, 0, 1 << 39, 4),
+        SlotRef::from_parts(
+            old.file() ^ 1,
+            new.slot() as u32,
+            new.generation(),
+            new.offset(),
+            new.len() as u64,
+        ),
     ] {
         assert_eq!(child.ask(&bogus, 0), "changed", "{bogus:?}");
     }
@@ -881,7 +889,7 @@ fn reader_never_modifies_a_region_file() {
             assert_bytes(&buf, handle, *seed);
         }
         // Garbage handles are refused without side effects.
-        let _ = reader.read_into(&SlotRef::from_parts(3, 9, 4096, 17), &mut buf);
+        let _ = reader.read_into(&SlotRef::from_parts(1, 3, 9, 4096, 17), &mut buf);
     }
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert_eq!(mtime(&path), before);
@@ -975,6 +983,7 @@ fn handles_round_trip_and_any_wrong_part_is_refused() {
     ));
 
     let rebuilt = SlotRef::from_parts(
+        handle.file(),
         handle.slot() as u32,
         handle.generation(),
         handle.offset(),
@@ -990,29 +999,30 @@ fn handles_round_trip_and_any_wrong_part_is_refused() {
     reader.read_into(&rebuilt, &mut buf).unwrap();
     assert_bytes(&buf, &handle, 12);
 
-    let (s, g, o, l) = (
+    let (f, s, g, o, l) = (
+        handle.file(),
         handle.slot() as u32,
         handle.generation(),
         handle.offset(),
         handle.len() as u64,
     );
     let wrong = [
-        SlotRef::from_parts(s + 1, g, o, l),
-        SlotRef::from_parts(s, g + 1, o, l),
-        SlotRef::from_parts(s, g.wrapping_sub(1), o, l),
-        SlotRef::from_parts(s, g, o + 16, l),
-        SlotRef::from_parts(s, g, o + 8, l),
-        SlotRef::from_parts(s, g, o + 1, l),
-        SlotRef::from_parts(s, g, o - 16, l),
-        SlotRef::from_parts(s, g, o, l + 1),
-        SlotRef::from_parts(s, g, o, l.saturating_sub(1)),
-        SlotRef::from_parts(s, g, o, u64::MAX),
-        SlotRef::from_parts(s, g, u64::MAX, l),
-        SlotRef::from_parts(s, g, 1 << 40, l),
-        SlotRef::from_parts(s, g, 0, l),
+        SlotRef::from_parts(f, s + 1, g, o, l),
+        SlotRef::from_parts(f, s, g + 1, o, l),
+        SlotRef::from_parts(f, s, g.wrapping_sub(1), o, l),
+        SlotRef::from_parts(f, s, g, o + 16, l),
+        SlotRef::from_parts(f, s, g, o + 8, l),
+        SlotRef::from_parts(f, s, g, o + 1, l),
+        SlotRef::from_parts(f, s, g, o - 16, l),
+        SlotRef::from_parts(f, s, g, o, l + 1),
+        SlotRef::from_parts(f, s, g, o, l.saturating_sub(1)),
+        SlotRef::from_parts(f, s, g, o, u64::MAX),
+        SlotRef::from_parts(f, s, g, u64::MAX, l),
+        SlotRef::from_parts(f, s, g, 1 << 40, l),
+        SlotRef::from_parts(f, s, g, 0, l),
         // Another live slot's place with this slot's identity, and the reverse.
-        SlotRef::from_parts(s, g, other.offset(), other.len() as u64),
-        SlotRef::from_parts(other.slot() as u32, other.generation(), o, l),
+        SlotRef::from_parts(f, s, g, other.offset(), other.len() as u64),
+        SlotRef::from_parts(f, other.slot() as u32, other.generation(), o, l),
     ];
     for bogus in wrong {
         let error = reader.read_into(&bogus, &mut buf).unwrap_err();

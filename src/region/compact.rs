@@ -11,7 +11,14 @@
 //!   place, and perhaps a complete copy too: recovery keeps the newer of two
 //!   copies with the same bytes and frees the other;
 //! - a crash after it loses nothing either: the copies are on stable
-//!   storage before any old place is marked free.
+//!   storage before any old place is marked free;
+//! - a sync that fails undoes the step: the copies are freed and the slots
+//!   point at their old places again, so a later `free` frees the place
+//!   that is on disk and is never undone by a reopen.
+//!
+//! A move copies the stored payload checksum after checking the bytes
+//! against it; bytes damaged from outside are never given a fresh, valid
+//! checksum (such a slot stays where it is and is reported).
 //!
 //! Freeing the old places (the top of the region) gives the end of the file
 //! back.
@@ -44,6 +51,21 @@ pub struct CompactReport {
     pub file_size_after: u64,
     /// True when no free extent is left between live extents.
     pub complete: bool,
+    /// Slots whose bytes no longer match their stored checksum (damaged
+    /// from outside the region): left where they are, unmoved, so the
+    /// damage stays visible to recovery and `verify`. A move never writes a
+    /// checksum of its own.
+    pub damaged_slots: Vec<usize>,
+}
+
+/// What became of one slot compaction tried to move.
+enum Move {
+    /// Copied below; the old place is still live until the step's sync.
+    Moved,
+    /// No free extent below could take it.
+    NoRoom,
+    /// Its header or payload no longer matches its checksum: not moved.
+    Damaged,
 }
 
 impl OverflowRegion {
@@ -101,7 +123,10 @@ impl OverflowRegion {
             total.used_bytes_after = step.used_bytes_after;
             total.file_size_after = step.file_size_after;
             total.complete = step.complete;
+            total.damaged_slots.extend(step.damaged_slots);
         }
+        total.damaged_slots.sort_unstable();
+        total.damaged_slots.dedup();
         self.give_back_after_compaction();
         total.file_size_after = self.capacity() as u64;
         Ok(total)
@@ -168,17 +193,31 @@ impl OverflowRegion {
         let synced = if moved.is_empty() {
             Ok(())
         } else {
-            self.sync()
+            self.flush()
         };
         self.compacting = false;
         if synced.is_ok() {
-            for old in moved {
-                self.free_extent(old);
+            for (_, old) in moved {
+                self.free_extent(old.extent());
             }
         } else {
-            // Keep both copies: recovery frees the older one of each pair.
-            // In memory the old places stay allocated until then.
-            tracing::warn!(path = %self.path.display(), "sync failed during compaction; old copies kept until reopen");
+            // The copies may not be durable: undo every move, so the slot
+            // table points at the old places again and a later `free`
+            // frees the place that is certainly on disk. (Keeping the
+            // copies instead would let a free of a copy be undone at the
+            // next open, when recovery finds the old place still live.)
+            tracing::warn!(path = %self.path.display(), "sync failed during compaction; moves undone");
+            for (index, old) in moved {
+                let copy = *self.slots.get(index).expect("moved slots are live");
+                self.slots.relocate(index, old);
+                self.accounting
+                    .remove(copy.engine, copy.payload_len, copy.extent_len);
+                self.accounting
+                    .add(old.engine, old.payload_len, old.extent_len);
+                self.free_extent(copy.extent());
+            }
+            report.extents_moved = 0;
+            report.bytes_moved = 0;
         }
         self.give_back_tail();
         report.used_bytes_after = self.used_bytes() as u64;
@@ -189,12 +228,13 @@ impl OverflowRegion {
 
     /// Moves live extents, highest first, into free space below them until
     /// the budget is spent or no extent above the lowest gap is left.
-    /// Returns the old places in `moved` (still live on disk).
+    /// Returns the moved slots' indices and old places in `moved` (still
+    /// live on disk).
     fn move_down(
         &mut self,
         budget_bytes: u64,
         report: &mut CompactReport,
-        moved: &mut Vec<Extent>,
+        moved: &mut Vec<(usize, LiveSlot)>,
     ) -> Result<()> {
         let Some(lowest_gap) = self.lowest_free_extent() else {
             return Ok(());
@@ -214,22 +254,33 @@ impl OverflowRegion {
             {
                 break;
             }
-            if self.move_below(index, slot, offset)? {
-                moved.push(slot.extent());
-                report.extents_moved += 1;
-                report.bytes_moved += cost;
+            match self.move_below(index, slot, offset)? {
+                Move::Moved => {
+                    moved.push((index, slot));
+                    report.extents_moved += 1;
+                    report.bytes_moved += cost;
+                }
+                Move::NoRoom => {}
+                Move::Damaged => report.damaged_slots.push(index),
             }
         }
         Ok(())
     }
 
     /// Copies a live slot into free space below `below`, if some free extent
-    /// there can take it; true if it did. The old place is left live.
-    fn move_below(&mut self, index: usize, slot: LiveSlot, below: u64) -> Result<bool> {
+    /// there can take it and its bytes still match their checksum. The old
+    /// place is left live.
+    fn move_below(&mut self, index: usize, slot: LiveSlot, below: u64) -> Result<Move> {
+        // The copy carries the stored checksum, checked here: a move must
+        // never turn damaged bytes into a valid extent.
+        let Some(payload_crc) = self.stored_checksum(&slot) else {
+            tracing::warn!(path = %self.path.display(), slot = index, offset = slot.offset, "compaction left a damaged slot where it is");
+            return Ok(Move::Damaged);
+        };
         let needed =
             layout::extent_len_for(slot.payload_len).expect("a live payload fits the format");
         let Ok(allocation) = self.space.allocate(needed) else {
-            return Ok(false);
+            return Ok(Move::NoRoom);
         };
         if allocation.extent.offset >= below {
             // Only free space above it, or the end of the region: leave it.
@@ -238,22 +289,18 @@ impl OverflowRegion {
             } else {
                 self.space.release(allocation.extent);
             }
-            return Ok(false);
+            return Ok(Move::NoRoom);
         }
         // Moves go into free space below, never past the end: no
         // `write_direct`.
         self.make_writable(&allocation, false)?;
-        let source = self
-            .mapping
-            .bytes(slot.payload_offset(), slot.payload_len)
-            .expect("live extents lie inside the file");
         let header = LiveHeader {
             extent_len: allocation.extent.len,
             slot: index as u32,
             generation: self.next_generation as u32,
             payload_len: slot.payload_len,
             engine: slot.engine,
-            payload_crc: checksum::crc32c(source),
+            payload_crc,
         };
         let copy = self.commit(
             &allocation,
@@ -267,7 +314,23 @@ impl OverflowRegion {
             .remove(slot.engine, slot.payload_len, slot.extent_len);
         self.accounting
             .add(copy.engine, copy.payload_len, copy.extent_len);
-        Ok(true)
+        Ok(Move::Moved)
+    }
+
+    /// The payload checksum in a live slot's header, if the header is
+    /// intact and the payload's bytes still match it.
+    fn stored_checksum(&self, slot: &LiveSlot) -> Option<u32> {
+        let header: &[u8; 32] = self
+            .mapping
+            .bytes(slot.offset, EXTENT_HEADER_LEN)?
+            .try_into()
+            .ok()?;
+        let header = LiveHeader::decode(header).ok()?;
+        let payload = self
+            .mapping
+            .bytes(slot.payload_offset(), slot.payload_len)?;
+        (header.payload_len == slot.payload_len && checksum::crc32c(payload) == header.payload_crc)
+            .then_some(header.payload_crc)
     }
 
     /// The free extent with the lowest offset, found by walking the tags

@@ -28,6 +28,11 @@ use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
 /// cost of finding 2 MiB of contiguous memory for each folio.)
 pub(crate) const MAX_WRITE_PIECE: u64 = 1 << 20;
 
+/// The most address space one mapping of a region reserves (16 TiB): a
+/// writer's maximum capacity is at most this, and a reader never reserves
+/// more, whatever a file header says.
+pub(crate) const MAX_RESERVATION: u64 = 1 << 44;
+
 /// The pieces of `write_zeros` until [`Mapping::set_write_piece`] says
 /// otherwise.
 const DEFAULT_WRITE_PIECE: u64 = 32 << 10;
@@ -220,6 +225,21 @@ impl Mapping {
                 .write_all_at(&zeros[..(piece_end - at) as usize], at)?;
             at = piece_end;
         }
+        Ok(())
+    }
+
+    /// Writes the first bytes of an empty file (a new region's header) with
+    /// `pwrite`; the file is then `header.len()` bytes long. Nothing is
+    /// written unless the file is empty.
+    pub(crate) fn start_file(&mut self, header: &[u8]) -> io::Result<()> {
+        if self.file_len != 0 || header.len() > self.reserved {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a header is written only into an empty file that the reservation holds",
+            ));
+        }
+        self.file.write_all_at(header, 0)?;
+        self.file_len = header.len() as u64;
         Ok(())
     }
 

@@ -1,0 +1,153 @@
+//! Questions about the file behind a path, asked before anything is written
+//! to it: is it a file a region may live in, which inode is it, and fresh
+//! random bytes for a new file's identity. No `unsafe` here; it sits under
+//! `sys` because it is the boundary to the kernel.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use rustix::fs::OFlags;
+
+/// Magic numbers (`statfs.f_type`) of file systems whose files are not
+/// storage: writing to them talks to the kernel. A region is never made
+/// there, even when the file is "regular" and empty (`/proc`, `/sys`).
+const PSEUDO_FILE_SYSTEMS: [(i64, &str); 10] = [
+    (0x9fa0, "procfs"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroupfs"),
+    (0x6367_7270, "cgroup2fs"),
+    (0xcafe_4a11, "bpffs"),
+    (0x6265_6570, "configfs"),
+    (0xde5e_81e4, "efivarfs"),
+];
+
+/// Why a path cannot hold a region, in words for an error message ("a
+/// directory", "a file on procfs"); `None` for a regular file.
+pub(crate) fn unsuitable_kind(metadata: &Metadata) -> Option<&'static str> {
+    let kind = metadata.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// What is wrong with opening `path` as a region file.
+#[derive(Debug)]
+pub(crate) enum OpenRefused {
+    /// The path names something that is not a regular file on a storage
+    /// file system; the words say what it is.
+    Unsuitable(&'static str),
+    /// A system call failed.
+    Io(&'static str, io::Error),
+}
+
+/// Opens `path` (read-write and created if missing when `write`, else
+/// read-only) after making sure it is a regular file on a storage file
+/// system: nothing else is opened for writing, and nothing is written to it
+/// here. Opening never blocks (a FIFO is refused, not waited on).
+pub(crate) fn open_regular(path: &Path, write: bool) -> Result<File, OpenRefused> {
+    // Refused before `open` when possible: opening a device or a FIFO can
+    // have effects of its own.
+    match std::fs::metadata(path) {
+        Ok(metadata) => {
+            if let Some(kind) = unsuitable_kind(&metadata) {
+                return Err(OpenRefused::Unsuitable(kind));
+            }
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound && write => {}
+        Err(error) => return Err(OpenRefused::Io("stat", error)),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(write)
+        .truncate(false)
+        .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
+        .open(path)
+        .map_err(|error| OpenRefused::Io("open", error))?;
+    // The path may have changed between the two looks: ask the open file.
+    let metadata = file
+        .metadata()
+        .map_err(|error| OpenRefused::Io("stat", error))?;
+    if let Some(kind) = unsuitable_kind(&metadata) {
+        return Err(OpenRefused::Unsuitable(kind));
+    }
+    let statfs =
+        rustix::fs::fstatfs(&file).map_err(|error| OpenRefused::Io("statfs", error.into()))?;
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
+    let magic = statfs.f_type as i64;
+    if let Some((_, name)) = PSEUDO_FILE_SYSTEMS.iter().find(|(m, _)| *m == magic) {
+        return Err(OpenRefused::Unsuitable(match *name {
+            "procfs" => "a file on procfs",
+            "sysfs" => "a file on sysfs",
+            _ => "a file on a kernel pseudo file system",
+        }));
+    }
+    // Non-blocking was for the open only.
+    let flags =
+        rustix::fs::fcntl_getfl(&file).map_err(|error| OpenRefused::Io("fcntl", error.into()))?;
+    rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)
+        .map_err(|error| OpenRefused::Io("fcntl", error.into()))?;
+    Ok(file)
+}
+
+/// Which inode a file is: its device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inode {
+    dev: u64,
+    ino: u64,
+}
+
+impl Inode {
+    /// The inode of an open file.
+    pub(crate) fn of(file: &File) -> io::Result<Inode> {
+        Ok(Inode::from_metadata(&file.metadata()?))
+    }
+
+    /// The inode `path` names now (following symbolic links).
+    pub(crate) fn at(path: &Path) -> io::Result<Inode> {
+        Ok(Inode::from_metadata(&std::fs::metadata(path)?))
+    }
+
+    fn from_metadata(metadata: &Metadata) -> Inode {
+        Inode {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
+}
+
+/// Eight bytes from the kernel's random number generator, never all zero
+/// (zero means "no identity" in the format).
+pub(crate) fn random_nonzero_u64() -> io::Result<u64> {
+    loop {
+        let mut bytes = [0u8; 8];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            filled += rustix::rand::getrandom(
+                &mut bytes[filled..],
+                rustix::rand::GetRandomFlags::empty(),
+            )?;
+        }
+        let value = u64::from_le_bytes(bytes);
+        if value != 0 {
+            return Ok(value);
+        }
+    }
+}
