@@ -149,7 +149,8 @@ impl OverflowReader {
     /// mapped.
     pub fn open(path: &Path) -> Result<Self> {
         let file = file::open_regular(path, false)
-            .map_err(|refused| Error::open_refused(path, refused))?;
+            .map_err(|refused| Error::open_refused(path, refused))?
+            .file;
         let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
         let counters = crate::layout::read_file_header(path, &file, file_len)?;
         // Announce this reader before mapping, and for as long as the file

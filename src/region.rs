@@ -114,6 +114,17 @@ const _: () = assert!(GRANULE == layout::EXTENT_ALIGN);
 /// slice or make touching them raise SIGBUS. Do not let other programs write
 /// a region file while it is open.
 ///
+/// # One writer per file, not per path
+///
+/// The writer's lock is on the open file (the inode), as SQLite's locks
+/// are. A region file that is unlinked or renamed away while its writer is
+/// open is no longer at the path: a second writer opening the same path
+/// creates a new, empty region there, and everything the first writer
+/// writes lives on only in the unlinked file, gone when it is dropped. Do
+/// not delete, rename or replace a region file while it is open;
+/// [`sync`](Self::sync) returns [`Error::PathReplaced`] when it happened,
+/// so the owner finds out.
+///
 /// # Durability
 ///
 /// A process that dies (even by SIGKILL) loses nothing acknowledged: every
@@ -368,9 +379,12 @@ impl OverflowRegion {
     ///
     /// [`Error::NotARegion`] or [`Error::UnsupportedVersion`] for a file that
     /// is not a region this build reads (the file is left untouched),
-    /// [`Error::Locked`] if another writer has it open, [`Error::InvalidConfig`]
-    /// if it is larger than the maximum capacity, [`Error::Io`] if a system
-    /// call fails.
+    /// [`Error::NotAFile`] for a path that names a directory, a device, a
+    /// FIFO, a socket or a file on a kernel pseudo file system (nothing is
+    /// written to it), [`Error::Locked`] if another writer has it open,
+    /// [`Error::InvalidConfig`] if it is larger than the maximum capacity,
+    /// [`Error::Io`] if a system call fails. A file this call created is
+    /// removed again when it fails.
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with_config(
             path,
@@ -400,7 +414,7 @@ impl OverflowRegion {
     /// As [`open_with_config`](Self::open_with_config).
     pub fn open_with_tuning(path: &Path, tuning: &MemoryTuning) -> Result<Self> {
         let settings = Settings::new(tuning)?;
-        let file =
+        let file::Opened { file, created } =
             file::open_regular(path, true).map_err(|refused| Error::open_refused(path, refused))?;
         if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
             return Err(Error::Locked {
@@ -409,7 +423,12 @@ impl OverflowRegion {
         }
         let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
         if file_len == 0 {
-            return Self::initialise(path, file, settings);
+            let region = Self::initialise(path, file, settings);
+            if region.is_err() && created {
+                // Leave nothing behind that was not there.
+                let _ = std::fs::remove_file(path);
+            }
+            return region;
         }
         let counters = layout::read_file_header(path, &file, file_len)?;
         if file_len < DATA_START {
@@ -1019,10 +1038,17 @@ impl OverflowRegion {
     ///
     /// O(1).
     pub fn free(&mut self, slot_index: usize) -> Result<()> {
+        let handed_out = self.slots.len();
         let slot = self
             .slots
             .vacate(slot_index)
             .map_err(|lookup| self.slot_error(slot_index, lookup))?;
+        if self.slots.len() < handed_out {
+            // A far slot kept apart at reopen was the highest index: the
+            // header's counter follows the table down.
+            self.mapping
+                .store_word(SLOT_HIGH_WATER_OFFSET, self.slots.len() as u64);
+        }
         self.accounting
             .remove(slot.engine, slot.payload_len, slot.extent_len);
         self.free_extent(slot.extent());

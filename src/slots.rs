@@ -9,7 +9,7 @@
 //! what recovery found: indices above the dense part live in a small map
 //! (`sparse`) until the dense part grows up to them.
 
-use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 
 use crate::engine::EngineId;
 use crate::layout::EXTENT_HEADER_LEN;
@@ -75,9 +75,9 @@ pub(crate) struct SlotTable {
     /// Live slots at indices at or past `entries.len()` (only after a
     /// reopen; empty in a table that was never rebuilt). Invariant: every
     /// key is at least `entries.len()`.
-    sparse: FxHashMap<u32, LiveSlot>,
-    /// One more than the highest index handed out (`len`): at least
-    /// `entries.len()` and past every key of `sparse`.
+    sparse: BTreeMap<u32, LiveSlot>,
+    /// One more than the highest index handed out (`len`). Invariant:
+    /// `max(entries.len(), highest key of sparse + 1)`.
     high_water: usize,
     /// First freed index to hand out again, or `NONE`.
     free_head: u32,
@@ -94,23 +94,21 @@ impl Default for SlotTable {
 impl SlotTable {
     /// A table with `count` indices, all free but those in `live` (each index
     /// at most once; `count` is raised past the highest). Entries are made
-    /// for at most `dense_limit` indices (and every live one below it);
-    /// live slots past that are kept apart, and indices between that are
-    /// neither are not handed out again until new indices reach them.
+    /// for at most `dense_limit` indices: live slots past that are kept
+    /// apart, indices past it that are not live are not handed out again
+    /// until new indices reach them, and `count` is trusted only up to it.
     pub(crate) fn rebuild(
         count: usize,
         dense_limit: usize,
         live: impl IntoIterator<Item = (usize, LiveSlot)>,
     ) -> SlotTable {
         let live: Vec<(usize, LiveSlot)> = live.into_iter().collect();
-        let high_water = live
-            .iter()
-            .map(|&(index, _)| index + 1)
-            .max()
-            .unwrap_or(0)
-            .max(count);
-        let mut entries = vec![Entry::Free { next: NONE }; high_water.min(dense_limit)];
-        let mut sparse = FxHashMap::default();
+        let highest = live.iter().map(|&(index, _)| index + 1).max().unwrap_or(0);
+        // Entries below the limit only; `count` counts past the highest
+        // live index only that far.
+        let dense = count.max(highest).min(dense_limit);
+        let mut entries = vec![Entry::Free { next: NONE }; dense];
+        let mut sparse = BTreeMap::new();
         let live_count = live.len();
         for (index, slot) in live {
             match entries.get_mut(index) {
@@ -132,6 +130,10 @@ impl SlotTable {
                 free_head = index as u32;
             }
         }
+        let high_water = sparse
+            .last_key_value()
+            .map_or(0, |(&key, _)| key as usize + 1)
+            .max(entries.len());
         SlotTable {
             entries,
             sparse,
@@ -236,8 +238,14 @@ impl SlotTable {
             };
             self.free_head = index as u32;
         } else {
-            // Handed out again only when new indices reach it.
+            // Handed out again only when new indices reach it; forgotten as
+            // handed out if it was the highest.
             self.sparse.remove(&(index as u32));
+            self.high_water = self
+                .sparse
+                .last_key_value()
+                .map_or(0, |(&key, _)| key as usize + 1)
+                .max(self.entries.len());
         }
         self.live -= 1;
         Ok(slot)
@@ -369,8 +377,9 @@ mod tests {
         }
         assert_eq!(table.get(9).unwrap().offset, 9);
         table.vacate(far).unwrap();
-        assert_eq!(table.vacate(far), Err(SlotLookup::Free));
-        assert_eq!(table.live(), 11);
+        // The highest index is forgotten once it is free.
+        assert_eq!(table.vacate(far), Err(SlotLookup::Unknown));
+        assert_eq!((table.len(), table.live()), (11, 11));
         table.check_consistency().unwrap();
     }
 }

@@ -57,22 +57,31 @@ pub(crate) enum OpenRefused {
     Io(&'static str, io::Error),
 }
 
+/// A region file, opened.
+pub(crate) struct Opened {
+    pub file: File,
+    /// True when the path named nothing before: the caller removes what it
+    /// created if it cannot make a region of it.
+    pub created: bool,
+}
+
 /// Opens `path` (read-write and created if missing when `write`, else
 /// read-only) after making sure it is a regular file on a storage file
 /// system: nothing else is opened for writing, and nothing is written to it
 /// here. Opening never blocks (a FIFO is refused, not waited on).
-pub(crate) fn open_regular(path: &Path, write: bool) -> Result<File, OpenRefused> {
+pub(crate) fn open_regular(path: &Path, write: bool) -> Result<Opened, OpenRefused> {
     // Refused before `open` when possible: opening a device or a FIFO can
     // have effects of its own.
-    match std::fs::metadata(path) {
+    let created = match std::fs::metadata(path) {
         Ok(metadata) => {
             if let Some(kind) = unsuitable_kind(&metadata) {
                 return Err(OpenRefused::Unsuitable(kind));
             }
+            false
         }
-        Err(error) if error.kind() == io::ErrorKind::NotFound && write => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound && write => true,
         Err(error) => return Err(OpenRefused::Io("stat", error)),
-    }
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(write)
@@ -104,7 +113,7 @@ pub(crate) fn open_regular(path: &Path, write: bool) -> Result<File, OpenRefused
         rustix::fs::fcntl_getfl(&file).map_err(|error| OpenRefused::Io("fcntl", error.into()))?;
     rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)
         .map_err(|error| OpenRefused::Io("fcntl", error.into()))?;
-    Ok(file)
+    Ok(Opened { file, created })
 }
 
 /// Which inode a file is: its device and inode numbers.
