@@ -18,14 +18,71 @@
 //! nothing dropped and the same slots. With `OVERFLOW_FUZZ_OPEN_ONLY=1` in
 //! the environment it stops after the reads (to look past a known bug in
 //! the later steps).
+//!
+//! Memory: a counting allocator checks that opening the file (as a writer
+//! with the largest maximum capacity, and with `RegionFile::open`, which
+//! the CLI uses) never allocates more than `MEMORY_BOUND_BASE` plus
+//! `MEMORY_PER_FILE_BYTE` times the file's length, whatever an index or a
+//! counter in the file says.
 
 #![no_main]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libfuzzer_sys::fuzz_target;
-use overflow_region::{EngineId, Error, OverflowRegion};
+use overflow_region::{EngineId, Error, OverflowRegion, RegionFile};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `dealloc` is passed on as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap an open may use whatever the file: fixed tables and the first
+/// 65 536 slot indices.
+const MEMORY_BOUND_BASE: usize = 16 << 20;
+/// And per byte of the file (every 16 bytes can hold an extent).
+const MEMORY_PER_FILE_BYTE: usize = 16;
+
+/// Runs `f` and panics if the heap grew by more than `bound` meanwhile.
+fn bounded<T>(what: &str, bound: usize, f: impl FnOnce() -> T) -> T {
+    let start = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(start, Ordering::Relaxed);
+    let value = f();
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(start);
+    assert!(peak <= bound, "{what} allocated {peak} bytes, more than {bound}");
+    value
+}
+
+/// The largest maximum capacity a writer may ask for (16 TiB).
+const HUGE_MAX_CAPACITY: usize = 1 << 44;
+/// Slots read one by one after the open (an intact header can name index
+/// 4 billion; reading every index below it would take too long).
+const READ_LIMIT: usize = 1 << 20;
 
 const DATA_START: usize = 4096;
 const INITIAL_CAPACITY: usize = 64 << 10;
@@ -116,6 +173,18 @@ fn check(data: &[u8]) {
     let file = build_file(data);
     let path = path();
     std::fs::write(path, &file).unwrap();
+    let bound = MEMORY_BOUND_BASE + MEMORY_PER_FILE_BYTE * file.len();
+    // Read-only and a writer with the largest maximum capacity: memory
+    // follows what the file holds, never the numbers it states.
+    let _ = bounded("RegionFile::open", bound, || RegionFile::open(path));
+    if file.len() <= MAX_CAPACITY {
+        let huge = bounded("open with a 16 TiB maximum", bound, || {
+            OverflowRegion::open_with_config(path, INITIAL_CAPACITY, HUGE_MAX_CAPACITY)
+        });
+        drop(huge);
+        // That open may have repaired the file; start again from the input.
+        std::fs::write(path, &file).unwrap();
+    }
     let mut region = match OverflowRegion::open_with_config(path, INITIAL_CAPACITY, MAX_CAPACITY) {
         Ok(region) => region,
         Err(
@@ -135,12 +204,16 @@ fn check(data: &[u8]) {
         .check_consistency()
         .unwrap_or_else(|error| panic!("inconsistent after open: {error}"));
     let mut live = Vec::new();
-    for slot in 0..region.slot_count() {
+    for slot in 0..region.slot_count().min(READ_LIMIT) {
         match region.read(slot) {
             Ok(bytes) => live.push((slot, bytes.to_vec())),
             Err(Error::SlotFree { .. }) => {}
             Err(error) => panic!("read({slot}) below slot_count: {error}"),
         }
+    }
+    if region.slot_count() > READ_LIMIT {
+        // Slots past the limit were not read: the later checks need them all.
+        return;
     }
     assert_eq!(live.len(), region.live_slot_count());
     if open_only() {
