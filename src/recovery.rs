@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use crate::layout::{Counters, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader, Tag};
+use crate::layout::{
+    Counters, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader, MAX_SLOTS, Tag,
+};
 use crate::space::{Extent, Space};
 use crate::sys::checksum;
 
@@ -69,7 +71,8 @@ pub enum DropReason {
         /// Offset of the extent that was kept.
         kept_offset: u64,
     },
-    /// The slot index is larger than any file of this size can have handed out.
+    /// The slot index is past the largest the format hands out
+    /// (`u32::MAX - 1`).
     SlotOutOfRange {
         /// The largest plausible index.
         limit: usize,
@@ -145,12 +148,10 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
             && len.is_multiple_of(EXTENT_ALIGN)
             && at.checked_add(len).is_some_and(|end| end <= eof)
     };
-    // A slot index past this cannot have been handed out in a file this size
-    // (or one the writer may grow to): when an index is first handed out,
-    // every lower one is live, and the writer never shrinks the file below
-    // one header per index.
-    let data_limit = eof.max(space.limit().min(1 << 48));
-    let slot_limit = (data_limit.saturating_sub(DATA_START) / EXTENT_HEADER_LEN + 1) as usize;
+    // Indices are `u32`s below `MAX_SLOTS` (`u32::MAX` itself is never
+    // handed out). Any index below it is kept, however far above the others:
+    // the tables that hold it cost memory per slot found, not per index.
+    let slot_limit = MAX_SLOTS as usize;
     // Before the stored end of the chain, an end mark (or zeros) is not the
     // end: a write whose pages reached the disk only in part (power loss) can
     // leave one there, with intact extents after it.

@@ -7,7 +7,6 @@ pub use compact::CompactReport;
 
 use std::fs::File;
 use std::io;
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use crate::engine::EngineId;
@@ -80,7 +79,16 @@ const _: () = assert!(GRANULE == layout::EXTENT_ALIGN);
 /// reopened after a crash finds every acknowledged slot again (see
 /// [`OverflowRegion::recovery`] and `docs/FORMAT.md`).
 ///
-/// Not `Send` or `Sync`: it is owned by one thread, like the seed's original.
+/// `Send` but not `Sync`: one owner at a time, which may move it between
+/// threads (a runtime that moves tasks, or a `Mutex<OverflowRegion>`), but
+/// never two threads using it at once (`write` and `free` take `&mut
+/// self`, and the file's lock keeps other writers out). The soundness
+/// argument is on the mapping, in the `sys` module.
+///
+/// ```compile_fail
+/// fn shared_between_threads<T: Sync>() {}
+/// shared_between_threads::<overflow_region::OverflowRegion>();
+/// ```
 ///
 /// ```
 /// use overflow_region::{EngineId, OverflowRegion};
@@ -202,8 +210,6 @@ pub struct OverflowRegion {
     /// does not know of and dropping it failed: the header keeps saying so
     /// (`LONG_FOLIOS`) for the next writer.
     unknown_long_folios: bool,
-    /// Single-thread owned, as the seed's original: neither `Send` nor `Sync`.
-    _owned_by_one_thread: PhantomData<*mut ()>,
 }
 
 impl std::fmt::Debug for OverflowRegion {
@@ -560,7 +566,6 @@ impl OverflowRegion {
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             unknown_long_folios: false,
-            _owned_by_one_thread: PhantomData,
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
         region.record_max_capacity();
@@ -671,7 +676,6 @@ impl OverflowRegion {
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             unknown_long_folios,
-            _owned_by_one_thread: PhantomData,
         };
         for (start, end) in holes {
             region.holes.insert(start, end);

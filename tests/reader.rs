@@ -25,23 +25,19 @@ use overflow_region::{EngineId, Error, MemoryTuning, OverflowReader, OverflowReg
 const _: () = {
     const fn copy_send_sync<T: Copy + Send + Sync + 'static>() {}
     const fn send_sync<T: Send + Sync + 'static>() {}
+    const fn send<T: Send + 'static>() {}
     copy_send_sync::<SlotRef>();
     send_sync::<OverflowReader>();
+    // One owner at a time, which may move between threads.
+    send::<OverflowRegion>();
 };
 
-/// Compiles only if `T` is *not* `Send` (resp. `Sync`): when `T` implements
-/// the auto trait, both impls of `AmbiguousIf*` apply and the `_` in the
-/// check below cannot be inferred (the trick `static_assertions` uses for
+/// Compiles only if `T` is *not* `Sync`: when `T` implements the auto
+/// trait, both impls of `AmbiguousIfSync` apply and the `_` in the check
+/// below cannot be inferred (the trick `static_assertions` uses for
 /// `assert_not_impl_any!`, without the dependency).
-mod not_send_not_sync {
+mod not_sync {
     use overflow_region::OverflowRegion;
-
-    pub trait AmbiguousIfSend<A> {
-        fn some_item() {}
-    }
-    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
-    pub struct InvalidSend;
-    impl<T: ?Sized + Send> AmbiguousIfSend<InvalidSend> for T {}
 
     pub trait AmbiguousIfSync<A> {
         fn some_item() {}
@@ -51,7 +47,6 @@ mod not_send_not_sync {
     impl<T: ?Sized + Sync> AmbiguousIfSync<InvalidSync> for T {}
 
     const _: fn() = || {
-        let _ = <OverflowRegion as AmbiguousIfSend<_>>::some_item;
         let _ = <OverflowRegion as AmbiguousIfSync<_>>::some_item;
     };
 }

@@ -152,10 +152,8 @@ impl OverflowRegion {
         }
         let cursor = self.space.cursor();
         self.peak_end = cursor;
-        let slot_floor = crate::layout::DATA_START + EXTENT_HEADER_LEN * self.slots.len() as u64;
         let file_len = self.mapping.len();
         let keep = (cursor + 8)
-            .max(slot_floor)
             .next_multiple_of(page)
             .max(self.settings.initial)
             .min(file_len);

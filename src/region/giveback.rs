@@ -294,12 +294,8 @@ impl OverflowRegion {
         let cursor = self.space.cursor();
         let file_len = self.mapping.len();
         let headroom = ((cursor - DATA_START) / 4).clamp(page, MAX_GROWTH_STEP);
-        // Recovery trusts a stored slot count only up to one index per 32
-        // bytes of data area (docs/FORMAT.md), so the file keeps that much.
-        let slot_floor = DATA_START + EXTENT_HEADER_LEN * self.slots.len() as u64;
         let keep = (cursor + 8 + headroom)
             .max(self.peak_end)
-            .max(slot_floor)
             .next_multiple_of(page)
             .max(self.settings.initial)
             .min(file_len);

@@ -414,6 +414,17 @@ impl Mapping {
     }
 }
 
+// SAFETY: a `Mapping` owns its reservation outright (struct invariant: one
+// live mapping, unmapped only in `Drop`), like a `Box<[u8]>` owns its
+// heap block: nothing about it is tied to the thread that made it (mmap,
+// munmap, msync and the file's `flock` belong to the process and the open
+// file description, not to a thread). Moving it to another thread moves
+// that ownership; every access still goes through `&self` / `&mut self`.
+// It is deliberately not `Sync`: `bytes_mut` and `store_word` rely on
+// `&mut self` for exclusive access, and `OverflowRegion` is used by one
+// thread at a time.
+unsafe impl Send for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the reservation is ours (struct invariant) and every slice
