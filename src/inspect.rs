@@ -133,7 +133,7 @@ impl RegionFile {
             .filter(|found| !recovered.to_free.contains(&found.extent))
             .map(|found| {
                 let header = found.header;
-                accounting.add(header.engine, header.payload_len, found.extent.len);
+                accounting.add(&found.live_slot());
                 SlotInfo {
                     slot: header.slot as usize,
                     offset: found.extent.offset,

@@ -54,6 +54,14 @@ pub(crate) const FILE_HEADER_PROBE_LEN: usize = 120;
 /// before identities existed ends here).
 const FILE_HEADER_MIN_LEN: usize = 96;
 
+/// Length of a user tag: the `u64` of the caller's that
+/// `OverflowRegion::write_tagged` stores with a slot. It follows the
+/// 32-byte header (which then says so in its flags) only when it is not 0,
+/// so untagged extents cost nothing; the header checksum covers it.
+pub(crate) const USER_TAG_LEN: u64 = 8;
+/// Bit of the header's flags byte (byte 23): a user tag follows the header.
+const FLAG_USER_TAG: u8 = 1;
+
 /// Largest payload an extent header can describe (48-bit length).
 pub(crate) const MAX_PAYLOAD_LEN: u64 = (1 << 48) - 1;
 /// Largest extent a tag can describe (32-bit length in units of
@@ -133,13 +141,24 @@ fn tag_check(body: u64) -> u64 {
     u64::from(checksum::crc32c(&body.to_le_bytes()[..5]) & 0x00FF_FFFF)
 }
 
-/// The extent length that holds a payload of `payload_len` bytes, or `None`
-/// past what the format can describe.
-pub(crate) fn extent_len_for(payload_len: u64) -> Option<u64> {
+/// Bytes before the payload: the header, and the user tag if there is one
+/// (a tag of 0 is stored as none).
+pub(crate) fn header_len(user_tag: u64) -> u64 {
+    if user_tag == 0 {
+        EXTENT_HEADER_LEN
+    } else {
+        EXTENT_HEADER_LEN + USER_TAG_LEN
+    }
+}
+
+/// The extent length that holds a payload of `payload_len` bytes after a
+/// header of `header_len` bytes ([`header_len`]), or `None` past what the
+/// format can describe.
+pub(crate) fn extent_len_for(payload_len: u64, header_len: u64) -> Option<u64> {
     if payload_len > MAX_PAYLOAD_LEN {
         return None;
     }
-    let len = (EXTENT_HEADER_LEN + payload_len).next_multiple_of(EXTENT_ALIGN);
+    let len = (header_len + payload_len).next_multiple_of(EXTENT_ALIGN);
     (len <= MAX_EXTENT_LEN).then_some(len)
 }
 
@@ -158,6 +177,8 @@ pub(crate) struct LiveHeader {
     pub engine: EngineId,
     /// CRC32C of the payload.
     pub payload_crc: u32,
+    /// The caller's tag (0: none, and no bytes for it in the extent).
+    pub user_tag: u64,
 }
 
 /// Why 32 bytes are not a valid live extent header.
@@ -171,6 +192,10 @@ pub(crate) enum HeaderDamage {
     PayloadTooLong { payload_len: u64, extent_len: u64 },
     /// The engine byte names no engine.
     UnknownEngine(u8),
+    /// The flags byte has bits this build does not know.
+    UnknownFlags(u8),
+    /// The header says a user tag follows, but the bytes end first.
+    Truncated,
 }
 
 /// The live tag word of the last extent length asked for: a writer that
@@ -195,40 +220,73 @@ impl LiveTagMemo {
 }
 
 impl LiveHeader {
-    /// The live tag word and the header's 24 bytes after it: the bytes are
-    /// written first, then the tag is stored over the first 8 bytes to make
-    /// the extent live. (The tag is computed once, for both.)
-    pub(crate) fn encode(&self, live_tags: &mut LiveTagMemo) -> (u64, [u8; 24]) {
+    /// Bytes before the payload (the header and the user tag, if any).
+    pub(crate) fn header_len(&self) -> u64 {
+        header_len(self.user_tag)
+    }
+
+    /// The live tag word and the bytes after it up to the payload (24, or
+    /// 32 with a user tag: `header_len() - 8` of the array): those bytes
+    /// are written first, then the tag is stored over the first 8 bytes to
+    /// make the extent live. (The tag is computed once, for both.)
+    pub(crate) fn encode(&self, live_tags: &mut LiveTagMemo) -> (u64, [u8; 32]) {
         let tag = live_tags.word(self.extent_len);
-        let mut header = [0u8; 32];
+        let mut header = [0u8; 40];
         header[0..8].copy_from_slice(&tag.to_le_bytes());
         header[8..12].copy_from_slice(&self.slot.to_le_bytes());
         header[12..16].copy_from_slice(&self.generation.to_le_bytes());
         header[16..22].copy_from_slice(&self.payload_len.to_le_bytes()[..6]);
         header[22] = self.engine.as_u8();
         header[24..28].copy_from_slice(&self.payload_crc.to_le_bytes());
-        let crc = checksum::crc32c(&header[..28]);
+        if self.user_tag != 0 {
+            header[23] = FLAG_USER_TAG;
+            header[32..40].copy_from_slice(&self.user_tag.to_le_bytes());
+        }
+        let crc = header_checksum(&header);
         header[28..32].copy_from_slice(&crc.to_le_bytes());
-        (tag, header[8..32].try_into().expect("24 bytes"))
+        (tag, header[8..40].try_into().expect("32 bytes"))
     }
 
-    /// Decodes and checks a whole 32-byte header. Checks the tag, the header
-    /// checksum, the engine and that the payload fits in the extent; the
-    /// payload checksum is the caller's to check.
-    pub(crate) fn decode(header: &[u8; 32]) -> Result<LiveHeader, HeaderDamage> {
+    /// Decodes and checks a header: its 32 bytes and, when its flags say a
+    /// user tag follows, the 8 after them (`bytes` holds at least 32).
+    /// Checks the tag, the header checksum, the engine, the flags and that
+    /// the payload fits in the extent; the payload checksum is the
+    /// caller's to check.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<LiveHeader, HeaderDamage> {
+        let mut header = [0u8; 40];
+        let Some(head) = bytes.get(..32) else {
+            return Err(HeaderDamage::Truncated);
+        };
+        header[..32].copy_from_slice(head);
         let word = u64::from_le_bytes(header[0..8].try_into().expect("8 bytes"));
         let Some(Tag::Live { len: extent_len }) = Tag::decode(word) else {
             return Err(HeaderDamage::NotLive);
         };
+        let flags = header[23];
+        if flags & !FLAG_USER_TAG != 0 {
+            return Err(HeaderDamage::UnknownFlags(flags));
+        }
+        if flags & FLAG_USER_TAG != 0 {
+            let Some(user_tag) = bytes.get(32..40) else {
+                return Err(HeaderDamage::Truncated);
+            };
+            header[32..40].copy_from_slice(user_tag);
+        }
         let stored = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
-        let computed = checksum::crc32c(&header[..28]);
+        let computed = header_checksum(&header);
         if stored != computed {
             return Err(HeaderDamage::Checksum { stored, computed });
+        }
+        let user_tag = u64::from_le_bytes(header[32..40].try_into().expect("8 bytes"));
+        if flags & FLAG_USER_TAG != 0 && user_tag == 0 {
+            // Tag 0 is written as no tag: this header was not written so.
+            return Err(HeaderDamage::UnknownFlags(flags));
         }
         let mut len_bytes = [0u8; 8];
         len_bytes[..6].copy_from_slice(&header[16..22]);
         let payload_len = u64::from_le_bytes(len_bytes);
-        if extent_len < EXTENT_HEADER_LEN || payload_len > extent_len - EXTENT_HEADER_LEN {
+        let before_payload = header_len(user_tag);
+        if extent_len < before_payload || payload_len > extent_len - before_payload {
             return Err(HeaderDamage::PayloadTooLong {
                 payload_len,
                 extent_len,
@@ -243,8 +301,29 @@ impl LiveHeader {
             payload_len,
             engine,
             payload_crc: u32::from_le_bytes(header[24..28].try_into().expect("4 bytes")),
+            user_tag,
         })
     }
+}
+
+/// Whether the first 32 bytes of a header say a user tag follows them (so
+/// a reader knows to load 8 more bytes before `LiveHeader::decode`).
+pub(crate) fn user_tag_follows(header: &[u8]) -> bool {
+    header
+        .get(23)
+        .is_some_and(|flags| flags & FLAG_USER_TAG != 0)
+}
+
+/// The header checksum: CRC32C of bytes 0..28, followed by the user tag
+/// (bytes 32..40) when the flags say there is one.
+fn header_checksum(header: &[u8; 40]) -> u32 {
+    if header[23] & FLAG_USER_TAG == 0 {
+        return checksum::crc32c(&header[..28]);
+    }
+    let mut covered = [0u8; 36];
+    covered[..28].copy_from_slice(&header[..28]);
+    covered[28..].copy_from_slice(&header[32..40]);
+    checksum::crc32c(&covered)
 }
 
 /// Why a file's first bytes are not a region header this build can use.
@@ -323,8 +402,8 @@ pub(crate) fn read_file_header(
 /// True when two reads of one extent header name the same tenancy: the
 /// same tag (state and length), slot index and generation (bytes 0..16).
 /// A reader compares the header before and after copying a payload.
-pub(crate) fn same_tenancy(before: &[u8; 32], after: &[u8; 32]) -> bool {
-    before[..16] == after[..16]
+pub(crate) fn same_tenancy(before: &[u8], after: &[u8]) -> bool {
+    before.get(..16).is_some() && before.get(..16) == after.get(..16)
 }
 
 /// Checks the first [`FILE_HEADER_PROBE_LEN`] bytes of a file (fewer if the
@@ -397,14 +476,17 @@ mod tests {
             payload_len: 60,
             engine: EngineId::Crdt,
             payload_crc: 0xDEAD_BEEF,
+            user_tag: 0,
         }
     }
 
-    fn whole(header: &LiveHeader) -> [u8; 32] {
-        let mut bytes = [0u8; 32];
+    /// The header's bytes up to the payload (32, or 40 with a user tag).
+    fn whole(header: &LiveHeader) -> Vec<u8> {
+        let mut bytes = vec![0u8; header.header_len() as usize];
         let (tag, body) = header.encode(&mut LiveTagMemo::default());
         bytes[0..8].copy_from_slice(&tag.to_le_bytes());
-        bytes[8..32].copy_from_slice(&body);
+        let rest = bytes.len() - 8;
+        bytes[8..].copy_from_slice(&body[..rest]);
         bytes
     }
 
@@ -458,15 +540,42 @@ mod tests {
 
     #[test]
     fn any_flipped_bit_in_a_live_header_is_detected() {
-        let bytes = whole(&sample());
-        for bit in 0..256 {
-            let mut damaged = bytes;
-            damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                LiveHeader::decode(&damaged).is_err(),
-                "bit {bit} went unnoticed"
-            );
+        let tagged = LiveHeader {
+            user_tag: 0x0123_4567_89AB_CDEF,
+            ..sample()
+        };
+        for header in [sample(), tagged] {
+            let bytes = whole(&header);
+            assert_eq!(bytes.len() as u64, header.header_len());
+            for bit in 0..bytes.len() * 8 {
+                let mut damaged = bytes.clone();
+                damaged[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    LiveHeader::decode(&damaged).is_err(),
+                    "bit {bit} went unnoticed in {header:?}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_user_tag_round_trips_and_needs_its_bytes() {
+        let header = LiveHeader {
+            extent_len: 112,
+            user_tag: u64::MAX,
+            ..sample()
+        };
+        let bytes = whole(&header);
+        assert_eq!(bytes.len(), 40);
+        assert_eq!(LiveHeader::decode(&bytes), Ok(header));
+        assert_eq!(
+            LiveHeader::decode(&bytes[..32]),
+            Err(HeaderDamage::Truncated)
+        );
+        // Without a tag the header is the 32 bytes it always was.
+        assert_eq!(whole(&sample()).len(), 32);
+        assert_eq!(extent_len_for(60, header_len(0)), Some(96));
+        assert_eq!(extent_len_for(60, header_len(7)), Some(112));
     }
 
     #[test]
@@ -486,11 +595,13 @@ mod tests {
 
     #[test]
     fn extent_lengths() {
-        assert_eq!(extent_len_for(0), Some(32));
-        assert_eq!(extent_len_for(1), Some(48));
-        assert_eq!(extent_len_for(16), Some(48));
-        assert_eq!(extent_len_for(17), Some(64));
-        assert_eq!(extent_len_for(MAX_PAYLOAD_LEN + 1), None);
+        let h = EXTENT_HEADER_LEN;
+        assert_eq!(extent_len_for(0, h), Some(32));
+        assert_eq!(extent_len_for(1, h), Some(48));
+        assert_eq!(extent_len_for(16, h), Some(48));
+        assert_eq!(extent_len_for(17, h), Some(64));
+        assert_eq!(extent_len_for(8, h + USER_TAG_LEN), Some(48));
+        assert_eq!(extent_len_for(MAX_PAYLOAD_LEN + 1, h), None);
     }
 
     #[test]

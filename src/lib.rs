@@ -57,6 +57,6 @@ pub use error::{Error, Result};
 pub use inspect::{ExtentInfo, ExtentKind, RegionFile, SlotInfo};
 pub use reader::{OverflowReader, SlotRef};
 pub use recovery::{DropReason, DroppedExtent, RecoveryReport};
-pub use region::{CompactReport, OverflowRegion};
+pub use region::{CompactReport, OverflowRegion, SlotEntry};
 pub use stats::{EngineStats, RegionStats};
 pub use tuning::MemoryTuning;

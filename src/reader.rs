@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::layout::{
     self, EXTENT_HEADER_LEN, HeaderDamage, IDENTITY_OFFSET, LiveHeader, NEXT_GENERATION_OFFSET,
+    USER_TAG_LEN,
 };
 use crate::sys::checksum;
 use crate::sys::file;
@@ -248,7 +249,7 @@ impl OverflowReader {
         }
         if !self
             .mapping
-            .copy_out(slot.offset + EXTENT_HEADER_LEN, slot.payload_len, out)
+            .copy_out(slot.offset + header.header_len(), slot.payload_len, out)
         {
             return Err(changed("its payload lies past the end of the file"));
         }
@@ -289,13 +290,35 @@ impl OverflowReader {
         })
     }
 
-    /// The 32 header bytes at `offset`, loaded word by word (`None` when
-    /// they lie outside the file).
-    fn load_header(&self, offset: u64) -> Option<[u8; 32]> {
-        let mut header = [0u8; 32];
-        for (i, chunk) in header.chunks_exact_mut(8).enumerate() {
+    /// The header bytes at `offset`, loaded word by word: 32, or 40 when
+    /// they say a user tag follows (`None` when they lie outside the file).
+    fn load_header(&self, offset: u64) -> Option<LoadedHeader> {
+        let mut loaded = LoadedHeader {
+            bytes: [0; (EXTENT_HEADER_LEN + USER_TAG_LEN) as usize],
+            len: EXTENT_HEADER_LEN as usize,
+        };
+        for (i, chunk) in loaded.bytes[..loaded.len].chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&self.mapping.load_word(offset + 8 * i as u64)?.to_le_bytes());
         }
-        Some(header)
+        if layout::user_tag_follows(&loaded.bytes[..loaded.len]) {
+            let user_tag = self.mapping.load_word(offset + EXTENT_HEADER_LEN)?;
+            loaded.bytes[loaded.len..].copy_from_slice(&user_tag.to_le_bytes());
+            loaded.len += USER_TAG_LEN as usize;
+        }
+        Some(loaded)
+    }
+}
+
+/// Header bytes a reader loaded: 32, or 40 with a user tag.
+struct LoadedHeader {
+    bytes: [u8; (EXTENT_HEADER_LEN + USER_TAG_LEN) as usize],
+    len: usize,
+}
+
+impl std::ops::Deref for LoadedHeader {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }

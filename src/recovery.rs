@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use crate::layout::{
-    Counters, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader, MAX_SLOTS, Tag,
+    Counters, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader, MAX_SLOTS, Tag, USER_TAG_LEN,
 };
+use crate::slots::LiveSlot;
 use crate::space::{Extent, Space};
 use crate::sys::checksum;
 
@@ -86,6 +87,20 @@ pub(crate) struct RecoveredSlot {
     pub header: LiveHeader,
 }
 
+impl RecoveredSlot {
+    /// What the slot table keeps of it.
+    pub(crate) fn live_slot(&self) -> LiveSlot {
+        LiveSlot {
+            offset: self.extent.offset,
+            extent_len: self.extent.len,
+            payload_len: self.header.payload_len,
+            generation: self.header.generation,
+            engine: self.header.engine,
+            tagged: self.header.user_tag != 0,
+        }
+    }
+}
+
 /// Everything [`recover`] rebuilt.
 pub(crate) struct Recovered {
     /// Intact live slots, one per slot index, in file order.
@@ -131,10 +146,10 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
                 .expect("8 bytes"),
         )
     };
-    let header_at = |at: u64| -> &[u8; 32] {
-        file[at as usize..(at + EXTENT_HEADER_LEN) as usize]
-            .try_into()
-            .expect("32 bytes")
+    // The header and, if it says so, the user tag after it (fewer bytes at
+    // the end of the file: `decode` reports a header cut short).
+    let header_at = |at: u64| -> &[u8] {
+        &file[at as usize..(at + EXTENT_HEADER_LEN + USER_TAG_LEN).min(eof) as usize]
     };
     let fits = |at: u64, len: u64| {
         len >= EXTENT_HEADER_LEN
@@ -236,8 +251,8 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
                 if let Ok(header) = LiveHeader::decode(header_at(pos)) {
                     walked += 1;
                     let extent = Extent { offset: pos, len };
-                    let payload =
-                        &file[(pos + EXTENT_HEADER_LEN) as usize..][..header.payload_len as usize];
+                    let payload = &file[(pos + header.header_len()) as usize..]
+                        [..header.payload_len as usize];
                     let computed = checksum::crc32c(payload);
                     let slot = header.slot as usize;
                     let drop = if computed != header.payload_crc {
@@ -464,9 +479,8 @@ fn resync(file: &[u8], pos: u64, limit: u64, fits: &dyn Fn(u64, u64) -> bool) ->
     let limit = limit.min(file.len() as u64);
     let mut at = pos + EXTENT_ALIGN;
     while at + EXTENT_HEADER_LEN <= limit {
-        let header: &[u8; 32] = file[at as usize..(at + EXTENT_HEADER_LEN) as usize]
-            .try_into()
-            .expect("32 bytes");
+        let header =
+            &file[at as usize..(at + EXTENT_HEADER_LEN + USER_TAG_LEN).min(limit) as usize];
         if let Ok(live) = LiveHeader::decode(header)
             && fits(at, live.extent_len)
         {
@@ -500,9 +514,8 @@ fn damage_detail(file: &[u8], pos: u64, tag: Option<Tag>) -> String {
             )
         }
         _ => {
-            let header: &[u8; 32] = file[pos as usize..pos as usize + 32]
-                .try_into()
-                .expect("32 bytes");
+            let end = (pos + EXTENT_HEADER_LEN + USER_TAG_LEN).min(file.len() as u64);
+            let header = &file[pos as usize..end as usize];
             format!(
                 "live header at offset {pos}: {:?}",
                 LiveHeader::decode(header).err()

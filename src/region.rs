@@ -238,8 +238,8 @@ impl Drop for OverflowRegion {
 
 /// Where a committed extent's payload comes from.
 enum Payload<'a> {
-    /// The caller's bytes.
-    Bytes(&'a [u8]),
+    /// The caller's bytes, in order (one part for `write`).
+    Parts(&'a [&'a [u8]]),
     /// Bytes already in the file at this offset (an extent being moved).
     Within { offset: u64 },
     /// The caller's bytes, already in place (`write_direct`).
@@ -631,17 +631,10 @@ impl OverflowRegion {
         for &(offset, tag) in &recovered.repairs {
             mapping.store_word(offset, tag.encode());
         }
-        let live = recovered.slots.iter().map(|found| {
-            let header = found.header;
-            let slot = LiveSlot {
-                offset: found.extent.offset,
-                extent_len: found.extent.len,
-                payload_len: header.payload_len,
-                generation: header.generation,
-                engine: header.engine,
-            };
-            (header.slot as usize, slot)
-        });
+        let live = recovered
+            .slots
+            .iter()
+            .map(|found| (found.header.slot as usize, found.live_slot()));
         let slots = SlotTable::rebuild(
             recovered.slot_high_water as usize,
             recovered.slot_table_limit,
@@ -649,11 +642,7 @@ impl OverflowRegion {
         );
         let mut accounting = Accounting::default();
         for found in &recovered.slots {
-            accounting.add(
-                found.header.engine,
-                found.header.payload_len,
-                found.extent.len,
-            );
+            accounting.add(&found.live_slot());
         }
         let mut region = OverflowRegion {
             path: path.to_owned(),
@@ -743,8 +732,73 @@ impl OverflowRegion {
     /// O(1) plus the copy of `data`, independent of the number of free
     /// extents (see the space layer for the one bounded exception).
     pub fn write(&mut self, data: &[u8], engine: EngineId) -> Result<usize> {
-        let payload_len = data.len() as u64;
-        let extent_len = layout::extent_len_for(payload_len)
+        self.write_parts(&[data], engine, 0)
+    }
+
+    /// Writes `data` into a slot with a tag of the caller's, and returns
+    /// the slot's index: as [`write`](Self::write), and the `u64` tag is
+    /// stored with the slot (in its extent header, under the header's
+    /// checksum), comes back after a reopen, and is returned by
+    /// [`tag`](Self::tag) and [`live_slots`](Self::live_slots). A tag of 0
+    /// is what [`write`](Self::write) stores and takes no space; any other
+    /// tag takes 8 bytes of the extent.
+    ///
+    /// ```
+    /// use overflow_region::{EngineId, OverflowRegion};
+    ///
+    /// # fn main() -> overflow_region::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("core-0");
+    /// let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 16 << 20)?;
+    /// let partition = 0x7a11_u64;
+    /// let slot = region.write_tagged(b"rows of partition 0x7a11", EngineId::Query, partition)?;
+    /// drop(region);
+    ///
+    /// let region = OverflowRegion::open_with_config(&path, 1 << 20, 16 << 20)?;
+    /// assert_eq!(region.tag(slot)?, partition);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn write_tagged(&mut self, data: &[u8], engine: EngineId, tag: u64) -> Result<usize> {
+        self.write_parts(&[data], engine, tag)
+    }
+
+    /// Writes the concatenation of `parts` into a slot with a tag of the
+    /// caller's (see [`write_tagged`](Self::write_tagged)), copying each
+    /// part once, straight into the region: a key and a payload need no
+    /// buffer of their own. The slot reads back as one slice.
+    ///
+    /// ```
+    /// use overflow_region::{EngineId, OverflowRegion};
+    ///
+    /// # fn main() -> overflow_region::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut region = OverflowRegion::open_with_config(&dir.path().join("r"), 1 << 20, 16 << 20)?;
+    /// let key = 42u64.to_le_bytes();
+    /// let slot = region.write_vectored(&[&key, b"value"], EngineId::Query, 7)?;
+    /// assert_eq!(region.read(slot)?, b"\x2a\0\0\0\0\0\0\0value");
+    /// assert_eq!(region.tag(slot)?, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn write_vectored(&mut self, parts: &[&[u8]], engine: EngineId, tag: u64) -> Result<usize> {
+        self.write_parts(parts, engine, tag)
+    }
+
+    /// `write`, `write_tagged` and `write_vectored`.
+    #[inline]
+    fn write_parts(&mut self, parts: &[&[u8]], engine: EngineId, user_tag: u64) -> Result<usize> {
+        let payload_len: u64 = parts.iter().map(|part| part.len() as u64).sum();
+        let header_len = layout::header_len(user_tag);
+        let extent_len = layout::extent_len_for(payload_len, header_len)
             .ok_or_else(|| self.capacity_exceeded(payload_len))?;
         let slot = self.slots.next_index();
         if slot as u64 >= MAX_SLOTS {
@@ -760,7 +814,7 @@ impl OverflowRegion {
             // In the header before any long folio exists, so a kill during
             // the write leaves it there (see region/giveback.rs).
             self.record_write_piece(true);
-            if let Err(source) = self.write_direct(allocation.extent, data) {
+            if let Err(source) = self.write_direct(allocation.extent, header_len, parts) {
                 // Nothing points past the end of the chain yet; what was
                 // written stays in the page cache there, as a freed
                 // extent's would.
@@ -771,7 +825,7 @@ impl OverflowRegion {
             }
             Payload::Written
         } else {
-            Payload::Bytes(data)
+            Payload::Parts(parts)
         };
         let header = LiveHeader {
             extent_len: allocation.extent.len,
@@ -779,7 +833,8 @@ impl OverflowRegion {
             generation: self.next_generation as u32,
             payload_len,
             engine,
-            payload_crc: checksum::crc32c(data),
+            payload_crc: checksum::crc32c_parts(parts),
+            user_tag,
         };
         let live = self.commit(&allocation, header, payload);
         if direct {
@@ -787,7 +842,7 @@ impl OverflowRegion {
         }
         let index = self.slots.occupy(live);
         debug_assert_eq!(index, slot);
-        self.accounting.add(engine, payload_len, live.extent_len);
+        self.accounting.add(&live);
         Ok(slot)
     }
 
@@ -904,10 +959,11 @@ impl OverflowRegion {
     /// A failed call is an error, not a fallback to stores through the
     /// mapping: those could fault where `pwrite` reported `ENOSPC`. It runs
     /// before `commit`, so the caller can still undo the allocation.
-    fn write_direct(&mut self, extent: Extent, data: &[u8]) -> io::Result<()> {
+    fn write_direct(&mut self, extent: Extent, header_len: u64, parts: &[&[u8]]) -> io::Result<()> {
         let piece = self.settings.write_piece();
-        let payload_offset = extent.offset + EXTENT_HEADER_LEN;
-        let payload_end = payload_offset + data.len() as u64;
+        let payload_offset = extent.offset + header_len;
+        let payload_len: u64 = parts.iter().map(|part| part.len() as u64).sum();
+        let payload_end = payload_offset + payload_len;
         let middle = (
             payload_offset.next_multiple_of(piece).min(payload_end),
             (extent.end() / piece * piece).clamp(payload_offset, payload_end),
@@ -922,16 +978,20 @@ impl OverflowRegion {
             } else {
                 payload_end
             };
-            let bytes = &data[(at - payload_offset) as usize..(to - payload_offset) as usize];
-            self.mapping.write_bytes(at, bytes)?;
+            for (within, bytes) in part_ranges(parts, at - payload_offset, to - payload_offset) {
+                self.mapping.write_bytes(payload_offset + within, bytes)?;
+            }
             at = to;
         }
         self.warm_end = self.warm_end.max(payload_end);
         if payload_offset < warm {
-            self.mapping
+            let into = self
+                .mapping
                 .bytes_mut(payload_offset, warm - payload_offset)
-                .expect("allocated extents lie inside the file")
-                .copy_from_slice(&data[..(warm - payload_offset) as usize]);
+                .expect("allocated extents lie inside the file");
+            for (within, bytes) in part_ranges(parts, 0, warm - payload_offset) {
+                into[within as usize..][..bytes.len()].copy_from_slice(bytes);
+            }
         }
         Ok(())
     }
@@ -954,20 +1014,32 @@ impl OverflowRegion {
             self.mapping
                 .store_word(remainder.offset, Tag::Free { len: remainder.len }.encode());
         }
-        let payload_offset = extent.offset + EXTENT_HEADER_LEN;
+        let header_len = header.header_len();
+        let payload_offset = extent.offset + header_len;
         let body = self
             .mapping
-            .bytes_mut(extent.offset + 8, EXTENT_HEADER_LEN - 8)
+            .bytes_mut(extent.offset + 8, header_len - 8)
             .expect("allocated extents lie inside the file");
         let (live_tag, encoded) = header.encode(&mut self.live_tags);
-        body.copy_from_slice(&encoded);
+        body.copy_from_slice(&encoded[..(header_len - 8) as usize]);
         match payload {
             Payload::Written => {}
-            Payload::Bytes(data) => self
+            Payload::Parts([data]) => self
                 .mapping
                 .bytes_mut(payload_offset, header.payload_len)
                 .expect("allocated extents lie inside the file")
                 .copy_from_slice(data),
+            Payload::Parts(parts) => {
+                let into = self
+                    .mapping
+                    .bytes_mut(payload_offset, header.payload_len)
+                    .expect("allocated extents lie inside the file");
+                let mut at = 0;
+                for part in parts {
+                    into[at..at + part.len()].copy_from_slice(part);
+                    at += part.len();
+                }
+            }
             Payload::Within { offset } => {
                 let len = header.payload_len as usize;
                 let file = self
@@ -997,6 +1069,7 @@ impl OverflowRegion {
             payload_len: header.payload_len,
             generation: header.generation,
             engine: header.engine,
+            tagged: header.user_tag != 0,
         }
     }
 
@@ -1028,6 +1101,121 @@ impl OverflowRegion {
         Ok(self.live_slot(slot_index)?.engine)
     }
 
+    /// The tag a slot was written with ([`write_tagged`](Self::write_tagged);
+    /// 0 for [`write`](Self::write)).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub fn tag(&self, slot_index: usize) -> Result<u64> {
+        let slot = self.live_slot(slot_index)?;
+        Ok(self.user_tag(slot))
+    }
+
+    /// The user tag of a live slot, from its extent (not kept in memory).
+    fn user_tag(&self, slot: &LiveSlot) -> u64 {
+        if !slot.tagged {
+            return 0;
+        }
+        self.mapping
+            .load_word(slot.offset + EXTENT_HEADER_LEN)
+            .expect("live extents lie inside the file")
+    }
+
+    /// Every live slot with its engine, tag and payload length, in index
+    /// order, without reading any payload: after a restart, this is how an
+    /// engine finds its data again (and rebuilds its own key map from the
+    /// tags).
+    ///
+    /// ```
+    /// use overflow_region::{EngineId, OverflowRegion};
+    ///
+    /// # fn main() -> overflow_region::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("core-0");
+    /// let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 16 << 20)?;
+    /// region.write_tagged(b"partition 3", EngineId::Query, 3)?;
+    /// region.write_tagged(b"partition 9", EngineId::Query, 9)?;
+    /// drop(region);
+    ///
+    /// let region = OverflowRegion::open_with_config(&path, 1 << 20, 16 << 20)?;
+    /// let by_tag: std::collections::HashMap<u64, usize> =
+    ///     region.live_slots().map(|entry| (entry.tag, entry.slot)).collect();
+    /// assert_eq!(region.read(by_tag[&9])?, b"partition 9");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Time complexity
+    ///
+    /// O(slot indices handed out) for the whole walk: one step per index,
+    /// and one 8-byte load from the mapping per tagged slot.
+    pub fn live_slots(&self) -> impl Iterator<Item = SlotEntry> + '_ {
+        self.slots.iter_live().map(|(slot, live)| SlotEntry {
+            slot,
+            engine: live.engine,
+            tag: self.user_tag(live),
+            len: live.payload_len as usize,
+        })
+    }
+
+    /// The bytes a [`SlotRef`] names, as [`read`](Self::read) gives them,
+    /// only if the slot still holds the write the handle was made for:
+    /// an engine that keeps handles instead of bare indices never reads a
+    /// later tenant of a reused index.
+    ///
+    /// ```
+    /// use overflow_region::{EngineId, Error, OverflowRegion};
+    ///
+    /// # fn main() -> overflow_region::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut region = OverflowRegion::open_with_config(&dir.path().join("r"), 1 << 20, 16 << 20)?;
+    /// let slot = region.write(b"first", EngineId::Query)?;
+    /// let handle = region.slot_ref(slot)?;
+    /// assert_eq!(region.read_ref(&handle)?, b"first");
+    /// region.free(slot)?;
+    /// assert_eq!(region.write(b"later", EngineId::Query)?, slot);
+    /// assert!(matches!(region.read_ref(&handle), Err(Error::SlotChanged { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SlotChanged`] if the slot was freed, reused or moved by
+    /// compaction since the handle was made, or the handle belongs to
+    /// another file.
+    ///
+    /// # Time complexity
+    ///
+    /// O(1).
+    pub fn read_ref(&self, handle: &SlotRef) -> Result<&[u8]> {
+        let changed = |reason: &'static str| Error::SlotChanged {
+            slot: handle.slot(),
+            generation: handle.generation,
+            reason,
+        };
+        if handle.file != self.identity {
+            return Err(changed("the handle belongs to another region file"));
+        }
+        let slot = match self.slots.get(handle.slot()) {
+            Ok(slot) => slot,
+            Err(_) => return Err(changed("it was freed")),
+        };
+        if widen_generation(slot.generation, self.next_generation) != handle.generation
+            || slot.offset != handle.offset
+            || slot.payload_len != handle.payload_len
+        {
+            return Err(changed(
+                "its index now holds another write, or it was moved",
+            ));
+        }
+        Ok(self
+            .mapping
+            .bytes(slot.payload_offset(), slot.payload_len)
+            .expect("live extents lie inside the file"))
+    }
+
     /// Frees a slot: its index will be handed out again and its extent is
     /// merged with free neighbours, or given back to the end of the region.
     /// When `free` returns, the slot is gone even if the process crashes.
@@ -1053,8 +1241,7 @@ impl OverflowRegion {
             self.mapping
                 .store_word(SLOT_HIGH_WATER_OFFSET, self.slots.len() as u64);
         }
-        self.accounting
-            .remove(slot.engine, slot.payload_len, slot.extent_len);
+        self.accounting.remove(&slot);
         self.free_extent(slot.extent());
         Ok(())
     }
@@ -1177,7 +1364,7 @@ impl OverflowRegion {
             free_bytes: self.space.free_bytes(),
             largest_free_extent: self.space.largest_free().unwrap_or(0),
             slack_bytes: self.accounting.slack_bytes,
-            header_bytes: live_slots * EXTENT_HEADER_LEN,
+            header_bytes: self.accounting.header_bytes,
             punched_bytes: self.holes.bytes(),
             used_bytes: self.space.cursor() - DATA_START,
             file_size: self.mapping.len(),
@@ -1310,7 +1497,7 @@ impl OverflowRegion {
     fn capacity_exceeded(&self, requested: u64) -> Error {
         Error::CapacityExceeded {
             requested,
-            extent: layout::extent_len_for(requested).unwrap_or(u64::MAX),
+            extent: layout::extent_len_for(requested, EXTENT_HEADER_LEN).unwrap_or(u64::MAX),
             available: self.space.limit() - self.space.cursor(),
             max_capacity: self.space.limit(),
         }
@@ -1342,6 +1529,41 @@ impl OverflowRegion {
             .grow(target)
             .map_err(|source| self.io_error("fallocate", source))
     }
+}
+
+/// The pieces of the concatenation of `parts` between byte `from` and byte
+/// `to` of it, each with its position in the concatenation.
+fn part_ranges<'a>(
+    parts: &'a [&'a [u8]],
+    from: u64,
+    to: u64,
+) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+    let mut start = 0u64;
+    parts.iter().filter_map(move |part| {
+        let (part_start, part_end) = (start, start + part.len() as u64);
+        start = part_end;
+        let (lo, hi) = (from.max(part_start), to.min(part_end));
+        (lo < hi).then(|| {
+            (
+                lo,
+                &part[(lo - part_start) as usize..(hi - part_start) as usize],
+            )
+        })
+    })
+}
+
+/// One live slot, as [`OverflowRegion::live_slots`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct SlotEntry {
+    /// The slot index.
+    pub slot: usize,
+    /// The engine that wrote it.
+    pub engine: EngineId,
+    /// The tag it was written with (0 for [`OverflowRegion::write`]).
+    pub tag: u64,
+    /// The payload's length in bytes.
+    pub len: usize,
 }
 
 /// The whole pages that `start..end` touches: `start` rounded down and `end`

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::EngineId;
-use crate::layout::EXTENT_HEADER_LEN;
+use crate::layout::{EXTENT_HEADER_LEN, USER_TAG_LEN};
 use crate::space::Extent;
 
 /// Where a live slot's bytes are and what they are.
@@ -28,6 +28,9 @@ pub(crate) struct LiveSlot {
     pub generation: u32,
     /// The engine written in the extent header.
     pub engine: EngineId,
+    /// Whether a user tag follows the header (`layout::USER_TAG_LEN` bytes,
+    /// read from the file when asked for, not kept here).
+    pub tagged: bool,
 }
 
 impl LiveSlot {
@@ -39,9 +42,14 @@ impl LiveSlot {
         }
     }
 
+    /// Bytes before the payload: the header and the user tag, if any.
+    pub(crate) fn header_len(&self) -> u64 {
+        EXTENT_HEADER_LEN + if self.tagged { USER_TAG_LEN } else { 0 }
+    }
+
     /// Offset of the first payload byte.
     pub(crate) fn payload_offset(&self) -> u64 {
-        self.offset + EXTENT_HEADER_LEN
+        self.offset + self.header_len()
     }
 }
 
@@ -325,6 +333,7 @@ mod tests {
             payload_len: 0,
             generation: 0,
             engine: EngineId::Wal,
+            tagged: false,
         }
     }
 

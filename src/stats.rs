@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::engine::EngineId;
+use crate::slots::LiveSlot;
 
 /// Live slots and bytes of one engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -77,25 +78,29 @@ impl RegionStats {
 pub(crate) struct Accounting {
     /// Per engine, indexed by [`EngineId::as_u8`].
     pub engines: [EngineStats; EngineId::ALL.len()],
-    /// Sum of `extent length - header - payload` over live slots.
+    /// Sum of `extent length - header - user tag - payload` over live slots.
     pub slack_bytes: u64,
+    /// Sum of the headers (and user tags) of live slots.
+    pub header_bytes: u64,
 }
 
 impl Accounting {
     /// Counts a live slot.
-    pub(crate) fn add(&mut self, engine: EngineId, payload_len: u64, extent_len: u64) {
-        let stats = &mut self.engines[engine.as_u8() as usize];
+    pub(crate) fn add(&mut self, slot: &LiveSlot) {
+        let stats = &mut self.engines[slot.engine.as_u8() as usize];
         stats.live_slots += 1;
-        stats.live_bytes += payload_len;
-        self.slack_bytes += extent_len - crate::layout::EXTENT_HEADER_LEN - payload_len;
+        stats.live_bytes += slot.payload_len;
+        self.header_bytes += slot.header_len();
+        self.slack_bytes += slot.extent_len - slot.header_len() - slot.payload_len;
     }
 
     /// Stops counting a live slot.
-    pub(crate) fn remove(&mut self, engine: EngineId, payload_len: u64, extent_len: u64) {
-        let stats = &mut self.engines[engine.as_u8() as usize];
+    pub(crate) fn remove(&mut self, slot: &LiveSlot) {
+        let stats = &mut self.engines[slot.engine.as_u8() as usize];
         stats.live_slots -= 1;
-        stats.live_bytes -= payload_len;
-        self.slack_bytes -= extent_len - crate::layout::EXTENT_HEADER_LEN - payload_len;
+        stats.live_bytes -= slot.payload_len;
+        self.header_bytes -= slot.header_len();
+        self.slack_bytes -= slot.extent_len - slot.header_len() - slot.payload_len;
     }
 
     /// Sum of live payload lengths.

@@ -208,10 +208,8 @@ impl OverflowRegion {
             for (index, old) in moved {
                 let copy = *self.slots.get(index).expect("moved slots are live");
                 self.slots.relocate(index, old);
-                self.accounting
-                    .remove(copy.engine, copy.payload_len, copy.extent_len);
-                self.accounting
-                    .add(old.engine, old.payload_len, old.extent_len);
+                self.accounting.remove(&copy);
+                self.accounting.add(&old);
                 self.free_extent(copy.extent());
             }
             report.extents_moved = 0;
@@ -246,7 +244,7 @@ impl OverflowRegion {
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         for (offset, index) in candidates {
             let slot = *self.slots.get(index).expect("candidates are live");
-            let cost = EXTENT_HEADER_LEN + slot.payload_len;
+            let cost = slot.header_len() + slot.payload_len;
             if budget_bytes == 0
                 || (report.extents_moved > 0 && report.bytes_moved + cost > budget_bytes)
             {
@@ -271,12 +269,12 @@ impl OverflowRegion {
     fn move_below(&mut self, index: usize, slot: LiveSlot, below: u64) -> Result<Move> {
         // The copy carries the stored checksum, checked here: a move must
         // never turn damaged bytes into a valid extent.
-        let Some(payload_crc) = self.stored_checksum(&slot) else {
+        let Some(stored) = self.stored_header(&slot) else {
             tracing::warn!(path = %self.path.display(), slot = index, offset = slot.offset, "compaction left a damaged slot where it is");
             return Ok(Move::Damaged);
         };
-        let needed =
-            layout::extent_len_for(slot.payload_len).expect("a live payload fits the format");
+        let needed = layout::extent_len_for(slot.payload_len, slot.header_len())
+            .expect("a live payload fits the format");
         let Ok(allocation) = self.space.allocate(needed) else {
             return Ok(Move::NoRoom);
         };
@@ -298,7 +296,8 @@ impl OverflowRegion {
             generation: self.next_generation as u32,
             payload_len: slot.payload_len,
             engine: slot.engine,
-            payload_crc,
+            payload_crc: stored.payload_crc,
+            user_tag: stored.user_tag,
         };
         let copy = self.commit(
             &allocation,
@@ -308,27 +307,23 @@ impl OverflowRegion {
             },
         );
         self.slots.relocate(index, copy);
-        self.accounting
-            .remove(slot.engine, slot.payload_len, slot.extent_len);
-        self.accounting
-            .add(copy.engine, copy.payload_len, copy.extent_len);
+        self.accounting.remove(&slot);
+        self.accounting.add(&copy);
         Ok(Move::Moved)
     }
 
-    /// The payload checksum in a live slot's header, if the header is
-    /// intact and the payload's bytes still match it.
-    fn stored_checksum(&self, slot: &LiveSlot) -> Option<u32> {
-        let header: &[u8; 32] = self
-            .mapping
-            .bytes(slot.offset, EXTENT_HEADER_LEN)?
-            .try_into()
-            .ok()?;
+    /// A live slot's header (with its user tag), if it is intact and the
+    /// payload's bytes still match its checksum.
+    fn stored_header(&self, slot: &LiveSlot) -> Option<LiveHeader> {
+        let header = self.mapping.bytes(slot.offset, slot.header_len())?;
         let header = LiveHeader::decode(header).ok()?;
         let payload = self
             .mapping
             .bytes(slot.payload_offset(), slot.payload_len)?;
-        (header.payload_len == slot.payload_len && checksum::crc32c(payload) == header.payload_crc)
-            .then_some(header.payload_crc)
+        (header.payload_len == slot.payload_len
+            && header.header_len() == slot.header_len()
+            && checksum::crc32c(payload) == header.payload_crc)
+            .then_some(header)
     }
 
     /// The free extent with the lowest offset, found by walking the tags
