@@ -527,7 +527,7 @@ fn dump(args: &DumpArgs) -> Outcome {
         }
     })?;
     let mut out = io::stdout().lock();
-    out.write_all(bytes)?;
+    out.write_all(&bytes)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
