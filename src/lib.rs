@@ -50,6 +50,8 @@ mod space;
 mod stats;
 mod sys;
 mod tuning;
+// Shared by the benchmarks and the command-line tool; not API.
+#[doc(hidden)]
 pub mod workload;
 
 pub use engine::{EngineId, UnknownEngine};

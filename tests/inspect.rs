@@ -215,7 +215,11 @@ fn it_finds_what_a_writers_open_finds() {
         for _ in 0..1 + round % 4 {
             let at = 4096 + (rng.next() % (damaged.len() as u64 - 4096)) as usize;
             // Hit headers often: most of the file is payload.
-            let at = if rng.next().is_multiple_of(2) { at & !15 } else { at };
+            let at = if rng.next().is_multiple_of(2) {
+                at & !15
+            } else {
+                at
+            };
             damaged[at] ^= 1 << (rng.next() % 8);
         }
         let inspected_path = dir.path().join(format!("inspected-{round}"));
