@@ -80,7 +80,7 @@ const _: () = assert!(GRANULE == layout::EXTENT_ALIGN);
 /// reopened after a crash finds every acknowledged slot again (see
 /// [`OverflowRegion::recovery`] and `docs/FORMAT.md`).
 ///
-/// Not `Send` or `Sync`: it is owned by one thread, like the seed's original.
+/// Not `Send` or `Sync`: it is owned by one thread, like nodedb-mem 0.0.6's `OverflowRegion`.
 ///
 /// ```
 /// use overflow_region::{EngineId, OverflowRegion};
@@ -185,7 +185,7 @@ pub struct OverflowRegion {
     /// does not know of and dropping it failed: the header keeps saying so
     /// (`LONG_FOLIOS`) for the next writer.
     unknown_long_folios: bool,
-    /// Single-thread owned, as the seed's original: neither `Send` nor `Sync`.
+    /// Single-thread owned, as nodedb-mem 0.0.6's `OverflowRegion`: neither `Send` nor `Sync`.
     _owned_by_one_thread: PhantomData<*mut ()>,
 }
 

@@ -93,7 +93,7 @@ fn payload_len(seed: u64) -> usize {
     }
 }
 
-/// The bytes written for `seed`: starts with the seed itself (when long
+/// The bytes written for `seed`: starts with `seed` itself (when long
 /// enough), the rest pseudo-random.
 fn payload(seed: u64) -> Vec<u8> {
     let len = payload_len(seed);
