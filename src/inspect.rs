@@ -118,7 +118,7 @@ pub struct RegionFile {
 
 impl RegionFile {
     /// Offset of the first extent: the file header is this long
-    /// (docs/FORMAT.md in the source repository).
+    /// ([`file_format`](crate::file_format)).
     pub const DATA_START: u64 = DATA_START;
     /// Length of the header at the start of every extent.
     pub const EXTENT_HEADER_LEN: u64 = EXTENT_HEADER_LEN;

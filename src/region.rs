@@ -313,12 +313,12 @@ impl OverflowRegion {
     /// Default initial file size: 64 MiB.
     ///
     /// Corresponds to [`MemoryTuning::overflow_initial_bytes`].
-    pub const DEFAULT_INITIAL_CAPACITY: usize = 64 << 20;
+    pub const DEFAULT_INITIAL_CAPACITY: usize = MemoryTuning::DEFAULT_INITIAL_BYTES;
 
     /// Default maximum file size: 1 GiB.
     ///
     /// Corresponds to [`MemoryTuning::overflow_max_bytes`].
-    pub const DEFAULT_MAX_CAPACITY: usize = 1 << 30;
+    pub const DEFAULT_MAX_CAPACITY: usize = MemoryTuning::DEFAULT_MAX_BYTES;
 
     /// Opens or creates a region at `path` with the default capacities.
     ///
@@ -641,7 +641,9 @@ impl OverflowRegion {
     /// # Time complexity
     ///
     /// O(1) plus the copy of `data`, independent of the number of free
-    /// extents (see the space layer for the one bounded exception).
+    /// extents, with one bounded exception: a length that is not the
+    /// shortest of its size class may walk the free extents of that one
+    /// class (lengths within 1/32 of each other) when no larger class has one.
     pub fn write(&mut self, data: &[u8], engine: EngineId) -> Result<usize> {
         let payload_len = data.len() as u64;
         let extent_len = layout::extent_len_for(payload_len)

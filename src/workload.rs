@@ -201,12 +201,12 @@ impl Spec {
         remove_if_present(&path)?;
         let (max_capacity, data_len) = match *self {
             Spec::FreshWrite { size } => (2 * FRESH_BUDGET + 2 * size, size),
-            Spec::Read { size, .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY << 2, size),
-            Spec::Reuse { .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY << 2, REUSE_SIZES.1),
-            Spec::Churn { .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY, CHURN_SIZES.1),
+            Spec::Read { size, .. } => (MemoryTuning::DEFAULT_MAX_BYTES << 2, size),
+            Spec::Reuse { .. } => (MemoryTuning::DEFAULT_MAX_BYTES << 2, REUSE_SIZES.1),
+            Spec::Churn { .. } => (MemoryTuning::DEFAULT_MAX_BYTES, CHURN_SIZES.1),
         };
         let tuning = MemoryTuning {
-            overflow_initial_bytes: OverflowRegion::DEFAULT_INITIAL_CAPACITY,
+            overflow_initial_bytes: MemoryTuning::DEFAULT_INITIAL_BYTES,
             overflow_max_bytes: max_capacity,
             overflow_punch_hole_bytes: punch_hole_bytes,
             ..MemoryTuning::default()
