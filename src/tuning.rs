@@ -49,8 +49,8 @@ pub struct MemoryTuning {
     /// of its end, because on Linux a hole punched into part of a larger
     /// page-cache folio comes back at the next store to the folio: so a
     /// larger threshold makes fresh writes faster. With 0 the pieces are
-    /// 1 MiB, and fresh 64 B writes were about 1.5 times as fast on ext4
-    /// here as with 32 KiB (docs/PERFORMANCE.md).
+    /// 1 MiB, which makes short fresh writes faster (the figures are in
+    /// docs/PERFORMANCE.md in the source repository).
     pub overflow_punch_hole_bytes: usize,
     /// Whether the file shrinks when the end of the region is given back
     /// (default true). It shrinks only while no
