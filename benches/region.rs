@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use overflow_region::workload::{self, Spec, Workload};
+use overflow_region::workload::{Spec, Workload};
 
 /// One criterion group per workload group, one benchmark per standard spec.
 fn standard_workloads(c: &mut Criterion) {
@@ -39,7 +39,7 @@ fn standard_workloads(c: &mut Criterion) {
             let mut workload: Option<Workload> = None;
             group.bench_function(spec.id(), |b| {
                 let workload = workload.get_or_insert_with(|| {
-                    workload::settle();
+                    settle();
                     spec.setup(dir.path()).expect("workload set-up")
                 });
                 b.iter_custom(|iters| workload.run(iters).expect("workload run").elapsed);
@@ -51,3 +51,10 @@ fn standard_workloads(c: &mut Criterion) {
 
 criterion_group!(benches, standard_workloads);
 criterion_main!(benches);
+
+/// Flushes all dirty data of every file system to disk (`sync(2)`) and waits
+/// for it, so the write-back (and, on a file system mounted with `discard`,
+/// the discards) left by one workload are not billed to the next one.
+fn settle() {
+    rustix::fs::sync();
+}

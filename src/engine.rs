@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Stored in every extent header as one byte ([`EngineId::as_u8`]), so a
 /// region file can be accounted per engine without its owner. The byte values
-/// are part of the on-disk format (docs/FORMAT.md) and never change.
+/// are part of the on-disk format ([`file_format`](crate::file_format)) and never change.
 ///
 /// ```
 /// use overflow_region::EngineId;

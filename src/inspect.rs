@@ -1,26 +1,30 @@
 //! [`RegionFile`]: a read-only look inside a region file, for tools.
 //!
-//! It reads a snapshot of the file, takes no lock and writes nothing, so it
-//! can look at a file a writer has open (the snapshot may then catch a write
-//! half done; such a slot reads as damaged, never as wrong bytes). It runs
-//! the same walk as recovery and reports what a writer's `open` would find.
-//! The snapshot is read into memory whole (a copy, not a mapping, because
-//! a writer may change or shrink the file meanwhile): looking at a file
-//! takes as much memory as the file is long.
+//! It takes no lock and writes nothing, so it can look at a file a writer
+//! has open (it may then catch a write half done; such a slot reads as
+//! damaged, never as wrong bytes). It runs the same walk as a writer's
+//! `open` and reports what that would find.
+//!
+//! It checks the file header before it reads anything else, refuses what is
+//! not a regular file, and reads the file through a window of a fixed size:
+//! its memory grows with the extents it finds, never with the file's length
+//! or with a number the file states. Payloads are read again, and checked
+//! again, when asked for.
 
 use std::fs::File;
-use std::io::Read;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
-use crate::layout::{self, DATA_START, EXTENT_HEADER_LEN};
+use crate::layout::{self, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN};
 use crate::recovery::{self, DropReason, RecoveryReport};
 use crate::space::Space;
 use crate::stats::{Accounting, RegionStats};
-use crate::sys::mapping;
+use crate::sys::{file, mapping};
 
 /// A live slot as the file describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,6 +41,10 @@ pub struct SlotInfo {
     pub generation: u32,
     /// The engine that wrote it.
     pub engine: EngineId,
+    /// The tag it was written with
+    /// ([`OverflowRegion::write_tagged`](crate::OverflowRegion::write_tagged);
+    /// 0 for none).
+    pub tag: u64,
 }
 
 /// What an extent of the file holds.
@@ -66,8 +74,14 @@ pub struct ExtentInfo {
     pub kind: ExtentKind,
 }
 
-/// A read-only snapshot of a region file: its slots, extents, holes and
-/// damage. It holds the whole file in memory.
+/// A read-only look at a region file: its slots, extents, holes and damage,
+/// as a writer's open would find them.
+///
+/// It checks the file header first and reads nothing else from a file that
+/// is not a region; it refuses a path that is not a regular file (a
+/// directory, FIFO or device) without reading from it. It keeps a
+/// description of every extent in memory (a few dozen bytes each), not the
+/// file's bytes: [`read`](Self::read) reads a payload when asked.
 ///
 /// ```
 /// use overflow_region::{EngineId, OverflowRegion, RegionFile};
@@ -83,36 +97,62 @@ pub struct ExtentInfo {
 /// assert_eq!(file.read(slot)?, b"look at me");
 /// assert!(file.is_intact());
 /// assert_eq!(file.slots()[0].engine, EngineId::Bridge);
+/// assert_eq!(file.stats().max_capacity, 1 << 24);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug)]
 pub struct RegionFile {
     path: PathBuf,
-    bytes: Vec<u8>,
+    file: File,
+    /// Live slots, sorted by index.
     slots: Vec<SlotInfo>,
+    /// The payload checksum of each of `slots`.
+    payload_crcs: Vec<u32>,
     slot_count: u64,
     extents: Vec<ExtentInfo>,
     holes: Vec<(u64, u64)>,
+    allocated_bytes: u64,
     report: RecoveryReport,
     stats: RegionStats,
 }
 
 impl RegionFile {
-    /// Reads and walks the file at `path`.
+    /// Offset of the first extent: the file header is this long
+    /// ([`file_format`](crate::file_format)).
+    pub const DATA_START: u64 = DATA_START;
+    /// Length of the header at the start of every extent.
+    pub const EXTENT_HEADER_LEN: u64 = EXTENT_HEADER_LEN;
+    /// Every extent starts at, and is a multiple of, this many bytes.
+    pub const EXTENT_ALIGN: u64 = EXTENT_ALIGN;
+
+    /// Opens the file at `path` read-only and walks it.
+    ///
+    /// Memory: a few dozen bytes per extent found, plus a fixed read window
+    /// of 1 MiB; never in proportion to the file's length or to a counter
+    /// or slot index stored in it. Time: one read of the whole file (every
+    /// payload is checked against its checksum).
     ///
     /// # Errors
     ///
-    /// [`Error::NotARegion`] or [`Error::UnsupportedVersion`] if it is not a
-    /// region this build reads, [`Error::Io`] if it cannot be read.
+    /// [`Error::NotAFile`] if the path is not a regular file (a directory,
+    /// FIFO, device, socket or a file in `/proc`: nothing is read from it),
+    /// [`Error::NotARegion`] if its header is not a region's (nothing past
+    /// the header is read);
+    /// [`Error::UnsupportedVersion`] for a region of another format version;
+    /// [`Error::Io`] if it cannot be opened or read (for instance if a
+    /// writer shrinks it meanwhile).
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = File::open(path).map_err(Error::io(path, "open"))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
+        let file = file::open_regular(path, false)
+            .map_err(|refused| Error::open_refused(path, refused))?
+            .file;
+        let metadata = file.metadata().map_err(Error::io(path, "stat"))?;
+        let file_size = metadata.len();
+        let mut probe = vec![0u8; file_size.min(DATA_START) as usize];
+        file.read_exact_at(&mut probe, 0)
             .map_err(Error::io(path, "read"))?;
         let counters =
-            layout::decode_file_header(&bytes).map_err(|error| Error::file_header(path, error))?;
-        let file_size = bytes.len() as u64;
+            layout::decode_file_header(&probe).map_err(|error| Error::file_header(path, error))?;
         if file_size < DATA_START {
             return Err(Error::NotARegion {
                 path: path.to_owned(),
@@ -123,33 +163,39 @@ impl RegionFile {
         }
         let holes = mapping::find_holes(&file, DATA_START, file_size)
             .map_err(Error::io(path, "seek holes"))?;
-        let recovered =
-            recovery::recover(&bytes, counters, Space::new(DATA_START, u64::MAX / 2, 16));
+        // The writer's walk, through a window: what its open would find.
+        let mut window = Window::new(&file, file_size);
+        let space = Space::new(DATA_START, file_size, EXTENT_ALIGN);
+        let walked =
+            recovery::recover(&mut window, counters, space).map_err(Error::io(path, "read"))?;
+        drop(window);
 
         let mut accounting = Accounting::default();
-        let mut slots: Vec<SlotInfo> = recovered
+        let mut slots: Vec<(SlotInfo, u32)> = walked
             .slots
             .iter()
-            .filter(|found| !recovered.to_free.contains(&found.extent))
             .map(|found| {
-                let header = found.header;
+                let (extent, header) = (found.extent, found.header);
                 accounting.add(&found.live_slot());
-                SlotInfo {
+                let info = SlotInfo {
                     slot: header.slot as usize,
-                    offset: found.extent.offset,
-                    extent_len: found.extent.len,
+                    offset: extent.offset,
+                    extent_len: extent.len,
                     payload_len: header.payload_len,
                     generation: header.generation,
                     engine: header.engine,
-                }
+                    tag: header.user_tag,
+                };
+                (info, header.payload_crc)
             })
             .collect();
-        slots.sort_by_key(|slot| slot.slot);
+        slots.sort_by_key(|(slot, _)| slot.slot);
+        let (slots, payload_crcs): (Vec<SlotInfo>, Vec<u32>) = slots.into_iter().unzip();
 
         // Dropped extents were made free in the rebuilt space (merged with
         // their free neighbours): show them as what they are, and the free
         // space around them as free.
-        let mut dropped: Vec<(u64, u64)> = recovered
+        let mut dropped: Vec<(u64, u64)> = walked
             .report
             .dropped
             .iter()
@@ -164,18 +210,22 @@ impl RegionFile {
                 kind: ExtentKind::Live(slot),
             })
             .collect();
-        let free = recovered.space.free_extents().chain(
-            recovered
-                .to_free
-                .iter()
-                .copied()
-                .filter(|extent| !dropped.iter().any(|&(start, _)| start == extent.offset)),
-        );
+        // Extents that lost to a newer copy of their slot are free once a
+        // writer opens the file; those reported as dropped show as dropped.
+        let free = walked
+            .space
+            .free_extents()
+            .chain(walked.to_free.iter().copied().filter(|extent| {
+                dropped
+                    .binary_search_by_key(&extent.offset, |&(start, _)| start)
+                    .is_err()
+            }));
         for extent in free {
             let mut at = extent.offset;
-            for &(start, end) in dropped
+            let first = dropped.partition_point(|&(_, end)| end <= extent.offset);
+            for &(start, end) in dropped[first..]
                 .iter()
-                .filter(|&&(start, end)| end > extent.offset && start < extent.end())
+                .take_while(|&&(start, _)| start < extent.end())
             {
                 if start > at {
                     extents.push(ExtentInfo {
@@ -194,7 +244,7 @@ impl RegionFile {
                 });
             }
         }
-        for dropped in &recovered.report.dropped {
+        for dropped in &walked.report.dropped {
             extents.push(ExtentInfo {
                 offset: dropped.offset,
                 len: dropped.len,
@@ -207,30 +257,32 @@ impl RegionFile {
         extents.sort_by_key(|extent| extent.offset);
 
         let live_slots = slots.len() as u64;
-        let cursor = recovered.space.cursor();
+        let cursor = walked.space.cursor();
         let stats = RegionStats {
             engines: accounting.engines,
             live_slots,
             live_bytes: accounting.live_bytes(),
-            slot_count: recovered.slot_high_water,
-            free_extents: recovered.space.free_extent_count() as u64,
-            free_bytes: recovered.space.free_bytes(),
-            largest_free_extent: recovered.space.largest_free().unwrap_or(0),
+            slot_count: walked.slot_high_water,
+            free_extents: walked.space.free_extent_count() as u64,
+            free_bytes: walked.space.free_bytes(),
+            largest_free_extent: walked.space.largest_free().unwrap_or(0),
             slack_bytes: accounting.slack_bytes,
-            header_bytes: live_slots * EXTENT_HEADER_LEN,
+            header_bytes: accounting.header_bytes,
             punched_bytes: holes.iter().map(|(start, end)| end - start).sum(),
             used_bytes: cursor - DATA_START,
             file_size,
-            max_capacity: file_size,
+            max_capacity: counters.max_capacity,
         };
         Ok(RegionFile {
             path: path.to_owned(),
-            bytes,
+            file,
             slots,
-            slot_count: recovered.slot_high_water,
+            payload_crcs,
+            slot_count: walked.slot_high_water,
             extents,
             holes,
-            report: recovered.report,
+            allocated_bytes: metadata.blocks().saturating_mul(512),
+            report: walked.report,
             stats,
         })
     }
@@ -240,14 +292,17 @@ impl RegionFile {
         &self.path
     }
 
-    /// Live slots, by index.
+    /// Live slots, sorted by index (only those found: a slot index has an
+    /// entry only if an intact extent holds it).
     pub fn slots(&self) -> &[SlotInfo] {
         &self.slots
     }
 
-    /// Slot indices handed out, occupied or freed.
+    /// Slot indices handed out, occupied or freed (the file header's
+    /// counter, believed only as far as the file's length and its recorded
+    /// maximum capacity allow).
     pub fn slot_count(&self) -> usize {
-        self.slot_count as usize
+        usize::try_from(self.slot_count).unwrap_or(usize::MAX)
     }
 
     /// A live slot's description.
@@ -255,13 +310,19 @@ impl RegionFile {
     /// # Errors
     ///
     /// [`Error::UnknownSlot`] past the slot count, [`Error::SlotFree`] for
-    /// an index that holds nothing.
+    /// an index that holds nothing intact (freed, or held by an extent
+    /// whose damage the [`recovery`](Self::recovery) report lists).
     pub fn slot(&self, slot_index: usize) -> Result<&SlotInfo> {
+        self.find(slot_index).map(|found| &self.slots[found])
+    }
+
+    /// The position of `slot_index` in `slots`.
+    fn find(&self, slot_index: usize) -> Result<usize> {
         match self
             .slots
             .binary_search_by_key(&slot_index, |slot| slot.slot)
         {
-            Ok(found) => Ok(&self.slots[found]),
+            Ok(found) => Ok(found),
             Err(_) if slot_index < self.slot_count() => Err(Error::SlotFree { slot: slot_index }),
             Err(_) => Err(Error::UnknownSlot {
                 slot: slot_index,
@@ -270,15 +331,34 @@ impl RegionFile {
         }
     }
 
-    /// A live slot's bytes (checked against their checksum by the walk).
+    /// A live slot's bytes, read from the file now and checked against
+    /// their checksum again.
     ///
     /// # Errors
     ///
-    /// As [`slot`](Self::slot).
-    pub fn read(&self, slot_index: usize) -> Result<&[u8]> {
-        let slot = self.slot(slot_index)?;
-        let start = (slot.offset + EXTENT_HEADER_LEN) as usize;
-        Ok(&self.bytes[start..start + slot.payload_len as usize])
+    /// As [`slot`](Self::slot); [`Error::SlotChanged`] if the bytes no
+    /// longer match their checksum (a writer changed the file since it was
+    /// walked); [`Error::Io`] if they cannot be read.
+    pub fn read(&self, slot_index: usize) -> Result<Vec<u8>> {
+        let found = self.find(slot_index)?;
+        let slot = &self.slots[found];
+        let len = usize::try_from(slot.payload_len).map_err(|_| Error::Io {
+            path: self.path.clone(),
+            operation: "read",
+            source: io::Error::from(io::ErrorKind::OutOfMemory),
+        })?;
+        let mut bytes = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut bytes, slot.offset + layout::header_len(slot.tag))
+            .map_err(Error::io(&self.path, "read"))?;
+        if crc32c::crc32c(&bytes) != self.payload_crcs[found] {
+            return Err(Error::SlotChanged {
+                slot: slot_index,
+                generation: u64::from(slot.generation),
+                reason: "its bytes no longer match their checksum: the file changed since it was opened",
+            });
+        }
+        Ok(bytes)
     }
 
     /// Every extent, by offset: live, free, and dropped.
@@ -292,6 +372,12 @@ impl RegionFile {
         &self.holes
     }
 
+    /// Bytes of disk the file system has allocated to the file (its
+    /// `st_blocks` times 512), when it was opened.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated_bytes
+    }
+
     /// What a writer's open would find: slots, drops, repairs.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.report
@@ -303,10 +389,64 @@ impl RegionFile {
     }
 
     /// Accounting as [`OverflowRegion::stats`](crate::OverflowRegion::stats)
-    /// gives it (`max_capacity` is the file size: the file does not record
-    /// the maximum its writer was opened with).
+    /// gives it. `max_capacity` is the maximum capacity the file records
+    /// (file header offset 88): the one its writer last opened it with.
     pub fn stats(&self) -> &RegionStats {
         &self.stats
+    }
+}
+
+/// The file, read through a window of at most [`Window::LEN`] bytes.
+struct Window<'a> {
+    file: &'a File,
+    eof: u64,
+    /// File offset of `buf[0]`.
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Window<'a> {
+    const LEN: u64 = 1 << 20;
+
+    fn new(file: &'a File, eof: u64) -> Self {
+        Window {
+            file,
+            eof,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl recovery::Source for Window<'_> {
+    fn len(&self) -> u64 {
+        self.eof
+    }
+
+    /// `len` bytes (at most [`Window::LEN`]) at `at`; `at + len` is at most
+    /// the file's length.
+    fn bytes(&mut self, at: u64, len: u64) -> io::Result<&[u8]> {
+        debug_assert!(len <= Self::LEN && at + len <= self.eof);
+        if at < self.start || at + len > self.start + self.buf.len() as u64 {
+            let fill = (self.eof - at).min(Self::LEN) as usize;
+            self.buf.resize(fill, 0);
+            self.file.read_exact_at(&mut self.buf, at)?;
+            self.start = at;
+        }
+        let from = (at - self.start) as usize;
+        Ok(&self.buf[from..from + len as usize])
+    }
+
+    /// CRC32C of `len` bytes at `at`, read a window at a time.
+    fn crc(&mut self, at: u64, len: u64) -> io::Result<u32> {
+        let mut crc = 0;
+        let mut done = 0;
+        while done < len {
+            let step = (len - done).min(Self::LEN);
+            crc = crc32c::crc32c_append(crc, self.bytes(at + done, step)?);
+            done += step;
+        }
+        Ok(crc)
     }
 }
 

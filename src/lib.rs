@@ -33,7 +33,8 @@
 //! # }
 //! ```
 //!
-//! The on-disk format is specified in `docs/FORMAT.md`.
+//! The on-disk format is specified in [`file_format`] (docs/FORMAT.md in the
+//! source repository).
 
 #![deny(missing_docs)]
 
@@ -50,7 +51,13 @@ mod space;
 mod stats;
 mod sys;
 mod tuning;
+// Shared by the benchmarks and the command-line tool; not API.
+#[doc(hidden)]
 pub mod workload;
+
+pub mod file_format {
+    #![doc = include_str!("../docs/FORMAT.md")]
+}
 
 pub use engine::{EngineId, UnknownEngine};
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@
 //! reads the report. The walk and its crash analysis are specified in
 //! `docs/FORMAT.md`.
 
+use std::io;
 use std::time::Duration;
 
 use crate::layout::{
@@ -135,22 +136,16 @@ struct FreeRun {
 /// Rebuilds a region from `file` (the whole file, header included, already
 /// checked by [`crate::layout::decode_file_header`]) into `space` (empty).
 ///
-/// Never panics and never reads outside `file`, whatever its contents.
-pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Recovered {
+/// Never panics and never reads outside `file`, whatever its contents; its
+/// memory follows the extents it finds. The only errors are the source's
+/// (a tool's read of the file failing).
+pub(crate) fn recover<S: Source>(
+    file: &mut S,
+    counters: Counters,
+    mut space: Space,
+) -> io::Result<Recovered> {
     let started = std::time::Instant::now();
-    let eof = file.len() as u64;
-    let word_at = |at: u64| {
-        u64::from_le_bytes(
-            file[at as usize..at as usize + 8]
-                .try_into()
-                .expect("8 bytes"),
-        )
-    };
-    // The header and, if it says so, the user tag after it (fewer bytes at
-    // the end of the file: `decode` reports a header cut short).
-    let header_at = |at: u64| -> &[u8] {
-        &file[at as usize..(at + EXTENT_HEADER_LEN + USER_TAG_LEN).min(eof) as usize]
-    };
+    let eof = file.len();
     let fits = |at: u64, len: u64| {
         len >= EXTENT_HEADER_LEN
             && len.is_multiple_of(EXTENT_ALIGN)
@@ -201,7 +196,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
 
     let mut pos = DATA_START;
     while pos + EXTENT_HEADER_LEN <= eof {
-        let tag = Tag::decode(word_at(pos));
+        let tag = Tag::decode(word_at(file, pos)?);
         match tag {
             Some(Tag::End) if pos >= chain_end => {
                 // An explicit end mark, or the zeros of space never written.
@@ -211,7 +206,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
             Some(Tag::End) => {
                 // Not the end yet: is anything intact between here and the
                 // stored end of the chain?
-                let Some(next) = resync(file, pos, chain_end, &fits) else {
+                let Some(next) = resync(file, pos, chain_end, &fits)? else {
                     // Nothing: the extents past here were never committed, or
                     // were given back (a crash between the end mark and the
                     // counter). The chain ends here.
@@ -248,12 +243,10 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
                 continue;
             }
             Some(Tag::Live { len }) if fits(pos, len) => {
-                if let Ok(header) = LiveHeader::decode(header_at(pos)) {
+                if let Ok(header) = LiveHeader::decode(header_at(file, pos)?) {
                     walked += 1;
                     let extent = Extent { offset: pos, len };
-                    let payload = &file[(pos + header.header_len()) as usize..]
-                        [..header.payload_len as usize];
-                    let computed = checksum::crc32c(payload);
+                    let computed = file.crc(pos + header.header_len(), header.payload_len)?;
                     let slot = header.slot as usize;
                     let drop = if computed != header.payload_crc {
                         Some(DropReason::PayloadChecksum {
@@ -320,8 +313,8 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         }
         // The header at `pos` cannot be trusted: skip to the next intact live
         // header (or an explicit end mark), and drop what lies between.
-        let detail = damage_detail(file, pos, tag);
-        let Some(next) = resync(file, pos, eof, &fits) else {
+        let detail = damage_detail(file, pos, tag)?;
+        let Some(next) = resync(file, pos, eof, &fits)? else {
             // Nothing intact after it: the region ends at `pos`.
             report.dropped.push(DroppedExtent {
                 offset: pos,
@@ -359,7 +352,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         }
         None => {
             debug_assert_eq!(cursor, pos);
-            if !clean_end && pos + 8 <= eof && word_at(pos) != Tag::End.encode() {
+            if !clean_end && pos + 8 <= eof && word_at(file, pos)? != Tag::End.encode() {
                 repairs.push((pos, Tag::End));
             }
         }
@@ -391,7 +384,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
     report.bytes_scanned = pos.max(cursor).min(eof);
     report.repairs = repairs.len() + moves_finished;
     report.duration = started.elapsed();
-    Recovered {
+    Ok(Recovered {
         slots,
         space,
         slot_high_water,
@@ -400,7 +393,7 @@ pub(crate) fn recover(file: &[u8], counters: Counters, mut space: Space) -> Reco
         repairs,
         to_free,
         report,
-    }
+    })
 }
 
 /// Indices any file may use before memory must be earned by extents found.
@@ -475,51 +468,86 @@ fn close_run(run: &mut Option<FreeRun>, repairs: &mut Vec<(u64, Tag)>) {
 /// The offset of the next trustworthy header after the one at `pos`, before
 /// `limit`: a live header whose checksums of tag and header hold and whose
 /// length fits in the file. `None` if there is none.
-fn resync(file: &[u8], pos: u64, limit: u64, fits: &dyn Fn(u64, u64) -> bool) -> Option<u64> {
-    let limit = limit.min(file.len() as u64);
+fn resync<S: Source>(
+    file: &mut S,
+    pos: u64,
+    limit: u64,
+    fits: &dyn Fn(u64, u64) -> bool,
+) -> io::Result<Option<u64>> {
+    let limit = limit.min(file.len());
     let mut at = pos + EXTENT_ALIGN;
     while at + EXTENT_HEADER_LEN <= limit {
-        let header =
-            &file[at as usize..(at + EXTENT_HEADER_LEN + USER_TAG_LEN).min(limit) as usize];
-        if let Ok(live) = LiveHeader::decode(header)
+        if let Ok(live) = LiveHeader::decode(header_at(file, at)?)
             && fits(at, live.extent_len)
         {
-            return Some(at);
+            return Ok(Some(at));
         }
         at += EXTENT_ALIGN;
     }
-    None
+    Ok(None)
 }
 
 /// Words for a damaged header, for the report.
-fn damage_detail(file: &[u8], pos: u64, tag: Option<Tag>) -> String {
-    match tag {
+fn damage_detail<S: Source>(file: &mut S, pos: u64, tag: Option<Tag>) -> io::Result<String> {
+    let eof = file.len();
+    Ok(match tag {
         None => format!(
             "tag word {:#018x} at offset {pos} is not an extent tag",
-            u64::from_le_bytes(
-                file[pos as usize..pos as usize + 8]
-                    .try_into()
-                    .expect("8 bytes")
-            )
+            word_at(file, pos)?
         ),
         Some(Tag::Free { len }) | Some(Tag::Live { len })
-            if len < EXTENT_HEADER_LEN
-                || pos
-                    .checked_add(len)
-                    .is_none_or(|end| end > file.len() as u64) =>
+            if len < EXTENT_HEADER_LEN || pos.checked_add(len).is_none_or(|end| end > eof) =>
         {
             format!(
-                "extent at offset {pos} claims {len} bytes, past the end of the {}-byte file or shorter than a header",
-                file.len()
+                "extent at offset {pos} claims {len} bytes, past the end of the {eof}-byte file or shorter than a header"
             )
         }
-        _ => {
-            let end = (pos + EXTENT_HEADER_LEN + USER_TAG_LEN).min(file.len() as u64);
-            let header = &file[pos as usize..end as usize];
-            format!(
-                "live header at offset {pos}: {:?}",
-                LiveHeader::decode(header).err()
-            )
-        }
+        _ => format!(
+            "live header at offset {pos}: {:?}",
+            LiveHeader::decode(header_at(file, pos)?).err()
+        ),
+    })
+}
+
+/// Where the walk reads a region file: the writer's mapping ([`Bytes`]) or
+/// a tool's reads through a window of fixed size. Every offset asked for
+/// lies inside the file.
+pub(crate) trait Source {
+    /// The file's length.
+    fn len(&self) -> u64;
+    /// `len` bytes at `at` (at most a header and its user tag).
+    fn bytes(&mut self, at: u64, len: u64) -> io::Result<&[u8]>;
+    /// CRC32C of `len` bytes at `at` (a payload).
+    fn crc(&mut self, at: u64, len: u64) -> io::Result<u32>;
+}
+
+/// A whole file in memory, or mapped: the writer's open.
+pub(crate) struct Bytes<'a>(pub &'a [u8]);
+
+impl Source for Bytes<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
     }
+
+    fn bytes(&mut self, at: u64, len: u64) -> io::Result<&[u8]> {
+        Ok(&self.0[at as usize..(at + len) as usize])
+    }
+
+    fn crc(&mut self, at: u64, len: u64) -> io::Result<u32> {
+        Ok(checksum::crc32c(&self.0[at as usize..(at + len) as usize]))
+    }
+}
+
+/// The tag word at `at` (`at + 8` is inside the file).
+fn word_at<S: Source>(file: &mut S, at: u64) -> io::Result<u64> {
+    let bytes = file.bytes(at, 8)?;
+    Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+}
+
+/// The header at `at` and, if it says so, the user tag after it: up to 40
+/// bytes, fewer at the end of the file (`decode` reports a header cut
+/// short). `at + 32` is inside the file.
+fn header_at<S: Source>(file: &mut S, at: u64) -> io::Result<&[u8]> {
+    let end = (at + EXTENT_HEADER_LEN + USER_TAG_LEN).min(file.len());
+    file.bytes(at, end - at)
 }

@@ -368,12 +368,12 @@ impl OverflowRegion {
     /// Default initial file size: 64 MiB.
     ///
     /// Corresponds to [`MemoryTuning::overflow_initial_bytes`].
-    pub const DEFAULT_INITIAL_CAPACITY: usize = 64 << 20;
+    pub const DEFAULT_INITIAL_CAPACITY: usize = MemoryTuning::DEFAULT_INITIAL_BYTES;
 
     /// Default maximum file size: 1 GiB.
     ///
     /// Corresponds to [`MemoryTuning::overflow_max_bytes`].
-    pub const DEFAULT_MAX_CAPACITY: usize = 1 << 30;
+    pub const DEFAULT_MAX_CAPACITY: usize = MemoryTuning::DEFAULT_MAX_BYTES;
 
     /// Opens or creates a region at `path` with the default capacities.
     ///
@@ -627,7 +627,8 @@ impl OverflowRegion {
         let file = mapping
             .bytes(0, mapping.len())
             .expect("the whole file is in bounds");
-        let recovered = recovery::recover(file, counters, space);
+        let recovered = recovery::recover(&mut recovery::Bytes(file), counters, space)
+            .expect("a walk over memory cannot fail");
         for &(offset, tag) in &recovered.repairs {
             mapping.store_word(offset, tag.encode());
         }
@@ -730,7 +731,9 @@ impl OverflowRegion {
     /// # Time complexity
     ///
     /// O(1) plus the copy of `data`, independent of the number of free
-    /// extents (see the space layer for the one bounded exception).
+    /// extents, with one bounded exception: a length that is not the
+    /// shortest of its size class may walk the free extents of that one
+    /// class (lengths within 1/32 of each other) when no larger class has one.
     pub fn write(&mut self, data: &[u8], engine: EngineId) -> Result<usize> {
         self.write_parts(&[data], engine, 0)
     }
@@ -1426,10 +1429,11 @@ impl OverflowRegion {
         let counters =
             layout::decode_file_header(file).map_err(|error| format!("file header: {error:?}"))?;
         let walked = recovery::recover(
-            file,
+            &mut recovery::Bytes(file),
             counters,
             Space::new(DATA_START, self.space.limit(), MIN_SPLIT),
-        );
+        )
+        .expect("a walk over memory cannot fail");
         if !walked.report.dropped.is_empty() || !walked.repairs.is_empty() {
             return Err(format!(
                 "the file needs recovery: dropped {:?}, repairs {:?}",

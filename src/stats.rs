@@ -1,13 +1,13 @@
 //! [`RegionStats`]: what a region holds, per engine, kept up to date by
 //! every write and free.
 
-use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::engine::EngineId;
 use crate::slots::LiveSlot;
 
 /// Live slots and bytes of one engine.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EngineStats {
     /// Slots the engine holds.
     pub live_slots: u64,
@@ -16,7 +16,11 @@ pub struct EngineStats {
 }
 
 /// A snapshot of a region's accounting, from
-/// [`OverflowRegion::stats`](crate::OverflowRegion::stats).
+/// [`OverflowRegion::stats`](crate::OverflowRegion::stats) or
+/// [`RegionFile::stats`](crate::RegionFile::stats).
+///
+/// With serde it is an object of the fields below, `engines` an object keyed
+/// by engine name (`{"vector": {"live_slots": 1, "live_bytes": 100}, ...}`).
 ///
 /// ```
 /// use overflow_region::{EngineId, OverflowRegion};
@@ -33,10 +37,11 @@ pub struct EngineStats {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RegionStats {
     /// Per engine, indexed by [`EngineId::as_u8`]; see [`RegionStats::engine`].
+    #[serde(serialize_with = "engines_by_name")]
     pub engines: [EngineStats; EngineId::ALL.len()],
     /// Live slots, all engines.
     pub live_slots: u64,
@@ -62,7 +67,9 @@ pub struct RegionStats {
     pub used_bytes: u64,
     /// The file's size.
     pub file_size: u64,
-    /// The size the file never grows past.
+    /// The size the file never grows past: the region's maximum capacity
+    /// (from [`RegionFile`](crate::RegionFile): the one the file records,
+    /// which its writer last opened it with).
     pub max_capacity: u64,
 }
 
@@ -71,6 +78,18 @@ impl RegionStats {
     pub fn engine(&self, engine: EngineId) -> &EngineStats {
         &self.engines[engine.as_u8() as usize]
     }
+}
+
+/// Per-engine figures as a map from engine name to figures.
+fn engines_by_name<S: Serializer>(
+    engines: &[EngineStats; EngineId::ALL.len()],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(engines.len()))?;
+    for engine in EngineId::ALL {
+        map.serialize_entry(engine.name(), &engines[engine.as_u8() as usize])?;
+    }
+    map.end()
 }
 
 /// The counters a region keeps up to date on every write and free.

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::region::OverflowRegion;
-
 /// Capacity settings for a region, as they appear in a database's `[memory]`
 /// configuration table.
 ///
@@ -25,15 +23,15 @@ use crate::region::OverflowRegion;
 /// assert_eq!(empty.memory, MemoryTuning::default());
 /// ```
 ///
-/// Used with [`OverflowRegion::open_with_tuning`].
+/// Used with [`OverflowRegion::open_with_tuning`](crate::OverflowRegion::open_with_tuning).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemoryTuning {
     /// File size of a new region, in bytes
-    /// (default [`OverflowRegion::DEFAULT_INITIAL_CAPACITY`], 64 MiB).
+    /// (default [`MemoryTuning::DEFAULT_INITIAL_BYTES`], 64 MiB).
     pub overflow_initial_bytes: usize,
     /// Size past which the region never grows, in bytes
-    /// (default [`OverflowRegion::DEFAULT_MAX_CAPACITY`], 1 GiB).
+    /// (default [`MemoryTuning::DEFAULT_MAX_BYTES`], 1 GiB).
     pub overflow_max_bytes: usize,
     /// Free extents at least this long are punched out of the file, giving
     /// the disk blocks and page cache back to the system (default
@@ -51,8 +49,8 @@ pub struct MemoryTuning {
     /// of its end, because on Linux a hole punched into part of a larger
     /// page-cache folio comes back at the next store to the folio: so a
     /// larger threshold makes fresh writes faster. With 0 the pieces are
-    /// 1 MiB, and fresh 64 B writes were about 1.5 times as fast on ext4
-    /// here as with 32 KiB (docs/PERFORMANCE.md).
+    /// 1 MiB, which makes short fresh writes faster (the figures are in
+    /// docs/PERFORMANCE.md in the source repository).
     pub overflow_punch_hole_bytes: usize,
     /// Whether the file shrinks when the end of the region is given back
     /// (default true). It shrinks only while no
@@ -62,6 +60,12 @@ pub struct MemoryTuning {
 }
 
 impl MemoryTuning {
+    /// Default of [`MemoryTuning::overflow_initial_bytes`]: 64 MiB (also
+    /// `OverflowRegion::DEFAULT_INITIAL_CAPACITY`, as in nodedb-mem 0.0.6).
+    pub const DEFAULT_INITIAL_BYTES: usize = 64 << 20;
+    /// Default of [`MemoryTuning::overflow_max_bytes`]: 1 GiB (also
+    /// `OverflowRegion::DEFAULT_MAX_CAPACITY`, as in nodedb-mem 0.0.6).
+    pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
     /// Default of [`MemoryTuning::overflow_punch_hole_bytes`]: 64 KiB.
     pub const DEFAULT_PUNCH_HOLE_BYTES: usize = 64 << 10;
 }
@@ -69,8 +73,8 @@ impl MemoryTuning {
 impl Default for MemoryTuning {
     fn default() -> Self {
         MemoryTuning {
-            overflow_initial_bytes: OverflowRegion::DEFAULT_INITIAL_CAPACITY,
-            overflow_max_bytes: OverflowRegion::DEFAULT_MAX_CAPACITY,
+            overflow_initial_bytes: MemoryTuning::DEFAULT_INITIAL_BYTES,
+            overflow_max_bytes: MemoryTuning::DEFAULT_MAX_BYTES,
             overflow_punch_hole_bytes: MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES,
             overflow_shrink: true,
         }

@@ -1,5 +1,7 @@
 //! The standard benchmark workloads, shared by `cargo bench` and the CLI's
-//! `bench` command so both measure the same thing.
+//! `bench` command so both measure the same thing. Benchmark plumbing, not
+//! part of the crate's API (hidden from its docs; it may change in any
+//! release).
 //!
 //! A [`Spec`] names a workload and its parameters; [`Spec::setup`] creates a
 //! fresh region file in a directory and does the (untimed) set-up; then
@@ -64,14 +66,6 @@ const CHURN_WARM_UP_ROUNDS: usize = 10;
 /// sizes: small enough (16 KiB) to stay in cache, so picking a size costs no
 /// cache miss that the region would be blamed for.
 const SIZE_TABLE_LEN: usize = 4096;
-
-/// Flushes all dirty data of every file system to disk (`sync(2)`) and waits
-/// for it, so the write-back (and, on a file system mounted with `discard`,
-/// the discards) left by one workload are not billed to the next one. The
-/// CLI and the criterion benchmark call it before each set-up.
-pub fn settle() {
-    rustix::fs::sync();
-}
 
 /// A standard workload and its parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,16 +181,32 @@ impl Spec {
         dir: &Path,
         punch_hole_bytes: usize,
     ) -> Result<Workload> {
+        self.setup_with_progress(dir, punch_hole_bytes, &mut |_| {})
+    }
+
+    /// As [`setup_with_punch_threshold`](Self::setup_with_punch_threshold),
+    /// calling `progress` with the fraction of the set-up done (0 to 1)
+    /// every few thousand operations, for set-ups that take seconds.
+    ///
+    /// # Errors
+    ///
+    /// As [`setup_with_punch_threshold`](Self::setup_with_punch_threshold).
+    pub fn setup_with_progress(
+        &self,
+        dir: &Path,
+        punch_hole_bytes: usize,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<Workload> {
         let path = dir.join(format!("{}-{}.region", self.group(), self.id()));
         remove_if_present(&path)?;
         let (max_capacity, data_len) = match *self {
             Spec::FreshWrite { size } => (2 * FRESH_BUDGET + 2 * size, size),
-            Spec::Read { size, .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY << 2, size),
-            Spec::Reuse { .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY << 2, REUSE_SIZES.1),
-            Spec::Churn { .. } => (OverflowRegion::DEFAULT_MAX_CAPACITY, CHURN_SIZES.1),
+            Spec::Read { size, .. } => (MemoryTuning::DEFAULT_MAX_BYTES << 2, size),
+            Spec::Reuse { .. } => (MemoryTuning::DEFAULT_MAX_BYTES << 2, REUSE_SIZES.1),
+            Spec::Churn { .. } => (MemoryTuning::DEFAULT_MAX_BYTES, CHURN_SIZES.1),
         };
         let tuning = MemoryTuning {
-            overflow_initial_bytes: OverflowRegion::DEFAULT_INITIAL_CAPACITY,
+            overflow_initial_bytes: MemoryTuning::DEFAULT_INITIAL_BYTES,
             overflow_max_bytes: max_capacity,
             overflow_punch_hole_bytes: punch_hole_bytes,
             ..MemoryTuning::default()
@@ -215,14 +225,16 @@ impl Spec {
         workload.state = match *self {
             Spec::FreshWrite { .. } => State::Fresh,
             Spec::Read { size, slots } => {
-                for _ in 0..slots {
+                for i in 0..slots {
                     workload.region.write(&workload.data[..size], ENGINE)?;
+                    report(progress, i, slots);
                 }
                 State::Read { slots }
             }
-            Spec::Reuse { freed } => workload.setup_reuse(freed)?,
-            Spec::Churn { live_bytes } => workload.setup_churn(live_bytes)?,
+            Spec::Reuse { freed } => workload.setup_reuse(freed, progress)?,
+            Spec::Churn { live_bytes } => workload.setup_churn(live_bytes, progress)?,
         };
+        progress(1.0);
         Ok(workload)
     }
 }
@@ -423,9 +435,10 @@ impl Workload {
 
     /// 2N writes of mixed sizes, then every other one freed (so no two freed
     /// extents touch): N free extents.
-    fn setup_reuse(&mut self, freed: usize) -> Result<State> {
+    fn setup_reuse(&mut self, freed: usize, progress: &mut dyn FnMut(f64)) -> Result<State> {
         let mut freed_sizes = Vec::with_capacity(freed);
         for i in 0..2 * freed {
+            report(progress, i, 3 * freed);
             let size = self.rng.log_uniform(REUSE_SIZES);
             let slot = self.region.write(&self.data[..size], ENGINE)?;
             debug_assert_eq!(slot, i, "a fresh region hands out indices in order");
@@ -440,6 +453,7 @@ impl Workload {
         // (odd) stays live, so no freed extent is merged or given back.
         for slot in (0..2 * freed).step_by(2) {
             self.region.free(slot)?;
+            report(progress, 2 * freed + slot / 2, 3 * freed);
         }
         Ok(State::Reuse {
             sizes,
@@ -449,16 +463,23 @@ impl Workload {
 
     /// Writes of mixed sizes until `live_bytes` are live, then untimed churn
     /// until the layout is in steady state.
-    fn setup_churn(&mut self, live_bytes: usize) -> Result<State> {
+    fn setup_churn(&mut self, live_bytes: usize, progress: &mut dyn FnMut(f64)) -> Result<State> {
         let sizes: Vec<u32> = (0..SIZE_TABLE_LEN)
             .map(|_| self.rng.log_uniform(CHURN_SIZES) as u32)
             .collect();
         let mut live = Vec::new();
+        // The fill counts as one round of the warm-up.
+        let rounds = CHURN_WARM_UP_ROUNDS + 1;
         while self.region.live_bytes() < live_bytes {
             let size = sizes[self.rng.below(sizes.len())] as usize;
             live.push(self.region.write(&self.data[..size], ENGINE)?);
+            if live.len().is_multiple_of(4096) {
+                progress(self.region.live_bytes() as f64 / (live_bytes * rounds) as f64);
+            }
         }
-        for _ in 0..CHURN_WARM_UP_ROUNDS * live.len() {
+        let warm_up = CHURN_WARM_UP_ROUNDS * live.len();
+        for i in 0..warm_up {
+            report(progress, live.len() + i, live.len() * rounds);
             churn_once(
                 &mut self.region,
                 &mut self.rng,
@@ -476,6 +497,13 @@ impl Drop for Workload {
         // Unlinking a mapped file is fine: the mapping keeps the inode until
         // the region (dropped right after this) unmaps it.
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Calls `progress` with `done / total` every 4096 steps.
+fn report(progress: &mut dyn FnMut(f64), done: usize, total: usize) {
+    if done.is_multiple_of(4096) && total > 0 {
+        progress(done as f64 / total as f64);
     }
 }
 

@@ -212,7 +212,7 @@ const CHILD_FILE: &str = "OVERFLOW_GIVEBACK_CHILD_FILE";
 
 /// Run by `holes_never_cut_the_long_folios_a_killed_writer_left_in_the_tail`.
 #[test]
-#[ignore = "run by holes_never_cut_the_long_folios_a_killed_writer_left_in_the_tail"]
+#[ignore = "run as a child by holes_never_cut_the_long_folios_a_killed_writer_left_in_the_tail"]
 fn killed_writer_child() {
     let path = std::env::var_os(CHILD_FILE).expect("run by the parent test");
     let path = Path::new(&path);
@@ -239,12 +239,18 @@ fn killed_writer_child() {
 fn holes_never_cut_the_long_folios_a_killed_writer_left_in_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
+    // Its output is captured, not interleaved with ours.
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "killed_writer_child", "--ignored", "--nocapture"])
         .env(CHILD_FILE, &path)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "the child failed: {status}");
+    assert!(
+        output.status.success(),
+        "the child failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
     // Over the tail the killed writer left.
     let slots = write_many(&mut region, 16, 24, 256 * KIB, 1, EngineId::Vector);

@@ -42,14 +42,20 @@ fn a_failed_pwrite_is_an_error_and_changes_nothing() {
     drop(file);
     let exe = std::env::current_exe().unwrap();
     // dash's `ulimit -f` counts 512-byte blocks: 32768 is 16 MiB.
-    let status = Command::new("sh")
+    let output = Command::new("sh")
         .arg("-c")
         .arg("trap '' XFSZ; ulimit -f 32768; exec \"$0\" --exact child --ignored --nocapture")
         .arg(&exe)
         .env(CHILD_FILE, &path)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "the child failed: {status}");
+    // Its output is captured, not interleaved with ours.
+    assert!(
+        output.status.success(),
+        "the child failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     // What the child acknowledged survives a reopen without the limit.
     let region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
     region.check_consistency().unwrap();
@@ -66,7 +72,7 @@ fn a_failed_pwrite_is_an_error_and_changes_nothing() {
 
 /// Run by the test above, under the file-size limit.
 #[test]
-#[ignore = "run by a_failed_pwrite_is_an_error_and_changes_nothing"]
+#[ignore = "run as a child by a_failed_pwrite_is_an_error_and_changes_nothing"]
 fn child() {
     let path = std::env::var_os(CHILD_FILE).expect("run by the parent test");
     let path = Path::new(&path);

@@ -84,7 +84,7 @@ fn relative(
     machine: &Machine,
     reps: usize,
 ) -> Result<(), Box<dyn Error>> {
-    let peers = [Kind::Seed, Kind::Lmdb, Kind::Pwrite, Kind::Memory];
+    let peers = [Kind::NodedbMem, Kind::Lmdb, Kind::Pwrite, Kind::Memory];
     let values: Vec<Vec<Option<f64>>> = rows
         .iter()
         .map(|row| peers.iter().map(|&kind| row.speed_vs_ours(kind)).collect())
@@ -197,7 +197,7 @@ fn relative(
     }
     let (left, py) = chart.backend_coord(&(0.0, lo));
     let footnote = format!(
-        "Median of {reps} passes per system, taking turns. reopen: 1 / time to reopen (the seed's original \
+        "Median of {reps} passes per system, taking turns. reopen: 1 / time to reopen (nodedb-mem 0.0.6 \
          forgets its slots; n/a: cannot reopen its data). Figures and checks: docs/PEERS.md",
     );
     root.draw(&Text::new(

@@ -7,7 +7,7 @@
 //! `--quick` makes a smaller run (about a tenth of the work) for a quick
 //! look; `--reps N` sets the repetitions (default 5). For investigating:
 //! `--only WORD` runs only the workloads whose name contains WORD,
-//! `--systems ours,seed` only the systems named, and `--no-punch` /
+//! `--systems ours,nodedb-mem` only the systems named, and `--no-punch` /
 //! `--no-shrink` open ours with hole punching / shrinking off; with any of
 //! these the files are not written unless `--out-dir` is given.
 //!
@@ -16,7 +16,7 @@
 //! | column | what |
 //! |---|---|
 //! | ours | `overflow_region::OverflowRegion` (this workspace) |
-//! | seed's original | `nodedb_mem::OverflowRegion` from `nodedb-mem = "=0.0.6"`: same API, a bump allocator with a best-fit free list that scans every freed slot, slot metadata in memory only |
+//! | nodedb-mem 0.0.6 | `nodedb_mem::OverflowRegion` from `nodedb-mem = "=0.0.6"`: same API, a bump allocator with a best-fit free list that scans every freed slot, slot metadata in memory only |
 //! | LMDB (heed) | an LMDB env with one database, `u64` big-endian key -> bytes; writes in write transactions of 1000 operations (fewer for large values, at most 64 MiB of payload per transaction), reads in read transactions of 1000 reads, copied into a reused buffer; `NO_SYNC` (no fsync per commit: the others do not fsync per write either) |
 //! | pwrite file | a temporary file written with `pwrite` and read with `pread` (`FileExt::write_all_at` / `read_exact_at`) into a reused buffer; an in-memory index `Vec<(offset, capacity, len)>`, freed extents in a `BTreeMap<capacity, Vec<offset>>` (best fit, no splitting, no merging): what a query engine does when it spills |
 //! | in-memory slab | `slab::Slab<Box<[u8]>>`: the ceiling; nothing durable |
@@ -29,7 +29,7 @@
 //! | read SIZE | N writes of SIZE bytes | one read of a random slot (SplitMix64, fixed seed): get the bytes, add first and last byte to a sink |
 //! | write+free N | 2N writes of log-uniform 16 B..4 KiB, every other one freed | a write of a log-uniform 16 B..4 KiB size, then a free of that new slot (so N freed extents stay) |
 //! | churn | a new store (mmap regions start at 1 MiB), writes of log-uniform 16 B..64 KiB up to 32 MiB live, then untimed churn to a steady state | free a random live slot, write one of a random size |
-//! | reopen | the `read 64 B` stores (N slots) | close, then open again (ours recovers every slot; the seed's original maps the file and forgets every slot; LMDB opens the env and database; the pwrite file cannot rebuild its index: n/a) |
+//! | reopen | the `read 64 B` stores (N slots) | close, then open again (ours recovers every slot; nodedb-mem 0.0.6 maps the file and forgets every slot; LMDB opens the env and database; the pwrite file cannot rebuild its index: n/a) |
 //!
 //! Churn runs a second region of ours beside the others, opened with hole
 //! punching off (`overflow_punch_hole_bytes = 0`), taking its turn right
@@ -40,15 +40,15 @@
 //! divided by the live payload bytes (the fragmentation rows).
 //!
 //! Each figure is the median of `--reps` passes. Within a repetition the
-//! systems take turns (ours, seed, LMDB, pwrite, memory, then the next
+//! systems take turns (ours, nodedb-mem, LMDB, pwrite, memory, then the next
 //! repetition starting one system later), so a slow spell of the machine
 //! hits them all. A pass does a fixed number of operations, or fewer when a
-//! time budget runs out first (the seed's original with many freed slots
+//! time budget runs out first (nodedb-mem 0.0.6 with many freed slots
 //! manages only a few hundred writes a second); the table gives the rate,
 //! and `docs/PEERS.md` lists the operations each pass did.
 //!
 //! Every workload also reads slots back (untimed) and counts reads that
-//! return the wrong length or the wrong bytes; the seed's original hands a
+//! return the wrong length or the wrong bytes; nodedb-mem 0.0.6 hands a
 //! reused slot back at its old length.
 //!
 //! ## Files and fonts
@@ -89,7 +89,7 @@ struct Args {
     /// write+free, churn, reopen).
     #[arg(long)]
     only: Option<String>,
-    /// Run only these systems (comma-separated: ours, seed, lmdb, pwrite,
+    /// Run only these systems (comma-separated: ours, nodedb-mem, lmdb, pwrite,
     /// memory), e.g. to profile one; ratios need `ours`.
     #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
     systems: Option<Vec<Kind>>,
@@ -110,7 +110,7 @@ fn parse_kind(name: &str) -> Result<Kind, String> {
     Kind::ALL
         .into_iter()
         .find(|kind| kind.short() == name)
-        .ok_or_else(|| format!("unknown system {name:?} (ours, seed, lmdb, pwrite, memory)"))
+        .ok_or_else(|| format!("unknown system {name:?} (ours, nodedb-mem, lmdb, pwrite, memory)"))
 }
 
 /// Counts and budgets of one run.

@@ -7,6 +7,11 @@ use std::time::Duration;
 use crate::stores::{Footprint, Kind};
 use crate::workloads::{Check, Rate};
 
+/// What the crate compared against is, in one sentence.
+const NODEDB_MEM: &str = "nodedb-mem 0.0.6 is the `OverflowRegion` type of the nodedb-mem crate, \
+     version 0.0.6: an mmap-backed overflow region that overflow-region replaces and whose API \
+     it keeps source-compatible.";
+
 /// What a row measures.
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
@@ -388,6 +393,7 @@ pub fn markdown(r: &Report) -> String {
          The whole run took {}. Chart: [peers.png](peers.png).\n",
         duration_label(r.elapsed)
     );
+    let _ = writeln!(out, "{NODEDB_MEM}\n");
     if r.quick {
         let _ = writeln!(
             out,
@@ -488,7 +494,7 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(
             out,
-            "\nUsed bytes: ours and the seed's `used_bytes()`, LMDB's pages up to the last \
+            "\nUsed bytes: ours and nodedb-mem 0.0.6's `used_bytes()`, LMDB's pages up to the last \
              used page, the pwrite file's end offset. Allocated blocks: `st_blocks × 512` \
              (ours punches holes in large free extents).\n"
         );
@@ -613,7 +619,7 @@ fn targets(out: &mut String, r: &Report) {
         let _ = writeln!(out, "- {label}: {verdict}{detail}");
     }
 
-    // Ahead of the seed's original on every workload (rates), ≥100x on reuse
+    // Ahead of nodedb-mem 0.0.6 on every workload (rates), ≥100x on reuse
     // with 50 k freed, ≥1.3x on fresh 4 KiB writes.
     let ahead = |row: &Row, kind: Kind| row.speed_vs_ours(kind).map(|s| 1.0 / s);
     let describe = |rows: &mut dyn Iterator<Item = &Row>, kind: Kind| -> (Option<bool>, String) {
@@ -632,30 +638,30 @@ fn targets(out: &mut String, r: &Report) {
             .rows
             .iter()
             .filter(|row| !row.diagnostic && matches!(row.unit, Unit::OpsPerSec(_))),
-        Kind::Seed,
+        Kind::NodedbMem,
     );
     line(
         out,
-        "ahead of the seed's original on every workload (rates)".to_owned(),
+        "ahead of nodedb-mem 0.0.6 on every workload (rates)".to_owned(),
         ok,
         detail,
     );
     if let Some(row) = find("reopen") {
         let ours = row.median(Kind::Ours);
-        let seed = row.median(Kind::Seed);
-        if let (Some(ours), Some(seed)) = (ours, seed) {
+        let nodedb = row.median(Kind::NodedbMem);
+        if let (Some(ours), Some(nodedb)) = (ours, nodedb) {
             let _ = writeln!(
                 out,
-                "  - reopen is not comparable: the seed's original reopens in {} because it \
+                "  - reopen is not comparable: nodedb-mem 0.0.6 reopens in {} because it \
                  reads nothing and forgets every slot; ours recovers every slot in {}.",
-                seconds_label(seed),
+                seconds_label(nodedb),
                 seconds_label(ours)
             );
         }
     }
     let threshold = |out: &mut String, prefix: &str, label: &str, min: f64| {
         let row = r.rows.iter().find(|row| row.name.starts_with(prefix));
-        let a = row.and_then(|row| ahead(row, Kind::Seed));
+        let a = row.and_then(|row| ahead(row, Kind::NodedbMem));
         line(
             out,
             label.to_owned(),
@@ -667,13 +673,13 @@ fn targets(out: &mut String, r: &Report) {
     threshold(
         out,
         "write+free, 50k",
-        "≥100× the seed's original on write+free with 50 k freed extents",
+        "≥100× nodedb-mem 0.0.6 on write+free with 50 k freed extents",
         100.0,
     );
     threshold(
         out,
         "fresh write 4 KiB",
-        "≥1.3× the seed's original on fresh 4 KiB writes",
+        "≥1.3× nodedb-mem 0.0.6 on fresh 4 KiB writes",
         1.3,
     );
 
@@ -711,10 +717,10 @@ const NOTES: &str = r#"
 
 - **Durability is not the same everywhere.** Ours survives a process crash
   after every write and power loss after `sync()`; LMDB (opened `NO_SYNC`)
-  survives a process crash after every commit; the seed's original and the
+  survives a process crash after every commit; nodedb-mem 0.0.6 and the
   pwrite file lose their slot table with the process; the slab loses
   everything. Nobody fsyncs inside the timed loops.
-- **The seed's original forgets its slots on reopen**: `open` maps the file
+- **nodedb-mem 0.0.6 forgets its slots on reopen**: `open` maps the file
   and starts with no slots (the reopen row's "0 slots found"), and its next
   write overwrites old data. Its reused slots keep their old size, so a read
   returns the previous tenant's trailing bytes: the read-back checks count
@@ -726,7 +732,7 @@ const NOTES: &str = r#"
   overflow pages of its own: a 4 KiB value takes two pages. Its write+free
   pays a B-tree insert and a delete per operation.
 - **Fresh writes through a mapping** take a page fault for every new 4 KiB
-  page of the file. The seed's original takes a major fault per page (the
+  page of the file. nodedb-mem 0.0.6 takes a major fault per page (the
   kernel allocates and zeroes the page, about 7 µs here); ours writes zeros
   ahead of its end with `pwrite` in 32 KiB pieces, so its faults are minor
   (about 1.5 µs per page all told; larger pieces would be faster but defeat

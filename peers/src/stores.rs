@@ -19,7 +19,7 @@ use heed::byteorder::BigEndian;
 use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithTls};
 
-/// Initial file size for the two mmap regions: the seed's default.
+/// Initial file size for the two mmap regions: nodedb-mem 0.0.6's default.
 pub const DEFAULT_INITIAL: usize = 64 << 20;
 /// Maximum file size for the two mmap regions and LMDB's map.
 const REGION_MAX: usize = 32 << 30;
@@ -33,7 +33,7 @@ const LMDB_TXN_OPS: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Ours,
-    Seed,
+    NodedbMem,
     Lmdb,
     Pwrite,
     Memory,
@@ -42,7 +42,7 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 5] = [
         Kind::Ours,
-        Kind::Seed,
+        Kind::NodedbMem,
         Kind::Lmdb,
         Kind::Pwrite,
         Kind::Memory,
@@ -52,7 +52,7 @@ impl Kind {
     pub fn label(self) -> &'static str {
         match self {
             Kind::Ours => "ours",
-            Kind::Seed => "seed's original",
+            Kind::NodedbMem => "nodedb-mem 0.0.6",
             Kind::Lmdb => "LMDB (heed)",
             Kind::Pwrite => "pwrite file",
             Kind::Memory => "in-memory slab",
@@ -63,7 +63,7 @@ impl Kind {
     pub fn short(self) -> &'static str {
         match self {
             Kind::Ours => "ours",
-            Kind::Seed => "seed",
+            Kind::NodedbMem => "nodedb-mem",
             Kind::Lmdb => "lmdb",
             Kind::Pwrite => "pwrite",
             Kind::Memory => "memory",
@@ -80,7 +80,7 @@ impl Kind {
 pub struct Footprint {
     /// The file's size (`st_size`).
     pub file: u64,
-    /// The part of the file the system counts as in use (ours and the seed's
+    /// The part of the file the system counts as in use (ours and nodedb-mem 0.0.6's
     /// `used_bytes`, LMDB's pages up to the last used page, the pwrite file's
     /// end offset).
     pub used: u64,
@@ -261,72 +261,73 @@ impl Store for Ours {
     }
 }
 
-// ---------------------------------------------------------------- seed
+// ---------------------------------------------------------------- nodedb-mem 0.0.6
 
-pub struct Seed {
+pub struct NodedbMem {
     region: nodedb_mem::OverflowRegion,
     path: PathBuf,
 }
 
-pub struct SeedW<'a>(&'a mut nodedb_mem::OverflowRegion);
-pub struct SeedR<'a>(&'a nodedb_mem::OverflowRegion);
+pub struct NodedbMemW<'a>(&'a mut nodedb_mem::OverflowRegion);
+pub struct NodedbMemR<'a>(&'a nodedb_mem::OverflowRegion);
 
-impl Writer for SeedW<'_> {
+impl Writer for NodedbMemW<'_> {
     #[inline]
     fn write(&mut self, data: &[u8]) -> u64 {
         self.0
             .write(data, nodedb_mem::EngineId::Query)
-            .expect("seed: write") as u64
+            .expect("nodedb-mem: write") as u64
     }
     #[inline]
     fn free(&mut self, slot: u64) {
-        self.0.free(slot as usize).expect("seed: free");
+        self.0.free(slot as usize).expect("nodedb-mem: free");
     }
 }
 
-impl Reader for SeedR<'_> {
+impl Reader for NodedbMemR<'_> {
     #[inline]
     fn with_bytes<R>(&mut self, slot: u64, f: impl FnOnce(&[u8]) -> R) -> R {
-        f(self.0.read(slot as usize).expect("seed: read"))
+        f(self.0.read(slot as usize).expect("nodedb-mem: read"))
     }
 }
 
-impl Seed {
+impl NodedbMem {
     fn open(path: &Path, initial: usize) -> nodedb_mem::OverflowRegion {
-        nodedb_mem::OverflowRegion::open_with_config(path, initial, REGION_MAX).expect("seed: open")
+        nodedb_mem::OverflowRegion::open_with_config(path, initial, REGION_MAX)
+            .expect("nodedb-mem: open")
     }
 }
 
-impl Store for Seed {
-    type W<'a> = SeedW<'a>;
-    type R<'a> = SeedR<'a>;
+impl Store for NodedbMem {
+    type W<'a> = NodedbMemW<'a>;
+    type R<'a> = NodedbMemR<'a>;
 
     fn create(dir: &Path, initial: usize) -> Self {
-        let path = dir.join("seed.region");
-        Seed {
+        let path = dir.join("nodedb-mem.region");
+        NodedbMem {
             region: Self::open(&path, initial),
             path,
         }
     }
-    fn writer(&mut self) -> SeedW<'_> {
-        SeedW(&mut self.region)
+    fn writer(&mut self) -> NodedbMemW<'_> {
+        NodedbMemW(&mut self.region)
     }
-    fn reader(&mut self) -> SeedR<'_> {
-        SeedR(&self.region)
+    fn reader(&mut self) -> NodedbMemR<'_> {
+        NodedbMemR(&self.region)
     }
     fn footprint(&self) -> Option<Footprint> {
         Some(file_footprint(&self.path, self.region.used_bytes() as u64))
     }
-    /// The seed's original keeps slot metadata only in memory: a reopened
+    /// nodedb-mem 0.0.6 keeps slot metadata only in memory: a reopened
     /// region maps the file and has no slots (`found` is 0).
     fn reopen(self) -> (Self, Option<Reopened>) {
-        let Seed { region, path } = self;
+        let NodedbMem { region, path } = self;
         drop(region);
         let start = Instant::now();
         let region = Self::open(&path, DEFAULT_INITIAL);
         let secs = start.elapsed().as_secs_f64();
         let found = region.slot_count() as u64;
-        (Seed { region, path }, Some(Reopened { secs, found }))
+        (NodedbMem { region, path }, Some(Reopened { secs, found }))
     }
 }
 
@@ -654,7 +655,7 @@ impl Store for Memory {
 #[allow(clippy::large_enum_variant)]
 pub enum AnyStore {
     Ours(Ours),
-    Seed(Seed),
+    NodedbMem(NodedbMem),
     Lmdb(Lmdb),
     Pwrite(Pwrite),
     Memory(Memory),
@@ -667,7 +668,7 @@ macro_rules! dispatch {
     ($store:expr, $s:ident => $body:expr) => {
         match $store {
             $crate::stores::AnyStore::Ours($s) => $body,
-            $crate::stores::AnyStore::Seed($s) => $body,
+            $crate::stores::AnyStore::NodedbMem($s) => $body,
             $crate::stores::AnyStore::Lmdb($s) => $body,
             $crate::stores::AnyStore::Pwrite($s) => $body,
             $crate::stores::AnyStore::Memory($s) => $body,
@@ -680,7 +681,7 @@ impl AnyStore {
         std::fs::create_dir_all(dir).expect("create store dir");
         match kind {
             Kind::Ours => AnyStore::Ours(Ours::create(dir, initial)),
-            Kind::Seed => AnyStore::Seed(Seed::create(dir, initial)),
+            Kind::NodedbMem => AnyStore::NodedbMem(NodedbMem::create(dir, initial)),
             Kind::Lmdb => AnyStore::Lmdb(Lmdb::create(dir, initial)),
             Kind::Pwrite => AnyStore::Pwrite(Pwrite::create(dir, initial)),
             Kind::Memory => AnyStore::Memory(Memory::create(dir, initial)),
@@ -693,9 +694,9 @@ impl AnyStore {
                 let (s, r) = s.reopen();
                 (AnyStore::Ours(s), r)
             }
-            AnyStore::Seed(s) => {
+            AnyStore::NodedbMem(s) => {
                 let (s, r) = s.reopen();
-                (AnyStore::Seed(s), r)
+                (AnyStore::NodedbMem(s), r)
             }
             AnyStore::Lmdb(s) => {
                 let (s, r) = s.reopen();

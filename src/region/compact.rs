@@ -77,8 +77,8 @@ impl OverflowRegion {
     /// free extent is left (one too small for every extent above it).
     ///
     /// Nothing is lost to a crash or power loss during compaction: copies
-    /// are synced before the old places are freed (one `sync` per step; see
-    /// the module docs). Moved slots get a new generation, so
+    /// are synced before the old places are freed (one `sync` per step).
+    /// Moved slots get a new generation, so
     /// [`SlotRef`](crate::SlotRef) handles made before the move read as
     /// [`Error::SlotChanged`](crate::Error::SlotChanged).
     ///

@@ -80,7 +80,8 @@ pub(crate) fn open_regular(path: &Path, write: bool) -> Result<Opened, OpenRefus
             false
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound && write => true,
-        Err(error) => return Err(OpenRefused::Io("stat", error)),
+        // Reported as the open it stands for ("no such file").
+        Err(error) => return Err(OpenRefused::Io("open", error)),
     };
     let file = OpenOptions::new()
         .read(true)

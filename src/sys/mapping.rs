@@ -90,7 +90,7 @@ fn map_reservation(
     let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
     // SAFETY: advice on exactly the range mapped above; advice changes no
     // memory contents. Access is random by slot, so read-ahead only wastes
-    // page cache (the seed's original sets the same advice).
+    // page cache (nodedb-mem 0.0.6 sets the same advice).
     if let Err(error) = unsafe { rustix::mm::madvise(ptr, reserved, Advice::Random) } {
         tracing::warn!(%error, "madvise(MADV_RANDOM) failed; continuing without it");
     }

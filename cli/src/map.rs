@@ -14,13 +14,19 @@ use overflow_region::{EngineId, ExtentKind, RegionFile};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{fragmentation, human, plural, warn_if_damaged};
+use crate::{FileArg, Outcome, fragmentation, human, open, plural, warn_if_damaged};
+
+pub(crate) const EXIT_STATUS: &str = "\
+Exit status:
+  0  the picture was written (damage is drawn, with a warning on stderr)
+  1  the file cannot be opened or read, is not a region file, or the
+     picture cannot be written (then no picture is left behind)
+  2  a bad command line";
 
 #[derive(clap::Args)]
-pub(crate) struct MapArgs {
-    /// The region file (opened read-only, no lock taken)
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+pub(crate) struct Args {
+    #[command(flatten)]
+    file: FileArg,
     /// Where to write the picture (PNG)
     #[arg(long, value_name = "OUT")]
     png: PathBuf,
@@ -34,13 +40,13 @@ pub(crate) struct MapArgs {
     whole_file: bool,
 }
 
-/// Offset of the first extent (docs/FORMAT.md: the header page is 4 KiB).
-const DATA_START: u64 = 4096;
-/// Length of an extent header (docs/FORMAT.md).
-const EXTENT_HEADER_LEN: u64 = 32;
+/// Offset of the first extent.
+const DATA_START: u64 = RegionFile::DATA_START;
+/// Length of an extent header.
+const EXTENT_HEADER_LEN: u64 = RegionFile::EXTENT_HEADER_LEN;
 /// Extents start at multiples of this; the smallest cell.
-const ALIGN: u64 = 16;
-/// Rows are whole pages when they can be.
+const ALIGN: u64 = RegionFile::EXTENT_ALIGN;
+/// Rows are whole pages (of the usual 4 KiB) when they can be.
 const PAGE: u64 = 4096;
 
 const FONT: &str = "sans-serif";
@@ -371,8 +377,8 @@ fn hatch(x: i32, y: i32) -> bool {
     (x + y).rem_euclid(5) == 0
 }
 
-pub(crate) fn run(args: &MapArgs) -> Result<ExitCode, String> {
-    let file = RegionFile::open(&args.file).map_err(|error| error.to_string())?;
+pub(crate) fn run(args: &Args) -> Outcome {
+    let file = open(&args.file.file)?;
     let (segments, cursor) = segments(&file);
     let size = file.stats().file_size;
     let data_start = segments
@@ -390,14 +396,14 @@ pub(crate) fn run(args: &MapArgs) -> Result<ExitCode, String> {
         .map_err(|error| format!("{}: cannot create: {error}", args.png.display()))?;
     if let Err(error) = draw(args, &file, &segments, cursor, start, end) {
         let _ = std::fs::remove_file(&args.png);
-        return Err(format!("{}: {error}", args.png.display()));
+        return Err(format!("{}: {error}", args.png.display()).into());
     }
     warn_if_damaged(&file, "drawn in red");
     Ok(ExitCode::SUCCESS)
 }
 
 fn draw(
-    args: &MapArgs,
+    args: &Args,
     file: &RegionFile,
     segments: &[Segment],
     cursor: u64,

@@ -1,6 +1,7 @@
 //! The `overflow-region` binary on real region files: `stat`, `verify`,
 //! `ls`, `dump`, `map` and `bench`, their exit statuses and messages, on
-//! intact, damaged and foreign files, and while a writer holds the file.
+//! intact, damaged and foreign files, on paths that are not files, under a
+//! memory limit, and while a writer holds the file.
 
 use std::path::{Path, PathBuf};
 
@@ -367,19 +368,19 @@ fn a_foreign_file_is_refused_and_left_untouched() {
     std::fs::write(&path, &text).unwrap();
     let shown = path.display().to_string();
     let png = dir.path().join("map.png");
-    for args in [
-        vec!["stat"],
-        vec!["stat", "--json"],
-        vec!["verify"],
-        vec!["ls"],
-        vec!["dump", "0"],
+    for (args, code) in [
+        (vec!["stat"], 1),
+        (vec!["stat", "--json"], 1),
+        (vec!["verify"], 3),
+        (vec!["ls"], 1),
+        (vec!["dump", "0"], 1),
     ] {
         cli()
             .arg(args[0])
             .arg(&path)
             .args(&args[1..])
             .assert()
-            .code(1)
+            .code(code)
             .stdout("")
             .stderr(predicate::str::starts_with(format!(
                 "overflow-region: {shown}: not an overflow-region file: "
@@ -526,4 +527,250 @@ fn bench_takes_a_punching_threshold_and_refuses_a_bad_one() {
         stderr.contains("threshold 100 is below two pages"),
         "{stderr}"
     );
+}
+
+/// Every subcommand's `--help` says what its exit statuses mean.
+#[test]
+fn every_help_documents_the_exit_status() {
+    for command in ["stat", "verify", "ls", "dump", "map", "bench"] {
+        for flag in ["-h", "--help"] {
+            cli().args([command, flag]).assert().code(0).stdout(
+                predicate::str::contains("Exit status:")
+                    .and(predicate::str::contains("  0  "))
+                    .and(predicate::str::contains("  2  a bad command line")),
+            );
+        }
+    }
+    cli().args(["verify", "--help"]).assert().stdout(
+        predicate::str::contains("  1  damage found")
+            .and(predicate::str::contains("  3  a file could not be checked")),
+    );
+}
+
+/// Issue 16, item 7: `verify` tells damage (1) from a file it could not
+/// check (3); with several files the highest status wins.
+#[test]
+fn verify_tells_damage_from_a_file_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (intact, _) = small(dir.path());
+    let damaged = dir.path().join("damaged.region");
+    let mut bytes = std::fs::read(&intact).unwrap();
+    let offset = RegionFile::open(&intact).unwrap().slots()[0].offset as usize;
+    bytes[offset + 32 + 3] ^= 1;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let missing = dir.path().join("missing.region");
+
+    cli().arg("verify").arg(&intact).assert().code(0);
+    cli().arg("verify").arg(&damaged).assert().code(1);
+    cli()
+        .arg("verify")
+        .arg(&missing)
+        .assert()
+        .code(3)
+        .stdout("")
+        .stderr(predicate::str::contains("open failed"));
+    cli().arg("verify").arg(dir.path()).assert().code(3);
+    cli()
+        .arg("verify")
+        .arg(&intact)
+        .arg(&damaged)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::starts_with("ok: 3 slots"));
+    cli()
+        .arg("verify")
+        .arg(&damaged)
+        .arg(&missing)
+        .arg(&intact)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::ends_with("bytes verified\n"));
+}
+
+/// `stat` takes several files, shows the capacity the file records, the
+/// headroom below it and the allocated bytes; a directory is called one.
+#[test]
+fn stat_takes_several_files_and_shows_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small_path, _) = small(dir.path());
+    let other = dir.path().join("other.region");
+    let mut region = OverflowRegion::open_with_config(&other, 1 << 20, 48 << 20).unwrap();
+    region.write(&[1; 5000], EngineId::Wal).unwrap();
+    drop(region);
+
+    let output = cli()
+        .args(["stat", "--json"])
+        .arg(&small_path)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<Value> = output
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["max_capacity"], 64 << 20);
+    assert_eq!(lines[1]["max_capacity"], 48 << 20);
+    let used = lines[1]["used_bytes"].as_u64().unwrap();
+    assert_eq!(lines[1]["headroom_bytes"], (48 << 20) - 4096 - used);
+    assert!(lines[1]["allocated_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(lines[1]["engines"]["wal"]["live_bytes"], 5000);
+
+    cli()
+        .arg("stat")
+        .arg(&small_path)
+        .arg(&other)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("max capacity")
+                .and(predicate::str::contains("headroom"))
+                .and(predicate::str::contains("allocated"))
+                .and(predicate::str::contains("48 MiB"))
+                .and(predicate::str::contains(format!(
+                    "{}: intact",
+                    other.display()
+                ))),
+        );
+
+    // A directory among them: named as one, the others still shown, status 1.
+    cli()
+        .arg("stat")
+        .arg(dir.path())
+        .arg(&other)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(format!(
+            "{}: intact",
+            other.display()
+        )))
+        .stderr(
+            predicate::str::contains("is a directory")
+                .and(predicate::str::contains("read failed").not()),
+        );
+}
+
+/// Issue 16, item 7: `dump` of a slot whose header is damaged says so,
+/// instead of calling the slot free.
+#[test]
+fn dump_of_a_slot_with_a_damaged_header_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, live) = small(dir.path());
+    let victim = live[1].0;
+    let offset = RegionFile::open(&path)
+        .unwrap()
+        .slot(victim)
+        .unwrap()
+        .offset;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset as usize + 9] ^= 0x10; // inside the header, past the tag
+    std::fs::write(&path, &bytes).unwrap();
+    cli()
+        .arg("dump")
+        .arg(&path)
+        .arg(victim.to_string())
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(
+            predicate::str::contains("damaged extent")
+                .and(predicate::str::contains("is free").not()),
+        );
+}
+
+#[test]
+fn dump_hex_prints_like_hexdump_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hex.region");
+    let mut region = open(&path);
+    let slot = region.write(b"look at me\n", EngineId::Wal).unwrap();
+    drop(region);
+    cli()
+        .args(["dump", "--hex"])
+        .arg(&path)
+        .arg(slot.to_string())
+        .assert()
+        .success()
+        .stdout(
+            "00000000  6c 6f 6f 6b 20 61 74 20  6d 65 0a                 |look at me.|\n\
+             0000000b\n",
+        );
+}
+
+/// Runs the binary with its address space limited to `kib` KiB
+/// (`ulimit -v`), so that reading a large file whole fails.
+fn cli_under_ulimit(kib: u64, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_overflow-region"))
+        .args(args)
+        .output()
+        .expect("run sh")
+}
+
+/// Issue 16, item 5: a large sparse file is refused by its header with
+/// nothing else read, and a large region is walked in bounded memory:
+/// under a 400 MB address-space limit, an 8 GiB file.
+#[test]
+fn large_files_are_read_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign");
+    std::fs::write(&foreign, b"not a region at all").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&foreign)
+        .unwrap();
+    file.set_len(8 << 30).unwrap();
+    drop(file);
+    let output = cli_under_ulimit(400_000, &["stat".as_ref(), foreign.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not an overflow-region file"), "{stderr}");
+
+    // A region whose file a careless operator extended to 8 GiB.
+    let (path, live) = small(dir.path());
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(8 << 30).unwrap();
+    drop(file);
+    for command in ["stat", "verify"] {
+        let output = cli_under_ulimit(400_000, &[command.as_ref(), path.as_os_str()]);
+        assert!(output.status.success(), "{command}: {output:?}");
+    }
+    let slot = live[0].0.to_string();
+    let output = cli_under_ulimit(400_000, &["dump".as_ref(), path.as_os_str(), slot.as_ref()]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, live[0].1);
+}
+
+/// Issue 16, item 4: one intact-looking header with a slot index near 2^32
+/// in a file that records a huge maximum capacity costs one entry, not a
+/// table of 2^32 (16 GiB).
+#[test]
+fn a_slot_index_near_2_pow_32_does_not_allocate_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("far.region");
+    let mut region = open(&path);
+    region.write(b"far away", EngineId::Vector).unwrap();
+    drop(region);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let far = u32::MAX - 1;
+    bytes[4096 + 8..4096 + 12].copy_from_slice(&far.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[4096..4096 + 28]);
+    bytes[4096 + 28..4096 + 32].copy_from_slice(&crc.to_le_bytes());
+    bytes[88..96].copy_from_slice(&(1u64 << 47).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let output = cli_under_ulimit(400_000, &["ls".as_ref(), path.as_os_str()]);
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&far.to_string()), "{text}");
+    let output = cli_under_ulimit(
+        400_000,
+        &["dump".as_ref(), path.as_os_str(), far.to_string().as_ref()],
+    );
+    assert_eq!(output.stdout, b"far away", "{output:?}");
 }

@@ -1,0 +1,101 @@
+//! `overflow-region verify`: check every header and checksum of region files.
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+use overflow_region::{ExtentKind, RegionFile};
+
+use crate::{FilesArg, Outcome, open, plural};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    files: FilesArg,
+}
+
+pub(crate) const EXIT_STATUS: &str = "\
+Exit status:
+  0  every file is intact
+  1  damage found in a file (and every file could be checked)
+  2  a bad command line
+  3  a file could not be checked: it cannot be opened or read (no such file,
+     no permission, a directory, ...), is not a region file, or is of
+     another format version
+With several files the status is the highest that applies.";
+
+/// Exit status: damage found.
+const DAMAGED: u8 = 1;
+/// Exit status: a file could not be checked.
+const UNCHECKED: u8 = 3;
+
+pub(crate) fn run(args: &Args) -> Outcome {
+    let mut status = 0;
+    for path in &args.files.files {
+        match open(path) {
+            Ok(file) => {
+                if !report(&file)? {
+                    status = status.max(DAMAGED);
+                }
+            }
+            Err(message) => {
+                eprintln!("overflow-region: {message}");
+                status = status.max(UNCHECKED);
+            }
+        }
+    }
+    Ok(ExitCode::from(status))
+}
+
+/// Prints what the check of `file` found; true if it is intact.
+fn report(file: &RegionFile) -> Result<bool, crate::Failure> {
+    let stats = file.stats();
+    let mut out = BufWriter::new(io::stdout().lock());
+    if file.is_intact() {
+        writeln!(
+            out,
+            "ok: {} slot{}, {} bytes verified",
+            stats.live_slots,
+            plural(stats.live_slots),
+            stats.live_bytes
+        )?;
+        out.flush()?;
+        return Ok(true);
+    }
+    let damaged: Vec<_> = file
+        .extents()
+        .iter()
+        .filter_map(|extent| match &extent.kind {
+            ExtentKind::Dropped { slot, reason } => {
+                Some((extent.offset, extent.len, *slot, reason))
+            }
+            _ => None,
+        })
+        .collect();
+    let bytes: u64 = damaged.iter().map(|d| d.1).sum();
+    let path = file.path().display();
+    writeln!(
+        out,
+        "{path}: {} damaged extent{}, {bytes} bytes (a writer's open would drop them):",
+        damaged.len(),
+        plural(damaged.len() as u64)
+    )?;
+    for (offset, len, slot, reason) in &damaged {
+        let slot = slot.map_or("slot unknown".to_owned(), |slot| format!("slot {slot}"));
+        writeln!(out, "  offset {offset}, {len} bytes, {slot}: {reason}")?;
+    }
+    writeln!(
+        out,
+        "intact: {} slot{}, {} bytes",
+        stats.live_slots,
+        plural(stats.live_slots),
+        stats.live_bytes
+    )?;
+    out.flush()?;
+    drop(out);
+    eprintln!(
+        "overflow-region: {path}: damaged: {} extent{}",
+        damaged.len(),
+        plural(damaged.len() as u64)
+    );
+    Ok(false)
+}
