@@ -121,6 +121,34 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A write needs the region's file to grow past the disk budget of its
+    /// [`SpillDir`](crate::SpillDir). Nothing was written and no disk was
+    /// touched; everything written before is intact, and the write can be
+    /// tried again once space is freed.
+    #[error(
+        "{path}: disk budget of {budget} bytes exceeded: the spill files hold {used} bytes \
+         and this write needs the file to grow by {requested}"
+    )]
+    BudgetExceeded {
+        /// The region's file.
+        path: PathBuf,
+        /// The budget shared by the directory's files.
+        budget: u64,
+        /// Bytes of file the directory's regions hold now.
+        used: u64,
+        /// Bytes the file needed to grow by.
+        requested: u64,
+    },
+
+    /// A core index past the number of cores of a [`SpillDir`](crate::SpillDir).
+    #[error("core {core} does not exist: the spill directory has {cores} cores")]
+    UnknownCore {
+        /// The index asked for.
+        core: usize,
+        /// Number of cores.
+        cores: usize,
+    },
+
     /// The capacities asked for cannot be used.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {

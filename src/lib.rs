@@ -38,6 +38,7 @@
 
 #![deny(missing_docs)]
 
+mod budget;
 mod engine;
 mod error;
 mod holes;
@@ -48,6 +49,7 @@ mod recovery;
 mod region;
 mod slots;
 mod space;
+mod spill_dir;
 mod stats;
 mod sys;
 mod tuning;
@@ -65,5 +67,6 @@ pub use inspect::{ExtentInfo, ExtentKind, RegionFile, SlotInfo};
 pub use reader::{OverflowReader, SlotRef};
 pub use recovery::{DropReason, DroppedExtent, RecoveryReport};
 pub use region::{CompactReport, OverflowRegion, SlotEntry};
+pub use spill_dir::{SpillDir, SpillMode};
 pub use stats::{EngineStats, RegionStats};
 pub use tuning::MemoryTuning;

@@ -9,6 +9,9 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use crate::budget::DiskBudget;
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
 use crate::holes::Holes;
@@ -210,6 +213,10 @@ pub struct OverflowRegion {
     /// does not know of and dropping it failed: the header keeps saying so
     /// (`LONG_FOLIOS`) for the next writer.
     unknown_long_folios: bool,
+    /// The disk budget the file's length is charged to, for a region of a
+    /// `SpillDir`. Invariant: while set, `mapping.len()` bytes of it are
+    /// this region's.
+    budget: Option<Arc<DiskBudget>>,
 }
 
 impl std::fmt::Debug for OverflowRegion {
@@ -233,6 +240,9 @@ impl Drop for OverflowRegion {
     fn drop(&mut self) {
         self.punch_pending();
         self.give_back_long_folio_tail();
+        if let Some(budget) = &self.budget {
+            budget.release(self.mapping.len());
+        }
     }
 }
 
@@ -505,6 +515,30 @@ impl OverflowRegion {
         Self::open_with_tuning(path, &tuning)
     }
 
+    /// Removes the region file at `path`, holding the writer's lock while it
+    /// does: a spill directory's start-fresh mode. An empty file goes too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotARegion`] (or another refusal of `open`) for a file that
+    /// is not a region file, [`Error::Locked`] if a writer has it open;
+    /// the file is left as it is.
+    pub(crate) fn remove_region_file(path: &Path) -> Result<()> {
+        let file = file::open_regular(path, false)
+            .map_err(|refused| Error::open_refused(path, refused))?
+            .file;
+        let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
+        if file_len != 0 {
+            layout::read_file_header(path, &file, file_len)?;
+        }
+        if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
+            return Err(Error::Locked {
+                path: path.to_owned(),
+            });
+        }
+        std::fs::remove_file(path).map_err(Error::io(path, "remove"))
+    }
+
     /// Takes the writer's lock, waiting up to `LOCK_PATIENCE` for it: a
     /// writer that was just dropped in a process that spawns children can
     /// leave its lock held for a moment by a child between `fork` and `exec`
@@ -566,6 +600,7 @@ impl OverflowRegion {
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             unknown_long_folios: false,
+            budget: None,
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
         region.record_max_capacity();
@@ -666,6 +701,7 @@ impl OverflowRegion {
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             unknown_long_folios,
+            budget: None,
         };
         for (start, end) in holes {
             region.holes.insert(start, end);
@@ -1529,9 +1565,48 @@ impl OverflowRegion {
             target >= end,
             "the space layer never allocates past the limit"
         );
-        self.mapping
+        let target = self.charge_budget(current, end.next_multiple_of(page), target)?;
+        let grown = self
+            .mapping
             .grow(target)
-            .map_err(|source| self.io_error("fallocate", source))
+            .map_err(|source| self.io_error("fallocate", source));
+        if grown.is_err()
+            && let Some(budget) = &self.budget
+        {
+            budget.release(target - current);
+        }
+        grown
+    }
+
+    /// Before the file grows from `current` to `target` (or at least to
+    /// `needed`, when the whole step does not fit): takes the growth from
+    /// the disk budget, if the region has one, and returns the length the
+    /// file may grow to. Nothing is touched when it fails.
+    fn charge_budget(&self, current: u64, needed: u64, target: u64) -> Result<u64> {
+        let Some(budget) = &self.budget else {
+            return Ok(target);
+        };
+        if budget.charge(target - current).is_ok() {
+            return Ok(target);
+        }
+        let needed = needed.min(target);
+        match budget.charge(needed - current) {
+            Ok(()) => Ok(needed),
+            Err(used) => Err(Error::BudgetExceeded {
+                path: self.path.clone(),
+                budget: budget.limit(),
+                used,
+                requested: needed - current,
+            }),
+        }
+    }
+
+    /// Makes the region charge a shared disk budget for its file from now
+    /// on (a [`SpillDir`](crate::SpillDir)'s): the file as it is now is
+    /// charged whatever the limit, its growth only while it fits.
+    pub(crate) fn attach_budget(&mut self, budget: Arc<DiskBudget>) {
+        budget.charge_existing(self.mapping.len());
+        self.budget = Some(budget);
     }
 }
 

@@ -83,6 +83,26 @@ fn engine_for(seed: u64) -> EngineId {
     EngineId::ALL[(seed % EngineId::ALL.len() as u64) as usize]
 }
 
+/// The user tag a write with this content seed stores: none (a plain
+/// `write`) for a third of them, the seed itself for the rest.
+fn tag_for(seed: u64) -> u64 {
+    if seed % 3 == 0 { 0 } else { seed }
+}
+
+/// Writes `data` the way its seed says: `write` for untagged slots, and
+/// `write_tagged` or `write_vectored` (in two parts) for tagged ones.
+fn write_for(region: &mut OverflowRegion, data: &[u8], seed: u64) -> Result<usize, Error> {
+    let (engine, tag) = (engine_for(seed), tag_for(seed));
+    match (tag, seed % 2) {
+        (0, _) => region.write(data, engine),
+        (_, 0) => region.write_tagged(data, engine, tag),
+        _ => {
+            let (head, tail) = data.split_at(data.len() / 3);
+            region.write_vectored(&[head, tail], engine, tag)
+        }
+    }
+}
+
 fn payload_len(rng: &mut Rng) -> usize {
     match rng.below(40) {
         0..=19 => rng.below(257) as usize,
@@ -142,7 +162,7 @@ fn child_entry() {
             let content_seed = mix(seed ^ counter.wrapping_mul(0x2545_F491_4F6C_DD1D));
             emit(format!("@w {len} {content_seed}\n"));
             let data = content(len, content_seed);
-            match region.write(&data, engine_for(content_seed)) {
+            match write_for(&mut region, &data, content_seed) {
                 Ok(slot) => {
                     live.push(slot);
                     emit(format!("@W {slot} {len} {content_seed}\n"));
@@ -263,6 +283,11 @@ fn check_after_kill(
                     engine_for(written.seed),
                     "{context}: slot {slot} engine"
                 );
+                assert_eq!(
+                    region.tag(slot).unwrap(),
+                    tag_for(written.seed),
+                    "{context}: slot {slot} tag"
+                );
             }
             (Some(_), Err(Error::SlotFree { .. } | Error::UnknownSlot { .. }))
                 if in_flight == Some(InFlight::Free(slot)) =>
@@ -308,6 +333,19 @@ fn check_after_kill(
     );
     let live_bytes: usize = model.values().map(|written| written.len).sum();
     assert_eq!(region.live_bytes(), live_bytes, "{context}: live bytes");
+    // Enumeration after the kill lists exactly the model's slots, with
+    // their tags, engines and lengths.
+    let mut listed: Vec<(usize, u64, EngineId, usize)> = region
+        .live_slots()
+        .map(|entry| (entry.slot, entry.tag, entry.engine, entry.len))
+        .collect();
+    let mut expected: Vec<(usize, u64, EngineId, usize)> = model
+        .iter()
+        .map(|(&slot, w)| (slot, tag_for(w.seed), engine_for(w.seed), w.len))
+        .collect();
+    listed.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "{context}: live_slots()");
 }
 
 /// What one round of the child did.

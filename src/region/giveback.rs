@@ -327,12 +327,16 @@ impl OverflowRegion {
                 return false;
             }
         }
+        let before = self.mapping.len();
         let result = self.mapping.truncate(len);
         if let Err(error) = ReadersLock::release(self.mapping.file()) {
             tracing::warn!(path = %self.path.display(), %error, "releasing the readers' lock failed");
         }
         match result {
             Ok(()) => {
+                if let Some(budget) = &self.budget {
+                    budget.release(before - len);
+                }
                 self.holes.truncate(len);
                 self.pending_punch.truncate(len);
                 self.large_folios.truncate(len);
