@@ -86,7 +86,7 @@ fn engine_for(seed: u64) -> EngineId {
 /// The user tag a write with this content seed stores: none (a plain
 /// `write`) for a third of them, the seed itself for the rest.
 fn tag_for(seed: u64) -> u64 {
-    if seed % 3 == 0 { 0 } else { seed }
+    if seed.is_multiple_of(3) { 0 } else { seed }
 }
 
 /// Writes `data` the way its seed says: `write` for untagged slots, and
