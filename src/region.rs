@@ -27,7 +27,7 @@ use crate::space::{Allocation, Extent, GRANULE, Released, Space};
 use crate::stats::{Accounting, RegionStats};
 use crate::sys::checksum;
 use crate::sys::file::{self, Inode};
-use crate::sys::mapping::{self, MAX_RESERVATION, MAX_WRITE_PIECE, Mapping};
+use crate::sys::mapping::{self, MAX_WRITE_PIECE, Mapping};
 use crate::tuning::MemoryTuning;
 
 /// A free remainder shorter than this stays inside the allocated extent as
@@ -272,46 +272,15 @@ struct Settings {
 
 impl Settings {
     fn new(tuning: &MemoryTuning) -> Result<Settings> {
+        tuning.validate()?;
         let page = mapping::page_size();
-        let (initial, max) = (
-            tuning.overflow_initial_bytes as u64,
-            tuning.overflow_max_bytes as u64,
-        );
-        if initial > max {
-            return Err(Error::InvalidConfig {
-                reason: format!("initial capacity {initial} is larger than maximum capacity {max}"),
-            });
-        }
-        if max > MAX_RESERVATION {
-            return Err(Error::InvalidConfig {
-                reason: format!(
-                    "maximum capacity {max} is larger than the {MAX_RESERVATION} bytes (16 TiB) \
-                     of address space a region reserves at most"
-                ),
-            });
-        }
         // The file never passes `max`, so it is rounded down to whole pages.
-        let rounded_max = max / page * page;
-        if rounded_max < MIN_CAPACITY {
-            return Err(Error::InvalidConfig {
-                reason: format!(
-                    "maximum capacity {max} (rounded down to whole pages: {rounded_max}) is below \
-                     the minimum of {MIN_CAPACITY} bytes"
-                ),
-            });
-        }
-        let max = rounded_max;
+        let max = tuning.overflow_max_bytes as u64 / page * page;
+        let initial = tuning.overflow_initial_bytes as u64;
         let punch_threshold = tuning.overflow_punch_hole_bytes as u64;
-        if punch_threshold != 0 && punch_threshold < 2 * page {
-            return Err(Error::InvalidConfig {
-                reason: format!(
-                    "hole punching threshold {punch_threshold} is below two pages ({} bytes); use 0 to disable it",
-                    2 * page
-                ),
-            });
-        }
+        debug_assert!(initial <= max.next_multiple_of(page) && max >= MIN_CAPACITY);
         Ok(Settings {
-            // `initial <= max <= MAX_RESERVATION`: no overflow.
+            // `initial <= max <= MAX_RESERVATION` (validated): no overflow.
             initial: initial.next_multiple_of(page).clamp(MIN_CAPACITY, max),
             max,
             punch_threshold,

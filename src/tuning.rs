@@ -1,31 +1,45 @@
 //! [`MemoryTuning`]: the runtime settings a region is opened with.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
 
 /// Capacity settings for a region, as they appear in a database's `[memory]`
 /// configuration table.
 ///
-/// Missing fields take their defaults, so an empty table loads:
+/// Missing fields take their defaults, so an empty table loads; the initial
+/// capacity defaults to the smaller of 64 MiB and the maximum. Sizes are
+/// integers (bytes) or strings with a unit (`"256MiB"`, `"1GiB"`, `"64
+/// KiB"`; `"1GB"` is 10^9 bytes), and a key this type does not know is an
+/// error that names it (a typo is never silently ignored):
 ///
 /// ```
 /// use overflow_region::MemoryTuning;
 ///
-/// #[derive(serde::Deserialize)]
+/// #[derive(Debug, serde::Deserialize)]
 /// struct Config {
 ///     memory: MemoryTuning,
 /// }
 ///
-/// let config: Config = toml::from_str("[memory]\noverflow_max_bytes = 268435456\n").unwrap();
+/// let config: Config = toml::from_str("[memory]\noverflow_max_bytes = \"256MiB\"\n").unwrap();
 /// assert_eq!(config.memory.overflow_max_bytes, 256 << 20);
 /// assert_eq!(config.memory.overflow_initial_bytes, 64 << 20);
 ///
+/// // A small maximum alone is enough: the initial capacity follows it.
+/// let small: Config = toml::from_str("[memory]\noverflow_max_bytes = 65536\n").unwrap();
+/// assert_eq!(small.memory.overflow_initial_bytes, 65536);
+/// small.memory.validate().unwrap();
+///
 /// let empty: Config = toml::from_str("[memory]\n").unwrap();
 /// assert_eq!(empty.memory, MemoryTuning::default());
+///
+/// let typo = toml::from_str::<Config>("[memory]\noverflow_max_byte = 4096\n").unwrap_err();
+/// assert!(typo.to_string().contains("overflow_max_byte"), "{typo}");
 /// ```
 ///
 /// Used with [`OverflowRegion::open_with_tuning`](crate::OverflowRegion::open_with_tuning).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(from = "TuningTable")]
 pub struct MemoryTuning {
     /// File size of a new region, in bytes
     /// (default [`MemoryTuning::DEFAULT_INITIAL_BYTES`], 64 MiB).
@@ -70,6 +84,121 @@ impl MemoryTuning {
     pub const DEFAULT_PUNCH_HOLE_BYTES: usize = 64 << 10;
 }
 
+/// A `[memory]` table as written: every key optional, sizes with units,
+/// unknown keys refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TuningTable {
+    #[serde(default, deserialize_with = "size")]
+    overflow_initial_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    overflow_max_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    overflow_punch_hole_bytes: Option<usize>,
+    #[serde(default)]
+    overflow_shrink: Option<bool>,
+}
+
+impl From<TuningTable> for MemoryTuning {
+    fn from(table: TuningTable) -> MemoryTuning {
+        let defaults = MemoryTuning::default();
+        let max = table
+            .overflow_max_bytes
+            .unwrap_or(defaults.overflow_max_bytes);
+        MemoryTuning {
+            overflow_initial_bytes: table
+                .overflow_initial_bytes
+                .unwrap_or(MemoryTuning::DEFAULT_INITIAL_BYTES.min(max)),
+            overflow_max_bytes: max,
+            overflow_punch_hole_bytes: table
+                .overflow_punch_hole_bytes
+                .unwrap_or(defaults.overflow_punch_hole_bytes),
+            overflow_shrink: table.overflow_shrink.unwrap_or(defaults.overflow_shrink),
+        }
+    }
+}
+
+/// A size in bytes: an integer, or a string with a unit that `bytesize`
+/// reads (`"256MiB"`, `"1 GiB"`, `"4096"`).
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    let bytes = match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => bytes,
+        Size::Text(text) => text
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map_err(|error| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a size (bytes, or a number with a unit such as \"256MiB\"): {error}"
+                ))
+            })?
+            .as_u64(),
+    };
+    usize::try_from(bytes)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{bytes} bytes do not fit in a usize")))
+}
+
+impl MemoryTuning {
+    /// Checks the settings as [`OverflowRegion::open_with_tuning`]
+    /// (crate::OverflowRegion::open_with_tuning) will, without opening
+    /// anything, and reports every problem at once, each with its key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] listing every problem found.
+    pub fn validate(&self) -> Result<()> {
+        let page = crate::sys::mapping::page_size() as usize;
+        let max_reservation = crate::sys::mapping::MAX_RESERVATION;
+        // The file header and one page of data.
+        let minimum = 2 * crate::layout::DATA_START as usize;
+        let (initial, max, punch) = (
+            self.overflow_initial_bytes,
+            self.overflow_max_bytes,
+            self.overflow_punch_hole_bytes,
+        );
+        let mut problems = Vec::new();
+        if initial > max {
+            problems.push(format!(
+                "overflow_initial_bytes: initial capacity {initial} is larger than \
+                 overflow_max_bytes, the maximum capacity {max}"
+            ));
+        }
+        if max as u64 > max_reservation {
+            problems.push(format!(
+                "overflow_max_bytes: maximum capacity {max} is larger than the \
+                 {max_reservation} bytes (16 TiB) of address space a region reserves at most"
+            ));
+        }
+        if max / page * page < minimum {
+            problems.push(format!(
+                "overflow_max_bytes: maximum capacity {max} (rounded down to whole pages: {}) \
+                 is below the minimum of {minimum} bytes",
+                max / page * page
+            ));
+        }
+        if punch != 0 && punch < 2 * page {
+            problems.push(format!(
+                "overflow_punch_hole_bytes: hole punching threshold {punch} is below two \
+                 pages ({} bytes); use 0 to disable it",
+                2 * page
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig {
+                reason: problems.join("; "),
+            })
+        }
+    }
+}
+
 impl Default for MemoryTuning {
     fn default() -> Self {
         MemoryTuning {
@@ -78,5 +207,60 @@ impl Default for MemoryTuning {
             overflow_punch_hole_bytes: MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES,
             overflow_shrink: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(table: &str) -> std::result::Result<MemoryTuning, toml::de::Error> {
+        toml::from_str(table)
+    }
+
+    #[test]
+    fn sizes_take_units_and_unknown_keys_are_named() {
+        let tuning = parse(
+            "overflow_initial_bytes = \"1 MiB\"\noverflow_max_bytes = \"1GiB\"\n\
+             overflow_punch_hole_bytes = 131072\noverflow_shrink = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            tuning,
+            MemoryTuning {
+                overflow_initial_bytes: 1 << 20,
+                overflow_max_bytes: 1 << 30,
+                overflow_punch_hole_bytes: 128 << 10,
+                overflow_shrink: false,
+            }
+        );
+        let error = parse("overflow_max_bytes = \"lots\"\n").unwrap_err();
+        assert!(error.to_string().contains("lots"), "{error}");
+        let error = parse("overflow_shrinks = true\n").unwrap_err();
+        assert!(error.to_string().contains("overflow_shrinks"), "{error}");
+        // Written back as plain integers, and read again.
+        let text = toml::to_string(&tuning).unwrap();
+        assert_eq!(parse(&text).unwrap(), tuning);
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key() {
+        let tuning = MemoryTuning {
+            overflow_initial_bytes: 1 << 20,
+            overflow_max_bytes: 4096,
+            overflow_punch_hole_bytes: 100,
+            overflow_shrink: true,
+        };
+        let Err(Error::InvalidConfig { reason }) = tuning.validate() else {
+            panic!("accepted {tuning:?}");
+        };
+        for key in [
+            "overflow_initial_bytes: initial capacity 1048576",
+            "overflow_max_bytes: maximum capacity 4096",
+            "overflow_punch_hole_bytes: hole punching threshold 100",
+        ] {
+            assert!(reason.contains(key), "{key:?} missing from {reason:?}");
+        }
+        MemoryTuning::default().validate().unwrap();
     }
 }
