@@ -145,8 +145,8 @@ fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::
 }
 
 impl MemoryTuning {
-    /// Checks the settings as [`OverflowRegion::open_with_tuning`]
-    /// (crate::OverflowRegion::open_with_tuning) will, without opening
+    /// Checks the settings as
+    /// [`OverflowRegion::open_with_tuning`](crate::OverflowRegion::open_with_tuning) will, without opening
     /// anything, and reports every problem at once, each with its key.
     ///
     /// # Errors
