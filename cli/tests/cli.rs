@@ -293,6 +293,7 @@ fn ls_prints_one_line_per_live_slot() {
             [
                 info.slot.to_string(),
                 info.engine.to_string(),
+                info.tag.to_string(),
                 info.payload_len.to_string(),
                 info.offset.to_string(),
                 info.extent_len.to_string(),
@@ -316,6 +317,52 @@ fn ls_prints_one_line_per_live_slot() {
         assert_eq!(value["payload_len"], bytes.len());
     }
     assert_eq!(slots[2]["engine"], "bridge");
+}
+
+#[test]
+fn ls_shows_tags_and_filters_by_engine_and_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tagged.region");
+    let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 16 << 20).unwrap();
+    let a = region.write_tagged(b"a", EngineId::Query, 7).unwrap();
+    let b = region.write_tagged(b"b", EngineId::Vector, 7).unwrap();
+    let c = region.write_tagged(b"c", EngineId::Query, 0xfeed).unwrap();
+    let d = region.write(b"d", EngineId::Query).unwrap();
+    drop(region);
+    let listed = |args: &[&str]| -> Vec<(usize, u64)> {
+        let output = cli().arg("ls").args(args).arg(&path).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields[0].parse().unwrap(), fields[2].parse().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(listed(&[]), [(a, 7), (b, 7), (c, 0xfeed), (d, 0)]);
+    assert_eq!(listed(&["--tag", "7"]), [(a, 7), (b, 7)]);
+    assert_eq!(listed(&["--tag", "0xfeed"]), [(c, 0xfeed)]);
+    assert_eq!(
+        listed(&["--engine", "query"]),
+        [(a, 7), (c, 0xfeed), (d, 0)]
+    );
+    assert_eq!(listed(&["--engine", "query", "--tag", "7"]), [(a, 7)]);
+    let output = cli()
+        .args(["ls", "--json", "--tag", "0xfeed"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let json = stdout_json(&output);
+    assert_eq!(json[0]["tag"], 0xfeed);
+    cli()
+        .args(["ls", "--tag", "seven"])
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a tag"));
 }
 
 #[test]
