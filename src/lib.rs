@@ -12,24 +12,47 @@
 //!   alone, and a process killed at any instant loses nothing acknowledged.
 //! - Bad files are errors, never panics; a file that is not a region is
 //!   refused and left untouched.
+//! - A slot can carry a `u64` tag of the caller's, and
+//!   [`OverflowRegion::live_slots`] lists every live slot after a restart.
+//! - A [`SpillDir`] keeps one region per core under one directory with one
+//!   disk budget for all of them.
 //!
 //! ```
+//! use std::collections::HashMap;
+//!
 //! use overflow_region::{EngineId, OverflowRegion};
 //!
 //! # fn main() -> overflow_region::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
-//! let mut region = OverflowRegion::open_with_config(&dir.path().join("core-0"), 1 << 20, 64 << 20)?;
+//! let path = dir.path().join("core-0");
+//! let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20)?;
 //!
-//! let a = region.write(b"spilled hash-join partition", EngineId::Query)?;
-//! let b = region.write(&[7u8; 4096], EngineId::Vector)?;
+//! // Spill two blobs, each tagged with the engine's own key for it.
+//! let a = region.write_tagged(b"spilled hash-join partition", EngineId::Query, 17)?;
+//! let b = region.write_tagged(&[7u8; 4096], EngineId::Vector, 42)?;
 //! assert_eq!(region.read(a)?, b"spilled hash-join partition");
 //! assert_eq!(region.read(b)?.len(), 4096);
 //!
+//! // A freed index is reused; a handle never reads the later tenant.
+//! let handle = region.slot_ref(a)?;
 //! region.free(a)?;
 //! let c = region.write(b"reuses a's index", EngineId::Wal)?;
 //! assert_eq!(c, a);
+//! assert!(region.read_ref(&handle).is_err());
+//! region.sync()?;
+//! drop(region);
+//!
+//! // After a restart (or a crash), rebuild the key map from the tags.
+//! let region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20)?;
+//! let by_key: HashMap<u64, usize> = region
+//!     .live_slots()
+//!     .filter(|slot| slot.tag != 0)
+//!     .map(|slot| (slot.tag, slot.slot))
+//!     .collect();
+//! assert_eq!(by_key.len(), 1);
+//! assert_eq!(region.read(by_key[&42])?, &[7u8; 4096][..]);
 //! assert_eq!(region.live_bytes(), 4096 + 16);
-//! # Ok(())
+//! Ok(())
 //! # }
 //! ```
 //!
