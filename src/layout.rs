@@ -316,6 +316,7 @@ pub(crate) fn user_tag_follows(header: &[u8]) -> bool {
 
 /// The header checksum: CRC32C of bytes 0..28, followed by the user tag
 /// (bytes 32..40) when the flags say there is one.
+#[inline]
 fn header_checksum(header: &[u8; 40]) -> u32 {
     if header[23] & FLAG_USER_TAG == 0 {
         return checksum::crc32c(&header[..28]);
