@@ -84,7 +84,7 @@ fn engine_for(seed: u64) -> EngineId {
 }
 
 /// The user tag a write with this content seed stores: none (a plain
-/// `write`) for a third of them, the seed itself for the rest.
+/// `write`) for a third of them, the content seed as the tag for the rest.
 fn tag_for(seed: u64) -> u64 {
     if seed.is_multiple_of(3) { 0 } else { seed }
 }

@@ -6,7 +6,8 @@
 //! when no reader maps it, and punched otherwise.
 //!
 //! Why granules: the page cache keeps what one `pwrite` writes in folios up
-//! to its length, and on Linux (ext4, 6.18 here) a hole punched into part
+//! to its length, and on Linux (seen on ext4; docs/PERFORMANCE.md has the
+//! kernel version) a hole punched into part
 //! of a large folio does not split it: the next store to the rest of the
 //! folio brings the punched blocks back, and on a full disk that store
 //! would fault. The region writes its zeros in pieces that never cross a
@@ -62,8 +63,8 @@ impl OverflowRegion {
     /// hold folios that this writer does not know of, which a hole would
     /// cut (its blocks would come back at the next store to the folio, and
     /// on a full disk that store would fault). Writes the file back and
-    /// drops its page cache, so recovery reads it from disk once (2.3 s for
-    /// 256 MiB of 1 MiB payloads here, against 45 ms from the page cache).
+    /// drops its page cache, so recovery reads it from disk once (the cost
+    /// is in docs/PERFORMANCE.md, "long payloads with `pwrite`").
     /// Failure is logged, and the header keeps saying so for the next
     /// writer: true then.
     pub(super) fn drop_larger_folios(path: &Path, file: &File, settings: &Settings) -> bool {

@@ -1,17 +1,18 @@
 //! CRC32C, the checksum of every header and payload (docs/FORMAT.md).
 //!
-//! The `crc32c` crate costs 11 to 18 ns a call however short the input (it
+//! The `crc32c` crate has a fixed cost per call however short the input (it
 //! cannot be inlined, and it takes the bytes before and after the aligned
 //! middle one at a time), and a write checksums three short things: the
 //! tag, the header and, often, a short payload. Inputs of up to
 //! [`INLINE_MAX`] bytes therefore go through a loop over the SSE 4.2
-//! instruction, 8 bytes at a time (4 to 5 ns for 5 to 64 bytes); longer ones,
-//! or a CPU without SSE 4.2, go to the crate, whose three interleaved
-//! streams are faster from about 1 KiB on. Both give the same value (a test
-//! compares them for every length up to 1100 bytes).
+//! instruction, 8 bytes at a time; longer ones, or a CPU without SSE 4.2,
+//! go to the crate, whose three interleaved streams are faster on long
+//! inputs. Both give the same value (a test compares them for every length
+//! up to 1100 bytes). The figures are in docs/PERFORMANCE.md ("Short
+//! CRC32Cs with the SSE 4.2 instruction").
 
-/// The longest input the inline loop takes (measured: 50 ns against the
-/// crate's 59 ns at 512 bytes, 112 against 70 at 1 KiB).
+/// The longest input the inline loop takes: where the crate's interleaved
+/// streams start to win (docs/PERFORMANCE.md).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const INLINE_MAX: usize = 512;
 

@@ -23,9 +23,10 @@ use rustix::fs::{FallocateFlags, FlockOperation};
 use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
 
 /// The longest piece `write_zeros` writes with one `pwrite` (see
-/// [`Mapping::set_write_piece`]): 1 MiB, 0.8-1.0 us per page here. (2 MiB
-/// pieces varied from 0.9 to 5.9 us per page between runs, probably the
-/// cost of finding 2 MiB of contiguous memory for each folio.)
+/// [`Mapping::set_write_piece`]): 1 MiB. Longer pieces cost more per page
+/// and varied more between runs, probably the cost of finding that much
+/// contiguous memory for each folio (docs/PERFORMANCE.md, "writing ahead
+/// of the end").
 pub(crate) const MAX_WRITE_PIECE: u64 = 1 << 20;
 
 /// The most address space one mapping of a region reserves (16 TiB): a
@@ -145,7 +146,8 @@ impl Mapping {
     /// The page cache keeps what one `pwrite` writes in folios of up to its
     /// length, aligned to their size, and one fault maps a whole folio, so
     /// long pieces make later stores cheaper. But a hole punched into part
-    /// of a large folio does not split it (ext4, Linux 6.18): the next store
+    /// of a large dirty folio does not split it (seen on ext4; the kernel
+    /// version is in docs/PERFORMANCE.md): the next store
     /// to the rest of the folio writes the punched blocks back. So a caller
     /// that punches holes passes the granule it punches in: holes that
     /// start and end on multiples of the piece never cut a folio made here.
@@ -212,8 +214,8 @@ impl Mapping {
     /// Speed: the pages land in the page cache in one call, so the first
     /// store to each page through the mapping is a minor fault. A store to
     /// a page that is not cached costs a major fault that reads or zeroes
-    /// it (about 7 us per page on ext4 here, against about 1.5 us for the
-    /// pages written this way: see [`Mapping::set_write_piece`]).
+    /// it, several times what a page written this way costs (figures in
+    /// docs/PERFORMANCE.md, "what a new page costs").
     pub(crate) fn write_zeros(&mut self, start: u64, end: u64) -> io::Result<()> {
         static ZEROS: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
         debug_assert!(start <= end && end <= self.reserved as u64);
@@ -255,8 +257,8 @@ impl Mapping {
     /// Writes the dirty pages of `offset..offset + len` back and waits for
     /// them (`sync_file_range` with `WAIT_BEFORE | WRITE | WAIT_AFTER`).
     /// A page-cache folio there is then clean, and a hole punched into part
-    /// of it splits it (ext4, Linux 6.18: a dirty one would not split, and
-    /// its next store would bring the punched blocks back). Not a durability
+    /// of it splits it (seen on ext4: a dirty one would not split, and its
+    /// next store would bring the punched blocks back). Not a durability
     /// point: no metadata is written.
     pub(crate) fn write_back(&self, offset: u64, len: u64) -> io::Result<()> {
         // 0 would mean "to the end of the file".
