@@ -1,6 +1,8 @@
 //! [`OverflowRegion`]: the public API, composing the layers below it.
 
 mod compact;
+#[cfg(test)]
+mod fault_tests;
 mod giveback;
 
 pub use compact::CompactReport;

@@ -20,6 +20,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{FallocateFlags, FlockOperation};
+
+use super::fault::{self, Call};
 use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
 
 /// The longest piece `write_zeros` writes with one `pwrite` (see
@@ -178,12 +180,17 @@ impl Mapping {
             return Ok(());
         }
         let old_len = self.file_len;
-        let result = match rustix::fs::fallocate(
-            &self.file,
-            FallocateFlags::empty(),
-            old_len,
-            new_len - old_len,
-        ) {
+        let allocated = fault::check(Call::Fallocate).map_err(|error| {
+            rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
+        });
+        let result = match allocated.and_then(|()| {
+            rustix::fs::fallocate(
+                &self.file,
+                FallocateFlags::empty(),
+                old_len,
+                new_len - old_len,
+            )
+        }) {
             Err(rustix::io::Errno::OPNOTSUPP) => self.write_zeros(old_len, new_len),
             other => other.map_err(io::Error::from),
         };
@@ -223,6 +230,7 @@ impl Mapping {
         let mut at = start;
         while at < end {
             let piece_end = (at + 1).next_multiple_of(self.write_piece).min(end);
+            fault::check(Call::Pwrite)?;
             self.file
                 .write_all_at(&zeros[..(piece_end - at) as usize], at)?;
             at = piece_end;
@@ -251,6 +259,7 @@ impl Mapping {
     /// caller chooses where calls start and end.
     pub(crate) fn write_bytes(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         debug_assert!(offset + data.len() as u64 <= self.file_len);
+        fault::check(Call::Pwrite)?;
         self.file.write_all_at(data, offset)
     }
 
@@ -295,6 +304,7 @@ impl Mapping {
                 .checked_add(len)
                 .is_some_and(|end| end <= self.file_len)
         );
+        fault::check(Call::Punch)?;
         match rustix::fs::fallocate(
             &self.file,
             FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
@@ -399,6 +409,7 @@ impl Mapping {
     /// Writes every dirty page of the mapping to the file and the file to
     /// stable storage (`msync(MS_SYNC)` then `fsync`).
     pub(crate) fn sync(&self) -> io::Result<()> {
+        fault::check(Call::Sync)?;
         if self.file_len > 0 {
             // SAFETY: the range is the mapped, file-backed prefix of the
             // reservation (struct invariants); msync reads no Rust-visible

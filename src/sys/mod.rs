@@ -6,5 +6,6 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod checksum;
+pub(crate) mod fault;
 pub(crate) mod file;
 pub(crate) mod mapping;

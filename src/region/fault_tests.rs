@@ -1,0 +1,189 @@
+//! Error paths of write, free, sync, give-back and compaction, reached by
+//! making the system calls fail on purpose (`sys::fault`).
+
+use super::*;
+use crate::sys::fault::{self, Call};
+
+const MIB: usize = 1 << 20;
+
+fn open(path: &Path) -> OverflowRegion {
+    OverflowRegion::open_with_config(path, MIB, 64 * MIB).unwrap()
+}
+
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + seed * 7) as u8).collect()
+}
+
+/// Issue "space that keeps a budget": if the sync inside a compaction step
+/// failed, the slot table pointed at the copies while the old places stayed
+/// live on disk, so a later `free` freed only the copy and the slot came
+/// back at the next open. The step is now undone when its sync fails.
+#[test]
+fn a_compaction_step_whose_sync_fails_is_undone_and_a_later_free_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    let slots: Vec<usize> = (0..100)
+        .map(|i| region.write(&pattern(i, 1000), EngineId::Query).unwrap())
+        .collect();
+    for &slot in slots.iter().step_by(2) {
+        region.free(slot).unwrap();
+    }
+    region.sync().unwrap();
+    let top = slots[99];
+    let before = region.slot_ref(top).unwrap();
+
+    fault::fail_after(Call::Sync, 0, libc::EIO);
+    let error = region.compact_step(u64::MAX).unwrap_err();
+    fault::disarm();
+    assert!(matches!(error, Error::Io { .. }), "{error}");
+    region.check_consistency().unwrap();
+    // The slots point at their old places again.
+    assert_eq!(region.slot_ref(top).unwrap().offset(), before.offset());
+    for (i, &slot) in slots.iter().enumerate().skip(1).step_by(2) {
+        assert_eq!(region.read(slot).unwrap(), pattern(i, 1000));
+    }
+
+    region.free(top).unwrap();
+    drop(region);
+    let region = open(&path);
+    assert!(
+        region.recovery().dropped.is_empty(),
+        "{:?}",
+        region.recovery()
+    );
+    assert!(
+        region.read(top).is_err(),
+        "a free that returned came back at the next open"
+    );
+    for (i, &slot) in slots.iter().enumerate().skip(1).step_by(2).take(49) {
+        assert_eq!(region.read(slot).unwrap(), pattern(i, 1000), "slot {slot}");
+    }
+    region.check_consistency().unwrap();
+}
+
+/// A write that needs the file to grow, when `fallocate` fails: an error,
+/// and the region exactly as it was; the next write works.
+#[test]
+fn a_failed_growth_is_an_error_that_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    let kept = region.write(b"kept", EngineId::Wal).unwrap();
+    let (capacity, used, count) = (region.capacity(), region.used_bytes(), region.slot_count());
+
+    fault::fail_after(Call::Fallocate, 0, libc::ENOSPC);
+    let error = region
+        .write(&vec![1u8; 2 * MIB], EngineId::Query)
+        .unwrap_err();
+    fault::disarm();
+    assert!(
+        matches!(&error, Error::Io { operation: "fallocate", source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+        "{error}"
+    );
+    assert_eq!(
+        (region.capacity(), region.used_bytes(), region.slot_count()),
+        (capacity, used, count)
+    );
+    region.check_consistency().unwrap();
+    let slot = region.write(&vec![2u8; 2 * MIB], EngineId::Query).unwrap();
+    assert_eq!(region.read(slot).unwrap().len(), 2 * MIB);
+    assert_eq!(region.read(kept).unwrap(), b"kept");
+}
+
+/// Refilling punched pages for a write into freed space, when `pwrite`
+/// fails: an error, the pages still known as holes, and a later write
+/// into the same place works and reads back.
+#[test]
+fn a_failed_refill_is_an_error_and_the_space_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    let first = region.write(&[1u8; 100], EngineId::Wal).unwrap();
+    let big = region
+        .write(&vec![2u8; 512 << 10], EngineId::Query)
+        .unwrap();
+    let last = region.write(&[3u8; 100], EngineId::Wal).unwrap();
+    region.free(big).unwrap();
+    region.sync().unwrap();
+    assert!(
+        region.stats().punched_bytes > 0,
+        "the freed extent was punched"
+    );
+    let holes_before = region.holes.bytes();
+
+    fault::fail_after(Call::Pwrite, 0, libc::ENOSPC);
+    let error = region
+        .write(&vec![4u8; 40 << 10], EngineId::Query)
+        .unwrap_err();
+    fault::disarm();
+    assert!(
+        matches!(
+            error,
+            Error::Io {
+                operation: "pwrite",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(region.holes.bytes(), holes_before);
+    region.check_consistency().unwrap();
+
+    let slot = region.write(&vec![4u8; 40 << 10], EngineId::Query).unwrap();
+    assert_eq!(region.read(slot).unwrap(), vec![4u8; 40 << 10]);
+    assert_eq!(region.read(first).unwrap(), [1u8; 100]);
+    assert_eq!(region.read(last).unwrap(), [3u8; 100]);
+    drop(region);
+    let region = open(&path);
+    assert!(region.recovery().dropped.is_empty());
+    assert_eq!(region.read(slot).unwrap(), vec![4u8; 40 << 10]);
+}
+
+/// `sync` reports a failed `msync`/`fsync`, and a later one that works
+/// succeeds.
+#[test]
+fn a_failed_sync_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    region.write(b"x", EngineId::Wal).unwrap();
+    fault::fail_after(Call::Sync, 0, libc::EIO);
+    let error = region.sync().unwrap_err();
+    fault::disarm();
+    assert!(
+        matches!(
+            error,
+            Error::Io {
+                operation: "msync/fsync",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    region.sync().unwrap();
+}
+
+/// A punch that fails leaves the pages allocated and known as such: the
+/// region stays consistent and the space is reused.
+#[test]
+fn a_failed_punch_keeps_the_region_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    let a = region.write(&[1u8; 100], EngineId::Wal).unwrap();
+    let big = region
+        .write(&vec![2u8; 512 << 10], EngineId::Query)
+        .unwrap();
+    region.write(&[3u8; 100], EngineId::Wal).unwrap();
+    fault::fail_after(Call::Punch, 0, libc::EIO);
+    region.free(big).unwrap();
+    region.sync().unwrap();
+    fault::disarm();
+    region.check_consistency().unwrap();
+    let again = region
+        .write(&vec![5u8; 300 << 10], EngineId::Query)
+        .unwrap();
+    assert_eq!(region.read(again).unwrap(), vec![5u8; 300 << 10]);
+    assert_eq!(region.read(a).unwrap(), [1u8; 100]);
+}
