@@ -533,6 +533,10 @@ impl OverflowRegion {
     fn initialise(path: &Path, file: File, settings: Settings) -> Result<Self> {
         let inode = Inode::of(&file).map_err(Error::io(path, "stat"))?;
         let identity = file::random_nonzero_u64().map_err(Error::io(path, "getrandom"))?;
+        // While the file is empty: on btrfs, no copy-on-write (a full disk
+        // must not make a store into a written page fault).
+        file::no_copy_on_write(&file)
+            .map_err(Error::io(path, "set the no-copy-on-write attribute"))?;
         // The address space first: a reservation refused leaves the file as
         // it was (empty), not a header without a region.
         let mut mapping =
@@ -907,12 +911,26 @@ impl OverflowRegion {
     /// Allocates disk blocks for every punched page that `start..end`
     /// touches, by writing the zeros they read as (which also puts them in
     /// the page cache).
+    ///
+    /// Whole punching granules are refilled, not just the pages touched: a
+    /// store into a page-cache folio needs blocks for all of it, and a
+    /// refill that covered only part of a folio left there by an earlier,
+    /// failed refill would let that store fault on a full disk. A refill
+    /// that fails punches its hole again, so the page cache holds nothing
+    /// half written over it.
     fn fill_holes(&mut self, start: u64, end: u64) -> Result<()> {
-        let (start, end) = pages_touching(start, end);
-        let end = end.min(self.mapping.len());
+        let unit = self
+            .settings
+            .punch_granule()
+            .unwrap_or_else(mapping::page_size);
+        let start = start / unit * unit;
+        let end = end.next_multiple_of(unit).min(self.mapping.len());
         let mut taken = self.holes.take(start, end).into_iter();
         while let Some((hole_start, hole_end)) = taken.next() {
             if let Err(source) = self.mapping.write_zeros(hole_start, hole_end) {
+                if let Err(error) = self.mapping.punch_hole(hole_start, hole_end - hole_start) {
+                    tracing::warn!(path = %self.path.display(), %error, hole_start, hole_end, "punching a failed refill again failed");
+                }
                 self.holes.insert(hole_start, hole_end);
                 for (rest_start, rest_end) in taken {
                     self.holes.insert(rest_start, rest_end);

@@ -117,6 +117,35 @@ pub(crate) fn open_regular(path: &Path, write: bool) -> Result<Opened, OpenRefus
     Ok(Opened { file, created })
 }
 
+/// `statfs.f_type` of btrfs.
+const BTRFS_MAGIC: i64 = 0x9123_683e;
+
+/// Turns copy-on-write off for an empty file on btrfs (the `FS_NOCOW_FL`
+/// attribute, `chattr +C`): with it on, every store into a page already
+/// written needs new blocks, so a full disk would fault on a `free`'s tag
+/// store. True if the file is on btrfs and now has the attribute; false on
+/// other file systems (nothing to do). The attribute only takes effect on
+/// an empty file, so this is called before the first byte is written.
+pub(crate) fn no_copy_on_write(file: &File) -> io::Result<bool> {
+    let statfs = rustix::fs::fstatfs(file)?;
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
+    if statfs.f_type as i64 != BTRFS_MAGIC {
+        return Ok(false);
+    }
+    let flags = rustix::fs::ioctl_getflags(file)?;
+    rustix::fs::ioctl_setflags(file, flags | rustix::fs::IFlags::NOCOW)?;
+    Ok(true)
+}
+
+/// Whether `file` is on tmpfs, where even a read fault on a punched page
+/// must allocate memory, and so can fault on a full file system: readers
+/// there copy with `pread` instead of through the mapping.
+pub(crate) fn on_tmpfs(file: &File) -> io::Result<bool> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
+    Ok(rustix::fs::fstatfs(file)?.f_type as i64 == TMPFS_MAGIC)
+}
+
 /// Which inode a file is: its device and inode numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Inode {

@@ -488,6 +488,10 @@ pub(crate) struct SharedMapping {
     file_len: AtomicU64,
     /// The mapped file.
     file: File,
+    /// True when reads go through `pread` instead of the mapping: on tmpfs a
+    /// read fault on a punched page must allocate memory, and on a full
+    /// tmpfs that fault is a SIGBUS; `pread` of a hole returns zeros.
+    pread: bool,
 }
 
 // SAFETY: the mapping is read-only and every access to it is an atomic load
@@ -502,11 +506,14 @@ impl SharedMapping {
     pub(crate) fn new(file: File, reserve: u64) -> io::Result<SharedMapping> {
         let reserved = reserve.next_multiple_of(page_size());
         let (base, reserved_usize) = map_reservation(&file, reserved, ProtFlags::READ)?;
+        // When the file system cannot be told, `pread` is the safe choice.
+        let pread = super::file::on_tmpfs(&file).unwrap_or(true);
         let mapping = SharedMapping {
             base,
             reserved: reserved_usize,
             file_len: AtomicU64::new(0),
             file,
+            pread,
         };
         mapping.refresh_len()?;
         Ok(mapping)
@@ -538,6 +545,11 @@ impl SharedMapping {
         {
             return None;
         }
+        if self.pread {
+            let mut bytes = [0u8; 8];
+            self.file.read_exact_at(&mut bytes, offset).ok()?;
+            return Some(u64::from_le_bytes(bytes));
+        }
         // SAFETY: aligned (the base is page aligned), inside the file-backed
         // prefix of the live mapping (checked above; struct invariants), and
         // only ever accessed atomically in this process.
@@ -547,7 +559,8 @@ impl SharedMapping {
     }
 
     /// Copies `offset..offset + len` into `out` (replacing its contents) with
-    /// atomic loads, or returns `false` if the range is not inside the known
+    /// atomic loads (with `pread` on tmpfs: see `pread`), or returns `false`
+    /// if the range is not inside the known
     /// file or `offset` is not 8-byte aligned. The copy may mix old and new
     /// bytes if the writer is changing them: the caller verifies it.
     pub(crate) fn copy_out(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> bool {
@@ -556,6 +569,11 @@ impl SharedMapping {
         };
         if !offset.is_multiple_of(8) || end > self.file_len.load(Ordering::Acquire) {
             return false;
+        }
+        if self.pread {
+            out.clear();
+            out.resize(len as usize, 0);
+            return self.file.read_exact_at(out, offset).is_ok();
         }
         let len = len as usize;
         out.clear();

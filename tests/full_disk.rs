@@ -1,0 +1,333 @@
+//! A full disk is an error, never a signal, on every supported file system.
+//!
+//! Each scenario runs in a child process (a SIGBUS kills only the child,
+//! and the parent reports it) on a small file system the test makes as
+//! root: ext4, xfs and btrfs on loop devices, and tmpfs. Without root, or
+//! without the tools to make a file system, a scenario is skipped with the
+//! reason printed; under `CI=true` it fails instead, so a green CI means
+//! every scenario ran on every file system.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use overflow_region::{EngineId, Error, MemoryTuning, OverflowReader, OverflowRegion};
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+const CHILD_ENV: &str = "OVERFLOW_FULL_DISK_CHILD";
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|ci| ci == "true")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// A small file system mounted on a fresh directory; unmounted (and its
+/// loop device detached) on drop.
+struct Mounted {
+    dir: tempfile::TempDir,
+    mount_point: PathBuf,
+}
+
+impl Mounted {
+    fn make(kind: &str) -> Result<Mounted, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mount_point = dir.path().join("mnt");
+        fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
+        let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let output = Command::new(program)
+                .args(args)
+                .output()
+                .map_err(|error| format!("cannot run {program}: {error}"))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                Err(format!(
+                    "{program} failed: {}",
+                    stderr.lines().next().unwrap_or("").trim()
+                ))
+            }
+        };
+        if kind == "tmpfs" {
+            run(
+                "mount",
+                &[
+                    "-t".as_ref(),
+                    "tmpfs".as_ref(),
+                    "-o".as_ref(),
+                    "size=32m".as_ref(),
+                    "tmpfs".as_ref(),
+                    mount_point.as_os_str(),
+                ],
+            )?;
+        } else {
+            // mkfs.xfs refuses less than 300 MB; btrfs needs room for its
+            // own metadata. The images are sparse until filled.
+            let size = match kind {
+                "xfs" => 320 * MIB,
+                "btrfs" => 128 * MIB,
+                _ => 32 * MIB,
+            };
+            let image = dir.path().join("fs.img");
+            File::create(&image)
+                .and_then(|file| file.set_len(size as u64))
+                .map_err(|e| e.to_string())?;
+            let mkfs = format!("mkfs.{kind}");
+            let quiet: &[&str] = match kind {
+                "ext4" => &["-q", "-F"],
+                "xfs" => &["-q", "-f"],
+                _ => &["-q", "-f"],
+            };
+            let mut args: Vec<&std::ffi::OsStr> = quiet.iter().map(|a| a.as_ref()).collect();
+            args.push(image.as_os_str());
+            run(&mkfs, &args)?;
+            run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop".as_ref(),
+                    image.as_os_str(),
+                    mount_point.as_os_str(),
+                ],
+            )?;
+        }
+        Ok(Mounted { dir, mount_point })
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.mount_point)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !unmounted {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mount_point)
+                .status();
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// Fills the file system holding `dir` until it reports no space.
+fn fill(dir: &Path) {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("filler"))
+        .unwrap();
+    for chunk in [MIB, 64 * KIB, 4 * KIB, 512] {
+        let bytes = vec![0x5A; chunk];
+        loop {
+            match file.write_all(&bytes) {
+                Ok(()) => {}
+                Err(error) if error.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(error) if error.kind() == ErrorKind::StorageFull => break,
+                Err(error) => panic!("filling: {error}"),
+            }
+        }
+    }
+    let _ = file.sync_all();
+}
+
+/// Makes `bytes` of room by removing the spare file made for it, as
+/// another process would.
+fn make_room(dir: &Path) {
+    fs::remove_file(dir.join("spare")).unwrap();
+    let _ = Command::new("sync").arg("-f").arg(dir).status();
+}
+
+fn spare(dir: &Path, bytes: usize) {
+    let mut file = File::create(dir.join("spare")).unwrap();
+    file.write_all(&vec![1u8; bytes]).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// A write on a full disk: an I/O error or a budget of bytes, never a
+/// signal; anything else is a failure.
+fn full_or_ok(result: Result<usize, Error>) -> Option<usize> {
+    match result {
+        Ok(slot) => Some(slot),
+        Err(Error::Io { source, .. })
+            if source.raw_os_error() == Some(libc::ENOSPC)
+                || source.raw_os_error() == Some(libc::EDQUOT) =>
+        {
+            None
+        }
+        Err(other) => panic!("unexpected error on a full disk: {other}"),
+    }
+}
+
+/// The region refill scenario (found on ext4): a freed, punched extent is
+/// written into after a refill failed for want of space.
+fn scenario_failed_refill(dir: &Path) {
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: MIB,
+        overflow_max_bytes: 64 * MIB,
+        ..MemoryTuning::default()
+    };
+    let path = dir.join("r");
+    let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();
+    let a = region.write(&[1u8; 100], EngineId::Wal).unwrap();
+    let big = region
+        .write(&vec![2u8; 512 * KIB], EngineId::Query)
+        .unwrap();
+    let c = region.write(&[3u8; 100], EngineId::Wal).unwrap();
+    region.free(big).unwrap();
+    region.sync().unwrap();
+    spare(dir, 16 * KIB);
+    fill(dir);
+    let first = full_or_ok(region.write(&vec![4u8; 400 * KIB], EngineId::Query));
+    make_room(dir);
+    let second = full_or_ok(region.write(&vec![5u8; 40 * KIB], EngineId::Query));
+    for (slot, byte, len) in [(first, 4u8, 400 * KIB), (second, 5, 40 * KIB)] {
+        if let Some(slot) = slot {
+            assert_eq!(region.read(slot).unwrap(), vec![byte; len]);
+        }
+    }
+    assert_eq!(region.read(a).unwrap(), [1u8; 100]);
+    assert_eq!(region.read(c).unwrap(), [3u8; 100]);
+    region.check_consistency().unwrap();
+}
+
+/// Frees on a full disk (found on btrfs, where copy-on-write needs new
+/// blocks for every overwritten page): each free works or errs, and
+/// everything not freed reads back.
+fn scenario_free_when_full(dir: &Path) {
+    let path = dir.join("r");
+    let mut region = OverflowRegion::open_with_config(&path, MIB, 16 * MIB).unwrap();
+    let slots: Vec<usize> = (0..100u8)
+        .map(|i| region.write(&[i; 200], EngineId::Vector).unwrap())
+        .collect();
+    region.sync().unwrap();
+    fill(dir);
+    for &slot in slots.iter().step_by(2) {
+        region.free(slot).unwrap();
+    }
+    for (i, &slot) in slots.iter().enumerate().skip(1).step_by(2) {
+        assert_eq!(region.read(slot).unwrap(), [i as u8; 200]);
+    }
+    let _ = full_or_ok(region.write(&[9u8; 300], EngineId::Vector));
+    region.check_consistency().unwrap();
+}
+
+/// A reader with a stale handle whose header was punched, on a full file
+/// system (found on tmpfs, where even a read fault must allocate).
+fn scenario_stale_reader_when_full(dir: &Path) {
+    let path = dir.join("r");
+    let mut region = OverflowRegion::open_with_config(&path, MIB, 16 * MIB).unwrap();
+    let a = region
+        .write(&vec![1u8; 300 * KIB], EngineId::Query)
+        .unwrap();
+    let b = region
+        .write(&vec![2u8; 300 * KIB], EngineId::Query)
+        .unwrap();
+    region.write(&[3u8; 100], EngineId::Query).unwrap();
+    let stale = region.slot_ref(b).unwrap();
+    let reader = OverflowReader::open(&path).unwrap();
+    region.free(a).unwrap();
+    region.free(b).unwrap();
+    region.sync().unwrap();
+    fill(dir);
+    let mut buf = Vec::new();
+    let error = reader.read_into(&stale, &mut buf).unwrap_err();
+    assert!(matches!(error, Error::SlotChanged { .. }), "{error}");
+}
+
+/// A scenario: runs in the child, on a file system mounted at its argument.
+type Scenario = fn(&Path);
+
+const SCENARIOS: [(&str, Scenario); 3] = [
+    ("failed_refill", scenario_failed_refill),
+    ("free_when_full", scenario_free_when_full),
+    ("stale_reader_when_full", scenario_stale_reader_when_full),
+];
+
+const FILE_SYSTEMS: [&str; 4] = ["ext4", "xfs", "btrfs", "tmpfs"];
+
+#[test]
+#[ignore = "run as a child by every_scenario_on_every_file_system"]
+fn full_disk_child() {
+    let spec = std::env::var(CHILD_ENV).expect("run as a child");
+    let (name, dir) = spec.split_once(':').expect("NAME:DIR");
+    let (_, scenario) = SCENARIOS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("a known scenario");
+    scenario(Path::new(dir));
+    println!("SCENARIO-OK");
+}
+
+#[test]
+fn every_scenario_on_every_file_system() {
+    if !is_root() {
+        assert!(!in_ci(), "the full-disk scenarios must run in CI, as root");
+        eprintln!("skipping the full-disk scenarios: they need root to mount file systems");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut failures = Vec::new();
+    let mut skipped = Vec::new();
+    for kind in FILE_SYSTEMS {
+        for (name, _) in SCENARIOS {
+            let mounted = match Mounted::make(kind) {
+                Ok(mounted) => mounted,
+                Err(reason) => {
+                    skipped.push(format!("{kind}: {reason}"));
+                    continue;
+                }
+            };
+            let output = Command::new(&exe)
+                .args([
+                    "--exact",
+                    "full_disk_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(
+                    CHILD_ENV,
+                    format!("{name}:{}", mounted.mount_point.display()),
+                )
+                .output()
+                .unwrap();
+            let ok = output.status.success()
+                && String::from_utf8_lossy(&output.stdout).contains("SCENARIO-OK");
+            if !ok {
+                let how = match output.status.signal() {
+                    Some(signal) => format!("killed by signal {signal}"),
+                    None => format!("exit {:?}", output.status.code()),
+                };
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let last: Vec<&str> = stderr
+                    .lines()
+                    .filter(|l| {
+                        l.contains("panicked") || l.contains("assert") || l.contains("error")
+                    })
+                    .take(3)
+                    .collect();
+                failures.push(format!("{name} on {kind}: {how} {last:?}"));
+            }
+        }
+    }
+    if !skipped.is_empty() {
+        assert!(
+            !in_ci(),
+            "full-disk scenarios could not run in CI: {skipped:?}"
+        );
+        eprintln!("skipped: {skipped:?}");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
