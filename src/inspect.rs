@@ -166,8 +166,8 @@ impl RegionFile {
         // The writer's walk, through a window: what its open would find.
         let mut window = Window::new(&file, file_size);
         let space = Space::new(DATA_START, file_size, EXTENT_ALIGN);
-        let walked =
-            recovery::recover(&mut window, counters, space).map_err(Error::io(path, "read"))?;
+        let walked = recovery::recover(&mut window, counters, space, true)
+            .map_err(Error::io(path, "read"))?;
         drop(window);
 
         let mut accounting = Accounting::default();

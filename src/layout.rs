@@ -48,8 +48,13 @@ pub(crate) const LONG_FOLIOS: u64 = 1 << 62;
 /// handle never reads a file created again at the same path. Zero in files
 /// from earlier builds until a writer opens them.
 pub(crate) const IDENTITY_OFFSET: u64 = 104;
+/// Offset of the boot id (16 bytes, `/proc/sys/kernel/random/boot_id`) of
+/// the machine the writer that last opened the file ran on; zeros when
+/// unknown. A writer opening the file on the same boot knows the page cache
+/// holds every store the last one made, so recovery need not read payloads.
+pub(crate) const BOOT_ID_OFFSET: u64 = 120;
 /// The prefix of the file that `decode_file_header` reads.
-pub(crate) const FILE_HEADER_PROBE_LEN: usize = 120;
+pub(crate) const FILE_HEADER_PROBE_LEN: usize = 136;
 /// The shortest prefix `decode_file_header` accepts (a header written
 /// before identities existed ends here).
 const FILE_HEADER_MIN_LEN: usize = 96;
@@ -363,6 +368,8 @@ pub(crate) struct Counters {
     /// The file's identity, or `None` when it has none yet (a file from an
     /// earlier build) or its check fails.
     pub identity: Option<u64>,
+    /// The boot id of the machine the last writer ran on (zeros if none).
+    pub boot_id: [u8; 16],
 }
 
 /// The 16 bytes stored at [`IDENTITY_OFFSET`] for `identity`: the value and
@@ -453,8 +460,12 @@ pub(crate) fn decode_file_header(bytes: &[u8]) -> Result<Counters, FileHeaderErr
         chain_end: u64_at(CHAIN_END_OFFSET as usize),
         max_capacity: u64_at(MAX_CAPACITY_OFFSET as usize),
         identity: bytes
-            .get(IDENTITY_OFFSET as usize..FILE_HEADER_PROBE_LEN)
+            .get(IDENTITY_OFFSET as usize..BOOT_ID_OFFSET as usize)
             .and_then(decode_identity),
+        boot_id: bytes
+            .get(BOOT_ID_OFFSET as usize..FILE_HEADER_PROBE_LEN)
+            .and_then(|id| id.try_into().ok())
+            .unwrap_or([0; 16]),
     })
 }
 
@@ -621,6 +632,7 @@ mod tests {
                 chain_end: 8192,
                 max_capacity: 1 << 30,
                 identity: None,
+                boot_id: [0; 16],
             })
         );
         assert!(matches!(

@@ -89,7 +89,7 @@ pub use error::{Error, Result};
 pub use inspect::{ExtentInfo, ExtentKind, RegionFile, SlotInfo};
 pub use reader::{OverflowReader, SlotRef};
 pub use recovery::{DropReason, DroppedExtent, RecoveryReport};
-pub use region::{CompactReport, OverflowRegion, SlotEntry};
+pub use region::{CompactReport, DamagedSlot, OverflowRegion, SlotEntry, VerifyReport};
 pub use spill_dir::{SpillDir, SpillMode};
 pub use stats::{EngineStats, RegionStats};
 pub use tuning::MemoryTuning;

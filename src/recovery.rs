@@ -35,6 +35,14 @@ pub struct RecoveryReport {
     pub repairs: usize,
     /// Time the walk took.
     pub duration: Duration,
+    /// True when the file was last written on this boot of this machine,
+    /// so the page cache held every store its writer made: payloads were
+    /// trusted as they are, and only headers were read
+    /// ([`OverflowRegion::verify`](crate::OverflowRegion::verify) checks
+    /// them all).
+    pub trusted_same_boot: bool,
+    /// Payloads whose checksum the walk checked (0 when it trusted them).
+    pub payloads_verified: usize,
 }
 
 /// An extent recovery dropped, and why.
@@ -139,10 +147,16 @@ struct FreeRun {
 /// Never panics and never reads outside `file`, whatever its contents; its
 /// memory follows the extents it finds. The only errors are the source's
 /// (a tool's read of the file failing).
+///
+/// `verify_payloads`: check every live payload against its checksum (a file
+/// from another boot, or a tool); otherwise only headers are read and a
+/// payload is taken as its header describes it (a file last written on
+/// this boot: the page cache holds every store).
 pub(crate) fn recover<S: Source>(
     file: &mut S,
     counters: Counters,
     mut space: Space,
+    verify_payloads: bool,
 ) -> io::Result<Recovered> {
     let started = std::time::Instant::now();
     let eof = file.len();
@@ -246,7 +260,12 @@ pub(crate) fn recover<S: Source>(
                 if let Ok(header) = LiveHeader::decode(header_at(file, pos)?) {
                     walked += 1;
                     let extent = Extent { offset: pos, len };
-                    let computed = file.crc(pos + header.header_len(), header.payload_len)?;
+                    let computed = if verify_payloads {
+                        report.payloads_verified += 1;
+                        file.crc(pos + header.header_len(), header.payload_len)?
+                    } else {
+                        header.payload_crc
+                    };
                     let slot = header.slot as usize;
                     let drop = if computed != header.payload_crc {
                         Some(DropReason::PayloadChecksum {

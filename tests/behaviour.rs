@@ -18,6 +18,8 @@ const SMALL: usize = 8 * KIB;
 /// Bytes before the first extent (the file header).
 const DATA_START: usize = 4096;
 
+mod common;
+
 fn open(path: &Path, initial: usize, max: usize) -> OverflowRegion {
     OverflowRegion::open_with_config(path, initial, max)
         .unwrap_or_else(|error| panic!("open {}: {error}", path.display()))
@@ -1498,4 +1500,34 @@ fn reopen_after_the_file_shrank_keeps_every_slot_and_index() {
         Err(Error::SlotFree { .. })
     ));
     consistent(&region);
+}
+
+/// A file last written on this boot is recovered from its headers alone
+/// (the page cache holds every store its writer made); one from another
+/// boot has every payload checked, and the reopen records this boot.
+#[test]
+fn recovery_reads_payloads_only_for_a_file_from_another_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path, SMALL, 16 * MIB);
+    for i in 0..50u64 {
+        region.write(&pattern(i, 3000), EngineId::Query).unwrap();
+    }
+    drop(region);
+    let region = open(&path, SMALL, 16 * MIB);
+    assert!(region.recovery().trusted_same_boot);
+    assert_eq!(region.recovery().payloads_verified, 0);
+    assert!(region.verify(|_, _| {}).damaged.is_empty());
+    drop(region);
+
+    let image = fs::read(&path).unwrap();
+    common::write_as_from_another_boot(&path, &image);
+    let region = open(&path, SMALL, 16 * MIB);
+    assert!(!region.recovery().trusted_same_boot);
+    assert_eq!(region.recovery().payloads_verified, 50);
+    drop(region);
+    // That open stored this boot's id: the next one trusts again.
+    let region = open(&path, SMALL, 16 * MIB);
+    assert!(region.recovery().trusted_same_boot);
+    assert_eq!(region.live_slot_count(), 50);
 }

@@ -305,7 +305,7 @@ fn check_damaged(
     allowed: Allowed<'_>,
     then_use: bool,
 ) -> Vec<String> {
-    std::fs::write(path, image).unwrap();
+    common::write_as_from_another_boot(path, image);
     catching(|| check_opened(pristine, image, path, header_damaged, allowed, then_use))
         .unwrap_or_else(|panic| vec![panic])
 }
@@ -588,7 +588,7 @@ fn truncated_files_are_refused_or_keep_every_whole_slot() {
             // A region header and no data area: an initialisation that did
             // not finish; it is finished.
             let mut found = Vec::new();
-            std::fs::write(&path, image).unwrap();
+            common::write_as_from_another_boot(&path, image);
             match OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY) {
                 Ok(region) => {
                     if !region.recovery().initialised || region.slot_count() != 0 {
@@ -871,7 +871,7 @@ fn a_duplicate_slot_keeps_the_newer_generation() {
                     let tag = tag_word(FREE, rest as u64).to_le_bytes();
                     image[free.offset + extent_len..][..8].copy_from_slice(&tag);
                 }
-                std::fs::write(&path, &image).unwrap();
+                common::write_as_from_another_boot(&path, &image);
                 let found =
                     catching(|| check_duplicate(&path, live, free, slot, &copy, same_bytes))
                         .unwrap_or_else(|panic| vec![panic]);
@@ -963,7 +963,7 @@ fn a_sixteen_byte_gap_after_a_live_extent_is_repaired_consistently() {
     image[live.offset..live.offset + 16].copy_from_slice(&[0x6B; 16]);
     let tag = tag_word(FREE, (free.len - 16) as u64).to_le_bytes();
     image[free.offset + 16..][..8].copy_from_slice(&tag);
-    std::fs::write(&path, &image).unwrap();
+    common::write_as_from_another_boot(&path, &image);
 
     let region = OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY).unwrap();
     assert_eq!(
@@ -1036,7 +1036,7 @@ fn a_truncated_file_keeps_the_whole_slots_before_the_cut() {
         })
         .expect("setup: a high slot index early in the file");
     let slot = extent.slot.unwrap();
-    std::fs::write(&path, &pristine.file[..extent.end()]).unwrap();
+    common::write_as_from_another_boot(&path, &pristine.file[..extent.end()]);
     let region = OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY).unwrap();
     assert_eq!(
         region.read(slot).ok(),
@@ -1060,7 +1060,7 @@ fn a_damaged_generation_counter_does_not_panic_the_next_write() {
     let mut image = pristine.file.clone();
     let at = COUNTERS.start + 8;
     image[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-    std::fs::write(&path, &image).unwrap();
+    common::write_as_from_another_boot(&path, &image);
     let mut region =
         OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY).unwrap();
     let written = catching(|| region.write(b"after a damaged counter", EngineId::Wal));
@@ -1122,7 +1122,7 @@ fn soak_for(secs: u64) {
         for failure in &found {
             if seen_kinds.insert(kind(failure)) {
                 let keep = std::env::temp_dir().join(format!("overflow-soak-{case_seed}"));
-                std::fs::write(&keep, &image).unwrap();
+                common::write_as_from_another_boot(&keep, &image);
                 println!(
                     "new failure kind, image kept at {}: {failure}",
                     keep.display()

@@ -260,6 +260,10 @@ fn check_after_kill(
         "{context}: a kill damaged extents: {:?}",
         report.dropped
     );
+    // Same boot: recovery read headers only, and every payload checks out.
+    assert!(report.trusted_same_boot, "{context}: {report:?}");
+    let verified = region.verify(|_, _| {});
+    assert!(verified.damaged.is_empty(), "{context}: {verified:?}");
     region
         .check_consistency()
         .unwrap_or_else(|error| panic!("{context}: inconsistent after recovery: {error}"));

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use overflow_region::{DropReason, EngineId, Error, OverflowReader, OverflowRegion, RegionFile};
 
+mod common;
+
 const MIB: usize = 1 << 20;
 
 fn open(path: &Path) -> OverflowRegion {
@@ -212,6 +214,20 @@ fn compaction_does_not_launder_damaged_bytes() {
     drop(region);
 
     assert!(!RegionFile::open(&path).unwrap().is_intact());
+    // On this boot, recovery trusts the payloads and `verify` finds the damage.
+    let region = open(&path);
+    assert!(region.recovery().trusted_same_boot);
+    let damage: Vec<usize> = region
+        .verify(|_, _| {})
+        .damaged
+        .iter()
+        .map(|d| d.slot)
+        .collect();
+    assert_eq!(damage, [damaged]);
+    drop(region);
+    // After a reboot, recovery checks every payload and drops it.
+    let image = fs::read(&path).unwrap();
+    common::write_as_from_another_boot(&path, &image);
     let region = open(&path);
     let dropped: Vec<_> = region
         .recovery()

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use overflow_region::{EngineId, Error, OverflowRegion, RegionFile};
 
+mod common;
+
 fn open(path: &Path) -> OverflowRegion {
     OverflowRegion::open_with_config(path, 1 << 20, 64 << 20).expect("open region")
 }
@@ -225,8 +227,10 @@ fn it_finds_what_a_writers_open_finds() {
         }
         let inspected_path = dir.path().join(format!("inspected-{round}"));
         let opened_path = dir.path().join(format!("opened-{round}"));
-        fs::write(&inspected_path, &damaged).unwrap();
-        fs::write(&opened_path, &damaged).unwrap();
+        // As found after a reboot: the writer's open then checks every
+        // payload, as the tool always does.
+        common::write_as_from_another_boot(&inspected_path, &damaged);
+        common::write_as_from_another_boot(&opened_path, &damaged);
 
         let file = RegionFile::open(&inspected_path).unwrap();
         let region = open(&opened_path);

@@ -278,7 +278,7 @@ fn check_image(
     then_use: bool,
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    std::fs::write(path, image).unwrap();
+    common::write_as_from_another_boot(path, image);
     let opened = std::panic::catch_unwind(|| {
         OverflowRegion::open_with_config(path, INITIAL_CAPACITY, MAX_CAPACITY)
     });
@@ -638,7 +638,7 @@ fn a_torn_carve_from_zeroed_free_space_does_not_end_the_region() {
     let mut image = durable.clone();
     image[4096..8192].copy_from_slice(&cached[4096..8192]);
     let image_path = dir.path().join("image");
-    std::fs::write(&image_path, &image).unwrap();
+    common::write_as_from_another_boot(&image_path, &image);
     let region =
         OverflowRegion::open_with_config(&image_path, INITIAL_CAPACITY, MAX_CAPACITY).unwrap();
     region.check_consistency().unwrap();
@@ -676,7 +676,7 @@ fn a_slot_whose_index_counter_was_not_written_back_can_be_freed() {
     let mut image = cached.clone();
     image[..PAGE].copy_from_slice(&durable[..PAGE]);
     let image_path = dir.path().join("image");
-    std::fs::write(&image_path, &image).unwrap();
+    common::write_as_from_another_boot(&image_path, &image);
     let mut region =
         OverflowRegion::open_with_config(&image_path, INITIAL_CAPACITY, MAX_CAPACITY).unwrap();
     assert_eq!(region.read(late).unwrap(), b"third, a new index");
@@ -741,7 +741,7 @@ fn a_compaction_move_after_a_sync_cannot_lose_the_slot() {
             .copy_from_slice(&cached[page * PAGE..(page + 1) * PAGE]);
     }
     let image_path = dir.path().join("image");
-    std::fs::write(&image_path, &image).unwrap();
+    common::write_as_from_another_boot(&image_path, &image);
     let region =
         OverflowRegion::open_with_config(&image_path, INITIAL_CAPACITY, MAX_CAPACITY).unwrap();
     region.check_consistency().unwrap();

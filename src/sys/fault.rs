@@ -2,7 +2,7 @@
 //!
 //! Each fallible call the region makes on its file goes through [`check`]
 //! first. In a test build, a test arms a failure for one kind of call on
-//! its own thread ([`fail_after`]): the call made after that many more of
+//! its own thread (`fail_after`): the call made after that many more of
 //! its kind fails with the error given, without reaching the kernel. In
 //! other builds [`check`] is an empty inline function.
 

@@ -146,6 +146,25 @@ pub(crate) fn on_tmpfs(file: &File) -> io::Result<bool> {
     Ok(rustix::fs::fstatfs(file)?.f_type as i64 == TMPFS_MAGIC)
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`, a UUID), or `None`
+/// when it cannot be read: then no file is ever taken to come from this
+/// boot.
+pub(crate) fn boot_id() -> Option<[u8; 16]> {
+    static BOOT_ID: std::sync::OnceLock<Option<[u8; 16]>> = std::sync::OnceLock::new();
+    *BOOT_ID.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (byte, pair) in id.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        (id != [0; 16]).then_some(id)
+    })
+}
+
 /// Which inode a file is: its device and inode numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Inode {
