@@ -46,7 +46,11 @@ fn main() -> overflow_region::Result<()> {
         let report = region.recovery();
         println!(
             "run {run}: {} open of {count} x {size} B: {:.1} ms (walk {:.1} ms, payloads verified: {}, trusted as this boot's: {})",
-            if cold { "cold" } else { "warm (could not drop the page cache)" },
+            if cold {
+                "cold"
+            } else {
+                "warm (could not drop the page cache)"
+            },
             took.as_secs_f64() * 1e3,
             report.duration.as_secs_f64() * 1e3,
             report.payloads_verified,
