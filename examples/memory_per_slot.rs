@@ -7,39 +7,12 @@
 //! cargo run --release --example memory_per_slot -- [SLOTS [DIR]]
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use overflow_region::{EngineId, OverflowRegion};
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract for `dealloc` is passed on as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "../tests/common/counting.rs"]
+mod counting;
 
 fn main() -> overflow_region::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -61,13 +34,11 @@ fn main() -> overflow_region::Result<()> {
             region.free(slot)?;
         }
     }
-    let before = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
     let started = Instant::now();
-    let region = OverflowRegion::open_with_config(&path, 64 << 20, max)?;
+    let (region, peak, kept) =
+        counting::measure(|| OverflowRegion::open_with_config(&path, 64 << 20, max));
     let took = started.elapsed();
-    let peak = PEAK.load(Ordering::Relaxed) - before;
-    let kept = CURRENT.load(Ordering::Relaxed) - before;
+    let region = region?;
     let count = region.slot_count().max(1);
     println!(
         "reopen of {} slot indices ({} live) in {:.0} ms: peak heap {:.1} B per slot, kept {:.1} B per slot",

@@ -27,40 +27,14 @@
 
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libfuzzer_sys::fuzz_target;
 use overflow_region::{EngineId, Error, OverflowRegion, RegionFile};
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract for `dealloc` is passed on as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "../../tests/common/counting.rs"]
+mod counting;
 
 /// Heap an open may use whatever the file: fixed tables and the first
 /// 65 536 slot indices.
@@ -70,10 +44,7 @@ const MEMORY_PER_FILE_BYTE: usize = 16;
 
 /// Runs `f` and panics if the heap grew by more than `bound` meanwhile.
 fn bounded<T>(what: &str, bound: usize, f: impl FnOnce() -> T) -> T {
-    let start = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(start, Ordering::Relaxed);
-    let value = f();
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(start);
+    let (value, peak, _) = counting::measure(f);
     assert!(peak <= bound, "{what} allocated {peak} bytes, more than {bound}");
     value
 }
