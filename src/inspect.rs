@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
-use crate::layout::{self, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN};
+use crate::layout::{self, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader};
 use crate::recovery::{self, DropReason, RecoveryReport};
 use crate::space::Space;
 use crate::stats::{Accounting, RegionStats};
@@ -107,8 +107,8 @@ pub struct RegionFile {
     file: File,
     /// Live slots, sorted by index.
     slots: Vec<SlotInfo>,
-    /// The payload checksum of each of `slots`.
-    payload_crcs: Vec<u32>,
+    /// The payload checksum of each of `slots` (`None`: not computed yet).
+    payload_crcs: Vec<Option<u32>>,
     slot_count: u64,
     extents: Vec<ExtentInfo>,
     holes: Vec<(u64, u64)>,
@@ -166,12 +166,20 @@ impl RegionFile {
         // The writer's walk, through a window: what its open would find.
         let mut window = Window::new(&file, file_size);
         let space = Space::new(DATA_START, file_size, EXTENT_ALIGN);
-        let walked = recovery::recover(&mut window, counters, space, true)
+        // Every checksummed payload is checked; those not checksummed yet
+        // are kept as the writer would keep them: only on the boot that
+        // wrote them.
+        let same_boot = crate::sys::file::boot_id().is_some_and(|boot| boot == counters.boot_id);
+        let checks = recovery::Checks {
+            verify_payloads: true,
+            keep_unsummed: same_boot,
+        };
+        let walked = recovery::recover(&mut window, counters, space, checks)
             .map_err(Error::io(path, "read"))?;
         drop(window);
 
         let mut accounting = Accounting::default();
-        let mut slots: Vec<(SlotInfo, u32)> = walked
+        let mut slots: Vec<(SlotInfo, Option<u32>)> = walked
             .slots
             .iter()
             .map(|found| {
@@ -190,7 +198,7 @@ impl RegionFile {
             })
             .collect();
         slots.sort_by_key(|(slot, _)| slot.slot);
-        let (slots, payload_crcs): (Vec<SlotInfo>, Vec<u32>) = slots.into_iter().unzip();
+        let (slots, payload_crcs): (Vec<SlotInfo>, Vec<Option<u32>>) = slots.into_iter().unzip();
 
         // Dropped extents were made free in the rebuilt space (merged with
         // their free neighbours): show them as what they are, and the free
@@ -351,11 +359,28 @@ impl RegionFile {
         self.file
             .read_exact_at(&mut bytes, slot.offset + layout::header_len(slot.tag))
             .map_err(Error::io(&self.path, "read"))?;
-        if crc32c::crc32c(&bytes) != self.payload_crcs[found] {
+        let changed = match self.payload_crcs[found] {
+            Some(crc) => crc32c::crc32c(&bytes) != crc,
+            // No checksum yet: the bytes are the slot's if its header still
+            // names it, with the generation walked, after they were read (a
+            // writer never changes a live payload, and every write takes a
+            // new generation).
+            None => {
+                let mut header = [0u8; (EXTENT_HEADER_LEN + layout::USER_TAG_LEN) as usize];
+                let header = &mut header[..layout::header_len(slot.tag) as usize];
+                self.file
+                    .read_exact_at(header, slot.offset)
+                    .map_err(Error::io(&self.path, "read"))?;
+                !LiveHeader::decode(header).is_ok_and(|header| {
+                    header.slot as usize == slot_index && header.generation == slot.generation
+                })
+            }
+        };
+        if changed {
             return Err(Error::SlotChanged {
                 slot: slot_index,
                 generation: u64::from(slot.generation),
-                reason: "its bytes no longer match their checksum: the file changed since it was opened",
+                reason: "its bytes no longer match their checksum or header: the file changed since it was opened",
             });
         }
         Ok(bytes)
@@ -456,6 +481,10 @@ fn describe(reason: &DropReason) -> String {
         DropReason::DamagedHeader { detail } => format!("damaged header: {detail}"),
         DropReason::PayloadChecksum { stored, computed } => {
             format!("payload checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+        }
+        DropReason::NotChecksummed => {
+            "written after the last sync on another boot: no payload checksum to check it by"
+                .to_owned()
         }
         DropReason::Duplicate { kept_offset } => {
             format!("older copy of a slot also at offset {kept_offset}")

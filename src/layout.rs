@@ -9,14 +9,20 @@ use crate::sys::checksum;
 
 /// Bytes 0..8 of every region file.
 pub(crate) const FILE_MAGIC: [u8; 8] = *b"OVFLREGN";
-/// The format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this build reads and writes. Version 2 added extents
+/// whose payload checksum is not computed yet (written after the last
+/// `sync`); version 1 files are refused, untouched.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Length of the file header; the first extent starts here.
 pub(crate) const DATA_START: u64 = 4096;
 /// Every extent starts at, and is a multiple of, this many bytes.
 pub(crate) const EXTENT_ALIGN: u64 = 16;
 /// Length of the header at the start of every extent.
 pub(crate) const EXTENT_HEADER_LEN: u64 = 32;
+/// Offset in an extent header of the word holding the payload checksum and
+/// the header checksum, which `sync` stores once the payload's checksum is
+/// computed ([`LiveHeader::checksum_word`]).
+pub(crate) const CHECKSUM_WORD_OFFSET: u64 = 24;
 /// Length of the file header's immutable, checksummed part.
 const FILE_HEADER_FIXED_LEN: usize = 24;
 /// Offset of the file header's "slot indices handed out" counter (one `u64`).
@@ -180,8 +186,10 @@ pub(crate) struct LiveHeader {
     pub payload_len: u64,
     /// Engine that wrote it.
     pub engine: EngineId,
-    /// CRC32C of the payload.
-    pub payload_crc: u32,
+    /// CRC32C of the payload, or `None` while it is not computed yet: the
+    /// extent was written after the last `sync`, which computes it. Such a
+    /// header stores 0 for it and the complement of its header checksum.
+    pub payload_crc: Option<u32>,
     /// The caller's tag (0: none, and no bytes for it in the extent).
     pub user_tag: u64,
 }
@@ -242,12 +250,15 @@ impl LiveHeader {
         header[12..16].copy_from_slice(&self.generation.to_le_bytes());
         header[16..22].copy_from_slice(&self.payload_len.to_le_bytes()[..6]);
         header[22] = self.engine.as_u8();
-        header[24..28].copy_from_slice(&self.payload_crc.to_le_bytes());
+        header[24..28].copy_from_slice(&self.payload_crc.unwrap_or(0).to_le_bytes());
         if self.user_tag != 0 {
             header[23] = FLAG_USER_TAG;
             header[32..40].copy_from_slice(&self.user_tag.to_le_bytes());
         }
-        let crc = header_checksum(&header);
+        let crc = match self.payload_crc {
+            Some(_) => header_checksum(&header),
+            None => !header_checksum(&header),
+        };
         header[28..32].copy_from_slice(&crc.to_le_bytes());
         (tag, header[8..40].try_into().expect("32 bytes"))
     }
@@ -279,9 +290,14 @@ impl LiveHeader {
         }
         let stored = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
         let computed = header_checksum(&header);
-        if stored != computed {
+        let payload_crc = u32::from_le_bytes(header[24..28].try_into().expect("4 bytes"));
+        let payload_crc = if stored == computed {
+            Some(payload_crc)
+        } else if stored == !computed && payload_crc == 0 {
+            None
+        } else {
             return Err(HeaderDamage::Checksum { stored, computed });
-        }
+        };
         let user_tag = u64::from_le_bytes(header[32..40].try_into().expect("8 bytes"));
         if flags & FLAG_USER_TAG != 0 && user_tag == 0 {
             // Tag 0 is written as no tag: this header was not written so.
@@ -305,9 +321,23 @@ impl LiveHeader {
             generation: u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")),
             payload_len,
             engine,
-            payload_crc: u32::from_le_bytes(header[24..28].try_into().expect("4 bytes")),
+            payload_crc,
             user_tag,
         })
+    }
+
+    /// The header's word at byte 24 (the payload checksum and the header
+    /// checksum) once the payload checksum is `payload_crc`: one aligned
+    /// store of it turns a header written without a payload checksum into
+    /// one with it, so a reader or a crash sees one or the other.
+    pub(crate) fn checksum_word(&self, payload_crc: u32) -> u64 {
+        let summed = LiveHeader {
+            payload_crc: Some(payload_crc),
+            ..*self
+        };
+        let (_, encoded) = summed.encode(&mut LiveTagMemo::default());
+        // `encoded` starts at byte 8 of the header.
+        u64::from_le_bytes(encoded[16..24].try_into().expect("8 bytes"))
     }
 }
 
@@ -487,7 +517,7 @@ mod tests {
             generation: 7,
             payload_len: 60,
             engine: EngineId::Crdt,
-            payload_crc: 0xDEAD_BEEF,
+            payload_crc: Some(0xDEAD_BEEF),
             user_tag: 0,
         }
     }
@@ -548,6 +578,47 @@ mod tests {
     fn live_header_round_trips() {
         let header = sample();
         assert_eq!(LiveHeader::decode(&whole(&header)), Ok(header));
+        let unsummed = LiveHeader {
+            payload_crc: None,
+            ..sample()
+        };
+        assert_eq!(LiveHeader::decode(&whole(&unsummed)), Ok(unsummed));
+    }
+
+    #[test]
+    fn the_checksum_word_turns_an_unsummed_header_into_a_summed_one() {
+        for (user_tag, extent_len) in [(0, 96), (0x0123_4567_89AB_CDEF, 112)] {
+            let unsummed = LiveHeader {
+                payload_crc: None,
+                user_tag,
+                extent_len,
+                ..sample()
+            };
+            let mut bytes = whole(&unsummed);
+            let word = unsummed.checksum_word(0xDEAD_BEEF);
+            bytes[24..32].copy_from_slice(&word.to_le_bytes());
+            let summed = LiveHeader {
+                user_tag,
+                extent_len,
+                ..sample()
+            };
+            assert_eq!(bytes, whole(&summed));
+            assert_eq!(LiveHeader::decode(&bytes), Ok(summed));
+        }
+    }
+
+    #[test]
+    fn an_unsummed_header_with_a_nonzero_payload_checksum_is_damaged() {
+        let unsummed = LiveHeader {
+            payload_crc: None,
+            ..sample()
+        };
+        let mut bytes = whole(&unsummed);
+        bytes[24] = 1;
+        assert!(matches!(
+            LiveHeader::decode(&bytes),
+            Err(HeaderDamage::Checksum { .. })
+        ));
     }
 
     #[test]
@@ -556,7 +627,15 @@ mod tests {
             user_tag: 0x0123_4567_89AB_CDEF,
             ..sample()
         };
-        for header in [sample(), tagged] {
+        let unsummed = LiveHeader {
+            payload_crc: None,
+            ..sample()
+        };
+        let unsummed_tagged = LiveHeader {
+            payload_crc: None,
+            ..tagged
+        };
+        for header in [sample(), tagged, unsummed, unsummed_tagged] {
             let bytes = whole(&header);
             assert_eq!(bytes.len() as u64, header.header_len());
             for bit in 0..bytes.len() * 8 {
@@ -676,9 +755,14 @@ mod tests {
     fn other_versions_are_reported_as_such() {
         let mut file = vec![0u8; FILE_HEADER_PROBE_LEN];
         file[..28].copy_from_slice(&encode_file_header());
-        file[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = checksum::crc32c(&file[..24]);
-        file[24..28].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_file_header(&file), Err(FileHeaderError::Version(2)));
+        for version in [1u32, 3] {
+            file[8..12].copy_from_slice(&version.to_le_bytes());
+            let crc = checksum::crc32c(&file[..24]);
+            file[24..28].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                decode_file_header(&file),
+                Err(FileHeaderError::Version(version))
+            );
+        }
     }
 }

@@ -43,6 +43,11 @@ pub struct RecoveryReport {
     pub trusted_same_boot: bool,
     /// Payloads whose checksum the walk checked (0 when it trusted them).
     pub payloads_verified: usize,
+    /// Live slots written after the last `sync`, whose payload checksum was
+    /// not computed yet, kept because the file was last written on this
+    /// boot (the next `sync` computes their checksums). After a reboot such
+    /// slots are dropped instead ([`DropReason::NotChecksummed`]).
+    pub payloads_unsummed: usize,
 }
 
 /// An extent recovery dropped, and why.
@@ -76,6 +81,11 @@ pub enum DropReason {
         /// Checksum of the bytes found.
         computed: u32,
     },
+    /// The file was last written on another boot, and the extent was
+    /// written after the last `sync` without a payload checksum (the next
+    /// `sync`, or closing the region, computes it): its bytes cannot be
+    /// checked and were never promised to survive a machine crash.
+    NotChecksummed,
     /// Another extent holds the same slot index with a newer generation.
     Duplicate {
         /// Offset of the extent that was kept.
@@ -133,6 +143,18 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
+/// What recovery checks of each live extent's payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checks {
+    /// Read every payload that has a checksum, and drop it if it does not
+    /// match.
+    pub verify_payloads: bool,
+    /// Keep the extents that have no payload checksum yet (written after
+    /// the last sync), which is sound only when the file was last written
+    /// on this boot; otherwise they are dropped.
+    pub keep_unsummed: bool,
+}
+
 /// A run of adjacent extents that end up free; written back as one.
 struct FreeRun {
     start: u64,
@@ -148,15 +170,15 @@ struct FreeRun {
 /// memory follows the extents it finds. The only errors are the source's
 /// (a tool's read of the file failing).
 ///
-/// `verify_payloads`: check every live payload against its checksum (a file
-/// from another boot, or a tool); otherwise only headers are read and a
-/// payload is taken as its header describes it (a file last written on
-/// this boot: the page cache holds every store).
+/// `checks` says what is done with payloads: a file from another boot has
+/// every checksummed payload checked and the rest dropped; a file last
+/// written on this boot (the page cache holds every store) has only its
+/// headers read, and each payload is taken as its header describes it.
 pub(crate) fn recover<S: Source>(
     file: &mut S,
     counters: Counters,
     mut space: Space,
-    verify_payloads: bool,
+    checks: Checks,
 ) -> io::Result<Recovered> {
     let started = std::time::Instant::now();
     let eof = file.len();
@@ -260,18 +282,27 @@ pub(crate) fn recover<S: Source>(
                 if let Ok(header) = LiveHeader::decode(header_at(file, pos)?) {
                     walked += 1;
                     let extent = Extent { offset: pos, len };
-                    let computed = if verify_payloads {
-                        report.payloads_verified += 1;
-                        file.crc(pos + header.header_len(), header.payload_len)?
-                    } else {
-                        header.payload_crc
-                    };
                     let slot = header.slot as usize;
-                    let drop = if computed != header.payload_crc {
-                        Some(DropReason::PayloadChecksum {
-                            stored: header.payload_crc,
-                            computed,
-                        })
+                    let damage = match header.payload_crc {
+                        // Written after the last sync: on this boot the
+                        // page cache holds it whole; after a reboot it
+                        // was never promised, and nothing can check it.
+                        None if !checks.keep_unsummed => Some(DropReason::NotChecksummed),
+                        None => {
+                            report.payloads_unsummed += 1;
+                            None
+                        }
+                        Some(stored) if checks.verify_payloads => {
+                            report.payloads_verified += 1;
+                            let computed =
+                                file.crc(pos + header.header_len(), header.payload_len)?;
+                            (computed != stored)
+                                .then_some(DropReason::PayloadChecksum { stored, computed })
+                        }
+                        Some(_) => None,
+                    };
+                    let drop = if damage.is_some() {
+                        damage
                     } else if slot >= slot_limit {
                         Some(DropReason::SlotOutOfRange { limit: slot_limit })
                     } else {
@@ -303,9 +334,23 @@ pub(crate) fn recover<S: Source>(
                                 };
                                 *kept = winner;
                                 to_free.push(loser.extent);
-                                let same_bytes = loser.header.payload_len
-                                    == winner.header.payload_len
-                                    && loser.header.payload_crc == winner.header.payload_crc;
+                                let (a, b) = (loser.header, winner.header);
+                                let same_bytes = a.payload_len == b.payload_len
+                                    && match (a.payload_crc, b.payload_crc) {
+                                        (Some(a), Some(b)) => a == b,
+                                        // A copy made before a sync, of a
+                                        // slot written after the last one:
+                                        // the sync summed only the copy.
+                                        _ => {
+                                            let crc = |found: &RecoveredSlot, file: &mut S| {
+                                                file.crc(
+                                                    found.extent.offset + found.header.header_len(),
+                                                    found.header.payload_len,
+                                                )
+                                            };
+                                            crc(&loser, file)? == crc(&winner, file)?
+                                        }
+                                    };
                                 if same_bytes {
                                     // A compaction move cut short between
                                     // the copy's commit and the free of the

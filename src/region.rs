@@ -219,6 +219,14 @@ pub struct OverflowRegion {
     /// `SpillDir`. Invariant: while set, `mapping.len()` bytes of it are
     /// this region's.
     budget: Option<Arc<DiskBudget>>,
+    /// Slot indices whose payload checksum is not computed yet: written
+    /// since the last `sync`, which computes them (as does dropping the
+    /// region). Invariant: every live slot whose header has no payload
+    /// checksum is listed. Entries may be stale (freed, reused and listed
+    /// twice, or summed already); `sum_unsummed` checks each, and
+    /// `note_unsummed` prunes the list so it stays within about twice the
+    /// live slots.
+    unsummed: std::cell::Cell<Vec<u32>>,
 }
 
 impl std::fmt::Debug for OverflowRegion {
@@ -240,6 +248,9 @@ impl std::fmt::Debug for OverflowRegion {
 /// are left there (see region/giveback.rs).
 impl Drop for OverflowRegion {
     fn drop(&mut self) {
+        // A clean shutdown writes the page cache back: with their checksums
+        // the slots written since the last sync survive it too.
+        self.sum_unsummed();
         self.punch_pending();
         self.give_back_long_folio_tail();
         if let Some(budget) = &self.budget {
@@ -578,6 +589,7 @@ impl OverflowRegion {
             write_back_error: std::cell::Cell::new(None),
             unknown_long_folios: false,
             budget: None,
+            unsummed: std::cell::Cell::default(),
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
         region.record_max_capacity();
@@ -651,8 +663,14 @@ impl OverflowRegion {
             .expect("the whole file is in bounds");
         // Written on this boot: every store of the last writer is in the
         // page cache, so a live tag means its payload is there in full.
+        // Written on another boot: payloads are checked, and those written
+        // after the last sync (no checksum) were never promised: dropped.
         let same_boot = file::boot_id().is_some_and(|boot| boot == counters.boot_id);
-        let recovered = recovery::recover(&mut recovery::Bytes(file), counters, space, !same_boot)
+        let checks = recovery::Checks {
+            verify_payloads: !same_boot,
+            keep_unsummed: same_boot,
+        };
+        let recovered = recovery::recover(&mut recovery::Bytes(file), counters, space, checks)
             .expect("a walk over memory cannot fail");
         for &(offset, tag) in &recovered.repairs {
             mapping.store_word(offset, tag.encode());
@@ -670,6 +688,12 @@ impl OverflowRegion {
         for found in &recovered.slots {
             accounting.add(&found.live_slot());
         }
+        let unsummed = recovered
+            .slots
+            .iter()
+            .filter(|found| found.header.payload_crc.is_none())
+            .map(|found| found.header.slot)
+            .collect();
         let mut region = OverflowRegion {
             path: path.to_owned(),
             inode,
@@ -692,6 +716,7 @@ impl OverflowRegion {
             write_back_error: std::cell::Cell::new(None),
             unknown_long_folios,
             budget: None,
+            unsummed: std::cell::Cell::new(unsummed),
         };
         for (start, end) in holes {
             region.holes.insert(start, end);
@@ -868,10 +893,8 @@ impl OverflowRegion {
             generation: self.next_generation as u32,
             payload_len,
             engine,
-            payload_crc: match parts {
-                [one] => checksum::crc32c(one),
-                _ => checksum::crc32c_parts(parts),
-            },
+            // Computed by the next `sync`, if the slot lives that long.
+            payload_crc: None,
             user_tag,
         };
         let live = self.commit(&allocation, header, payload);
@@ -881,6 +904,7 @@ impl OverflowRegion {
         let index = self.slots.occupy(live);
         debug_assert_eq!(index, slot);
         self.accounting.add(&live);
+        self.note_unsummed(slot as u32);
         Ok(slot)
     }
 
@@ -1171,8 +1195,11 @@ impl OverflowRegion {
 
     /// Reads every live slot's payload and checks it against the checksum
     /// in its header: the full check that recovery leaves out for a file
-    /// last written on this boot (see [`RecoveryReport`]). `progress` is
-    /// called after each slot with the payload bytes checked so far and in
+    /// last written on this boot (see [`RecoveryReport`]). Slots written
+    /// since the last [`sync`](Self::sync) have no checksum yet (`sync`
+    /// computes them): they are counted in
+    /// [`VerifyReport::slots_unsummed`], not checked. `progress` is called
+    /// after each slot with the live payload bytes covered so far and in
     /// all. Nothing is changed: a damaged slot is reported, and stays
     /// readable until the caller frees it (a reopen after a reboot drops
     /// it).
@@ -1184,10 +1211,13 @@ impl OverflowRegion {
     /// let dir = tempfile::tempdir().unwrap();
     /// let mut region = OverflowRegion::open_with_config(&dir.path().join("r"), 1 << 20, 16 << 20)?;
     /// region.write(&[7u8; 5000], EngineId::Query)?;
+    /// assert_eq!(region.verify(|_, _| {}).slots_unsummed, 1);
+    /// region.sync()?;
     /// let mut calls = 0;
     /// let report = region.verify(|_done, _total| calls += 1);
     /// assert!(report.damaged.is_empty());
     /// assert_eq!((report.slots_checked, report.bytes_checked, calls), (1, 5000, 1));
+    /// assert_eq!(report.slots_unsummed, 0);
     /// # Ok(())
     /// # }
     /// ```
@@ -1198,7 +1228,9 @@ impl OverflowRegion {
     pub fn verify(&self, mut progress: impl FnMut(u64, u64)) -> VerifyReport {
         let total = self.accounting.live_bytes();
         let mut report = VerifyReport::default();
+        let mut covered = 0;
         for (index, slot) in self.slots.iter_live() {
+            covered += slot.payload_len;
             let header = self
                 .mapping
                 .bytes(slot.offset, slot.header_len())
@@ -1207,12 +1239,21 @@ impl OverflowRegion {
                 .mapping
                 .bytes(slot.payload_offset(), slot.payload_len)
                 .expect("live extents lie inside the file");
+            let header = LiveHeader::decode(header);
+            if let Ok(LiveHeader {
+                payload_crc: None, ..
+            }) = header
+            {
+                report.slots_unsummed += 1;
+                progress(covered, total);
+                continue;
+            }
             let computed = checksum::crc32c(payload);
-            match LiveHeader::decode(header) {
-                Ok(header) if header.payload_crc == computed => {}
+            match header {
+                Ok(header) if header.payload_crc == Some(computed) => {}
                 Ok(header) => report.damaged.push(DamagedSlot {
                     slot: index,
-                    stored: Some(header.payload_crc),
+                    stored: header.payload_crc,
                     computed,
                 }),
                 Err(_) => report.damaged.push(DamagedSlot {
@@ -1223,7 +1264,7 @@ impl OverflowRegion {
             }
             report.slots_checked += 1;
             report.bytes_checked += slot.payload_len;
-            progress(report.bytes_checked, total);
+            progress(covered, total);
         }
         report
     }
@@ -1450,9 +1491,60 @@ impl OverflowRegion {
         })
     }
 
+    /// Lists a slot just written without its payload checksum, first
+    /// pruning the list if it has grown past twice the live slots (plus a
+    /// constant), so a region that is never synced keeps it bounded: O(1)
+    /// amortised.
+    fn note_unsummed(&mut self, slot: u32) {
+        let live = self.slots.live();
+        let unsummed = self.unsummed.get_mut();
+        if unsummed.len() >= 2 * live + 1024 {
+            let mut kept = std::mem::take(unsummed);
+            kept.retain(|&slot| self.unsummed_slot(slot).is_some());
+            kept.sort_unstable();
+            kept.dedup();
+            *self.unsummed.get_mut() = kept;
+        }
+        self.unsummed.get_mut().push(slot);
+    }
+
+    /// The live slot `slot` and its header, if its payload checksum is not
+    /// computed yet.
+    fn unsummed_slot(&self, slot: u32) -> Option<(LiveSlot, LiveHeader)> {
+        let live = *self.slots.get(slot as usize).ok()?;
+        let header = self.mapping.bytes(live.offset, live.header_len())?;
+        // A header damaged in memory (another process wrote the file) is
+        // left as it is, for recovery to drop.
+        let header = LiveHeader::decode(header).ok()?;
+        header.payload_crc.is_none().then_some((live, header))
+    }
+
+    /// Computes and stores the payload checksum of every listed slot that
+    /// lacks one: `sync` does this before it flushes, so what a sync makes
+    /// durable can be checked after a machine crash. O(listed slots +
+    /// their payload bytes); a slot freed since its write costs nothing.
+    fn sum_unsummed(&self) {
+        let mut unsummed = self.unsummed.take();
+        for &slot in &unsummed {
+            if let Some((live, header)) = self.unsummed_slot(slot) {
+                let payload = self
+                    .mapping
+                    .bytes(live.payload_offset(), live.payload_len)
+                    .expect("live extents lie inside the file");
+                let word = header.checksum_word(checksum::crc32c(payload));
+                self.mapping
+                    .store_checksum_word(live.offset + layout::CHECKSUM_WORD_OFFSET, word);
+            }
+        }
+        unsummed.clear();
+        self.unsummed.set(unsummed);
+    }
+
     /// The durable part of [`sync`](Self::sync), without the check of the
-    /// path.
+    /// path: payload checksums first, so everything it makes durable can be
+    /// checked after a machine crash.
     fn flush(&self) -> Result<()> {
+        self.sum_unsummed();
         self.mapping
             .sync()
             .map_err(|source| self.io_error("msync/fsync", source))?;
@@ -1545,7 +1637,10 @@ impl OverflowRegion {
             &mut recovery::Bytes(file),
             counters,
             Space::new(DATA_START, self.space.limit(), MIN_SPLIT),
-            true,
+            recovery::Checks {
+                verify_payloads: true,
+                keep_unsummed: true,
+            },
         )
         .expect("a walk over memory cannot fail");
         if !walked.report.dropped.is_empty() || !walked.repairs.is_empty() {
@@ -1715,6 +1810,10 @@ fn part_ranges<'a>(
 pub struct VerifyReport {
     /// Live slots whose payload was read.
     pub slots_checked: u64,
+    /// Live slots written since the last [`sync`](OverflowRegion::sync),
+    /// whose checksum is not computed yet: not checked (the next `sync`
+    /// computes their checksums).
+    pub slots_unsummed: u64,
     /// Payload bytes read and checked.
     pub bytes_checked: u64,
     /// Slots whose bytes do not match their checksum (or whose header no

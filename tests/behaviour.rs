@@ -1126,18 +1126,20 @@ fn a_region_of_another_version_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut bytes = region_file(&path);
-    for version in [0u32, 2, 0xFFFF_FFFF] {
+    // Version 1 is this crate's earlier format (no extents without a
+    // payload checksum); 3 is a later one.
+    for version in [0u32, 1, 3, 0xFFFF_FFFF] {
         bytes[8..12].copy_from_slice(&version.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..24]);
         bytes[24..28].copy_from_slice(&crc.to_le_bytes());
         assert_refused_untouched(
             &path,
             &bytes,
-            |error| matches!(error, Error::UnsupportedVersion { found, supported: 1, .. } if *found == version),
+            |error| matches!(error, Error::UnsupportedVersion { found, supported: 2, .. } if *found == version),
         );
     }
     // The same patch without the new checksum is a damaged header: foreign.
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
     assert_refused_untouched(&path, &bytes, |error| {
         matches!(error, Error::NotARegion { .. })
     });

@@ -635,10 +635,10 @@ fn foreign_files_are_refused_and_left_untouched() {
     let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
     let mut bad_crc = pristine.file.clone();
     bad_crc[24] ^= 1;
-    let mut version_2 = pristine.file.clone();
-    version_2[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let crc = crc32c::crc32c(&version_2[..24]);
-    version_2[24..28].copy_from_slice(&crc.to_le_bytes());
+    let mut version_3 = pristine.file.clone();
+    version_3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32c::crc32c(&version_3[..24]);
+    version_3[24..28].copy_from_slice(&crc.to_le_bytes());
     let mut other_geometry = pristine.file.clone();
     other_geometry[16..20].copy_from_slice(&8u32.to_le_bytes());
     let crc = crc32c::crc32c(&other_geometry[..24]);
@@ -654,7 +654,7 @@ fn foreign_files_are_refused_and_left_untouched() {
         ("ones", vec![0xFF; 5000]),
         ("the magic then garbage", magic_only),
         ("a damaged header checksum", bad_crc),
-        ("format version 2", version_2),
+        ("format version 3", version_3),
         ("another geometry", other_geometry),
     ];
     let mut failures = Failures::default();

@@ -844,19 +844,19 @@ fn reader_refuses_files_that_are_not_regions_and_never_modifies_them() {
 #[test]
 fn reader_refuses_another_format_version_and_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v2");
+    let path = dir.path().join("v3");
     let mut region = OverflowRegion::open_with_config(&path, 8 << 10, 1 << 20).unwrap();
     region.write(b"abc", EngineId::Wal).unwrap();
     drop(region);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32c::crc32c(&bytes[..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     match OverflowReader::open(&path) {
         Err(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         }) => {}
         other => panic!("expected UnsupportedVersion, got {other:?}"),

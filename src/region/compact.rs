@@ -313,7 +313,9 @@ impl OverflowRegion {
     }
 
     /// A live slot's header (with its user tag), if it is intact and the
-    /// payload's bytes still match its checksum.
+    /// payload's bytes still match its checksum (a payload with no
+    /// checksum yet is taken as it is: a move copies it as it is, and the
+    /// next `sync` computes the checksum of the copy).
     fn stored_header(&self, slot: &LiveSlot) -> Option<LiveHeader> {
         let header = self.mapping.bytes(slot.offset, slot.header_len())?;
         let header = LiveHeader::decode(header).ok()?;
@@ -322,8 +324,10 @@ impl OverflowRegion {
             .bytes(slot.payload_offset(), slot.payload_len)?;
         (header.payload_len == slot.payload_len
             && header.header_len() == slot.header_len()
-            && checksum::crc32c(payload) == header.payload_crc)
-            .then_some(header)
+            && header
+                .payload_crc
+                .is_none_or(|stored| checksum::crc32c(payload) == stored))
+        .then_some(header)
     }
 
     /// The free extent with the lowest offset, found by walking the tags

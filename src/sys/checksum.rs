@@ -28,17 +28,6 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
     ::crc32c::crc32c(data)
 }
 
-/// The CRC32C of the concatenation of `parts` (a vectored write's payload).
-#[inline]
-pub(crate) fn crc32c_parts(parts: &[&[u8]]) -> u32 {
-    match parts {
-        [one] => crc32c(one),
-        _ => parts
-            .iter()
-            .fold(0, |crc, part| ::crc32c::crc32c_append(crc, part)),
-    }
-}
-
 /// CRC32C with the SSE 4.2 `crc32` instruction: 8 bytes a step, then 4, 2
 /// and 1 for the rest.
 #[cfg(target_arch = "x86_64")]
@@ -89,21 +78,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn parts_give_the_checksum_of_their_concatenation() {
-        let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 1) as u8).collect();
-        for cuts in [[0, 0], [1, 2], [5, 600], [512, 513], [1000, 2999]] {
-            let parts = [
-                &bytes[..cuts[0]],
-                &bytes[cuts[0]..cuts[1]],
-                &bytes[cuts[1]..],
-            ];
-            assert_eq!(crc32c_parts(&parts), crc32c(&bytes), "{cuts:?}");
-        }
-        assert_eq!(crc32c_parts(&[]), 0);
-        assert_eq!(crc32c_parts(&[b"123456789"]), 0xE306_9283);
     }
 
     #[test]

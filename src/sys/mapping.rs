@@ -379,7 +379,9 @@ impl Mapping {
         // SAFETY: in bounds and backed (checked above, struct invariants),
         // 8-byte aligned (offset is, and the base is page aligned), and valid
         // for the borrow of `self`. Within this process every access to tag
-        // words is atomic or happens under `&mut self`.
+        // words is atomic or happens under `&mut self`, and header checksum
+        // words are stored through `&self` only while no slice covers them
+        // (`store_checksum_word`).
         Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) })
     }
 
@@ -397,6 +399,27 @@ impl Mapping {
     ///
     /// If `offset` is unaligned or past the end of the file (a bug in the caller).
     pub(crate) fn store_word(&mut self, offset: u64, value: u64) {
+        let word = self.word(offset).unwrap_or_else(|| {
+            panic!(
+                "word store at {offset} outside a {}-byte file",
+                self.file_len
+            )
+        });
+        word.store(value.to_le(), Ordering::Release);
+    }
+
+    /// Stores an extent header's checksum word (payload and header
+    /// checksums) at the 8-byte aligned `offset`, like
+    /// [`store_word`](Self::store_word) but through `&self`: `sync` fills
+    /// in payload checksums while the caller may hold payload slices. No
+    /// slice ever covers a header's checksum word outside a `&mut self`
+    /// borrow or a call that has returned (the region hands out payloads
+    /// only), so the atomic store aliases nothing.
+    ///
+    /// # Panics
+    ///
+    /// If `offset` is unaligned or past the end of the file (a bug in the caller).
+    pub(crate) fn store_checksum_word(&self, offset: u64, value: u64) {
         let word = self.word(offset).unwrap_or_else(|| {
             panic!(
                 "word store at {offset} outside a {}-byte file",
