@@ -1533,3 +1533,75 @@ fn recovery_reads_payloads_only_for_a_file_from_another_boot() {
     assert!(region.recovery().trusted_same_boot);
     assert_eq!(region.live_slot_count(), 50);
 }
+
+/// Payload checksums are computed at `sync`: a slot written since the last
+/// one has none. The page-cache state of a killed writer (the file read
+/// while the region is open) keeps such slots on this boot and has the
+/// next sync sum them; after a reboot they are dropped, and the synced
+/// ones are checked and kept.
+#[test]
+fn slots_written_after_the_last_sync_are_summed_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path, SMALL, 16 * MIB);
+    for i in 0..10u64 {
+        region.write(&pattern(i, 700), EngineId::Query).unwrap();
+    }
+    region.sync().unwrap();
+    let late: Vec<usize> = (10..16u64)
+        .map(|i| region.write(&pattern(i, 700), EngineId::Wal).unwrap())
+        .collect();
+    // One freed before any sync: it never costs a checksum.
+    region.free(late[0]).unwrap();
+    let report = region.verify(|_, _| {});
+    assert_eq!((report.slots_checked, report.slots_unsummed), (10, 5));
+    // What a `kill -9` now would leave in the page cache.
+    let killed = fs::read(&path).unwrap();
+    drop(region);
+
+    // Same boot: every slot is kept, and the next sync sums the late ones.
+    let copy = dir.path().join("killed");
+    fs::write(&copy, &killed).unwrap();
+    let region = open(&copy, SMALL, 16 * MIB);
+    assert!(region.recovery().trusted_same_boot);
+    assert_eq!(region.recovery().payloads_unsummed, 5);
+    assert_eq!(region.live_slot_count(), 15);
+    assert_eq!(region.verify(|_, _| {}).slots_unsummed, 5);
+    region.sync().unwrap();
+    let report = region.verify(|_, _| {});
+    assert_eq!((report.slots_checked, report.slots_unsummed), (15, 0));
+    assert!(report.damaged.is_empty());
+    drop(region);
+
+    // Another boot, from the killed writer's file: the late slots were
+    // never promised and cannot be checked.
+    common::write_as_from_another_boot(&copy, &killed);
+    let region = open(&copy, SMALL, 16 * MIB);
+    let dropped: Vec<_> = region
+        .recovery()
+        .dropped
+        .iter()
+        .map(|d| (d.slot, &d.reason))
+        .collect();
+    let expected: Vec<_> = late[1..]
+        .iter()
+        .map(|&slot| (Some(slot), &overflow_region::DropReason::NotChecksummed))
+        .collect();
+    assert_eq!(dropped, expected);
+    assert_eq!(region.live_slot_count(), 10);
+    for i in 0..10u64 {
+        assert_eq!(region.read(i as usize).unwrap(), pattern(i, 700).as_slice());
+    }
+    drop(region);
+
+    // Another boot, from the file the dropped region left: dropping summed
+    // the late slots, so they are checked and kept.
+    let closed = fs::read(&path).unwrap();
+    common::write_as_from_another_boot(&path, &closed);
+    let region = open(&path, SMALL, 16 * MIB);
+    assert!(region.recovery().dropped.is_empty());
+    assert_eq!(region.recovery().payloads_verified, 15);
+    for (&slot, i) in late[1..].iter().zip(11..16u64) {
+        assert_eq!(region.read(slot).unwrap(), pattern(i, 700).as_slice());
+    }
+}
