@@ -53,11 +53,10 @@ pub struct MemoryTuning {
     /// Holes start and end on multiples of a granule: the largest power of
     /// two at most half this, from a page to 1 MiB (32 KiB by default), so
     /// an extent of this length always gives at least one granule back.
-    /// Punching waits until such space adds up to 16 times this, or a
-    /// thirty-second of the region's used bytes if that is less (but at
-    /// least this), so space that is written again soon is not punched and
-    /// refilled in turn; what is left waiting is punched when the region is
-    /// dropped.
+    /// Punching waits until such space adds up to a tenth of the region's
+    /// used bytes (at least this, at most 256 times this), so space that is
+    /// written again soon is not punched and refilled in turn; what is left
+    /// waiting is punched when the region is dropped.
     ///
     /// The granule is also the piece in which the region writes zeros ahead
     /// of its end, because on Linux a hole punched into part of a larger

@@ -393,8 +393,8 @@ fn a_repair_tag_in_a_page_that_read_as_a_hole_is_not_a_hole() {
     region.check_consistency().unwrap();
 }
 
-/// Free pages are punched in batches (1 MiB with the default 64 KiB
-/// threshold, in a region this size): an extent freed and written again
+/// Free pages are punched in batches (a tenth of the used bytes, 945 KiB
+/// here, with the default 64 KiB threshold): an extent freed and written again
 /// before a batch gathers is never punched, its new bytes are intact, and
 /// once a batch gathers its pages are punched. (Extents of 90 KiB: from
 /// 96 KiB on, `write_direct` writes them at the end, and freeing one
@@ -404,8 +404,8 @@ fn free_pages_are_punched_in_batches_and_never_under_a_new_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
-    // 48 MiB in use: the batch is the 1 MiB cap, not a 32nd of the used bytes.
-    let mut slots: Vec<(usize, Vec<u8>)> = (0..544)
+    // 105 extents of 92 192 bytes in use: the batch is 968 016 bytes.
+    let mut slots: Vec<(usize, Vec<u8>)> = (0..105)
         .map(|i| {
             let data = payload(i, 90 * KIB, 1);
             (region.write(&data, EngineId::Vector).unwrap(), data)
@@ -427,9 +427,9 @@ fn free_pages_are_punched_in_batches_and_never_under_a_new_write() {
         used,
         "the writes reused the freed extents"
     );
-    // Ten more frees, none adjacent: 10 x 88 KiB of whole pages wait,
+    // Ten more frees, none adjacent: 10 x 84-88 KiB of whole pages wait,
     // short of the batch.
-    let freed: Vec<usize> = (3..15).map(|k| k * 10).collect();
+    let freed: Vec<usize> = (3..15).map(|k| k * 7).collect();
     for &i in &freed[..10] {
         region.free(slots[i].0).unwrap();
     }

@@ -44,11 +44,18 @@ use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WR
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
 
-/// Whole free pages wait to be punched until this many punching thresholds
-/// worth of them have gathered, or a thirty-second of the used bytes if
-/// that is less (but at least one threshold): see
-/// `OverflowRegion::pending_punch`.
-const PUNCH_BATCH: u64 = 16;
+/// Whole free pages wait to be punched until a tenth of the used bytes
+/// worth of them have gathered (`PUNCH_SLACK_DIVISOR`), at least one
+/// punching threshold and at most this many: see
+/// `OverflowRegion::pending_punch`. The cap bounds the work of the one
+/// `free` that punches a batch.
+const PUNCH_BATCH: u64 = 256;
+
+/// The share of the used bytes that free pages may hold unpunched: under
+/// churn, freed space is mostly written again before that much gathers, so
+/// it is neither punched nor refilled (measured in docs/PERFORMANCE.md,
+/// "Punching in batches of a tenth of the used bytes").
+const PUNCH_SLACK_DIVISOR: u64 = 10;
 
 /// The file shrinks only when it would lose at least this much (and a
 /// quarter of its size), so a region hovering at one size never truncates
@@ -172,8 +179,8 @@ impl OverflowRegion {
         let end = high.min(merged.end()) / page * page;
         if start < end {
             self.pending_punch.insert(start, end);
-            let batch =
-                ((self.space.cursor() - DATA_START) / 32).clamp(threshold, PUNCH_BATCH * threshold);
+            let batch = ((self.space.cursor() - DATA_START) / PUNCH_SLACK_DIVISOR)
+                .clamp(threshold, PUNCH_BATCH * threshold);
             // The middle of a long extent (`note_long_folios`) is punched at
             // once: a write reusing part of it before a batch gathered would
             // leave the rest to be cut inside a long folio later. Measured on
