@@ -220,14 +220,15 @@ pub struct OverflowRegion {
     /// `SpillDir`. Invariant: while set, `mapping.len()` bytes of it are
     /// this region's.
     budget: Option<Arc<DiskBudget>>,
-    /// Slot indices whose payload checksum is not computed yet: written
-    /// since the last `sync`, which computes them (as does dropping the
-    /// region). Invariant: every live slot whose header has no payload
-    /// checksum is listed. Entries may be stale (freed, reused and listed
-    /// twice, or summed already); `sum_unsummed` checks each, and
-    /// `note_unsummed` prunes the list so it stays within about twice the
-    /// live slots.
-    unsummed: std::cell::Cell<Vec<u32>>,
+    /// Slots (index and generation) whose payload checksum is not computed
+    /// yet: written (or moved, unsummed) since the last `sync`, which
+    /// computes them (as does dropping the region). Invariant: every live
+    /// slot whose header has no payload checksum is listed with its
+    /// generation. Entries may be stale (the slot freed, reused or moved
+    /// since: another generation); `sum_unsummed` skips those, and
+    /// `note_unsummed` prunes them so the list stays within about twice
+    /// the live slots, without reading the file.
+    unsummed: std::cell::Cell<Vec<(u32, u32)>>,
 }
 
 impl std::fmt::Debug for OverflowRegion {
@@ -693,7 +694,7 @@ impl OverflowRegion {
             .slots
             .iter()
             .filter(|found| found.header.payload_crc.is_none())
-            .map(|found| found.header.slot)
+            .map(|found| (found.header.slot, found.header.generation))
             .collect();
         let mut region = OverflowRegion {
             path: path.to_owned(),
@@ -905,7 +906,7 @@ impl OverflowRegion {
         let index = self.slots.occupy(live);
         debug_assert_eq!(index, slot);
         self.accounting.add(&live);
-        self.note_unsummed(slot as u32);
+        self.note_unsummed(slot as u32, live.generation);
         Ok(slot)
     }
 
@@ -1492,50 +1493,63 @@ impl OverflowRegion {
         })
     }
 
-    /// Lists a slot just written without its payload checksum, first
-    /// pruning the list if it has grown past twice the live slots (plus a
+    /// Lists a slot just written (or moved) without its payload checksum,
+    /// first pruning the list of entries whose slot no longer has that
+    /// generation if it has grown past twice the live slots (plus a
     /// constant), so a region that is never synced keeps it bounded: O(1)
-    /// amortised.
-    fn note_unsummed(&mut self, slot: u32) {
+    /// amortised, from the slot table alone.
+    fn note_unsummed(&mut self, index: u32, generation: u32) {
         let live = self.slots.live();
-        let unsummed = self.unsummed.get_mut();
+        let mut unsummed = self.unsummed.take();
         if unsummed.len() >= 2 * live + 1024 {
-            let mut kept = std::mem::take(unsummed);
-            kept.retain(|&slot| self.unsummed_slot(slot).is_some());
-            kept.sort_unstable();
-            kept.dedup();
-            *self.unsummed.get_mut() = kept;
+            unsummed.retain(|&(index, generation)| self.has_generation(index, generation));
         }
-        self.unsummed.get_mut().push(slot);
+        unsummed.push((index, generation));
+        self.unsummed.set(unsummed);
     }
 
-    /// The live slot `slot` and its header, if its payload checksum is not
-    /// computed yet.
-    fn unsummed_slot(&self, slot: u32) -> Option<(LiveSlot, LiveHeader)> {
-        let live = *self.slots.get(slot as usize).ok()?;
-        let header = self.mapping.bytes(live.offset, live.header_len())?;
-        // A header damaged in memory (another process wrote the file) is
-        // left as it is, for recovery to drop.
-        let header = LiveHeader::decode(header).ok()?;
-        header.payload_crc.is_none().then_some((live, header))
+    /// Whether slot `index` is live with `generation`.
+    fn has_generation(&self, index: u32, generation: u32) -> bool {
+        self.slots
+            .get(index as usize)
+            .is_ok_and(|slot| slot.generation == generation)
     }
 
     /// Computes and stores the payload checksum of every listed slot that
-    /// lacks one: `sync` does this before it flushes, so what a sync makes
-    /// durable can be checked after a machine crash. O(listed slots +
-    /// their payload bytes); a slot freed since its write costs nothing.
+    /// is still live with the generation listed and lacks one: `flush`
+    /// does this before it syncs, so what a sync makes durable can be
+    /// checked after a machine crash. O(listed slots + their payload
+    /// bytes); a slot freed since its write costs nothing.
     fn sum_unsummed(&self) {
         let mut unsummed = self.unsummed.take();
-        for &slot in &unsummed {
-            if let Some((live, header)) = self.unsummed_slot(slot) {
-                let payload = self
-                    .mapping
-                    .bytes(live.payload_offset(), live.payload_len)
-                    .expect("live extents lie inside the file");
-                let word = header.checksum_word(checksum::crc32c(payload));
-                self.mapping
-                    .store_checksum_word(live.offset + layout::CHECKSUM_WORD_OFFSET, word);
+        for &(index, generation) in &unsummed {
+            let Ok(&live) = self.slots.get(index as usize) else {
+                continue;
+            };
+            if live.generation != generation {
+                continue;
             }
+            let header = self
+                .mapping
+                .bytes(live.offset, live.header_len())
+                .expect("live extents lie inside the file");
+            // A header damaged in memory (another process wrote the file)
+            // is left as it is, for recovery to drop.
+            let Ok(
+                header @ LiveHeader {
+                    payload_crc: None, ..
+                },
+            ) = LiveHeader::decode(header)
+            else {
+                continue;
+            };
+            let payload = self
+                .mapping
+                .bytes(live.payload_offset(), live.payload_len)
+                .expect("live extents lie inside the file");
+            let word = header.checksum_word(checksum::crc32c(payload));
+            self.mapping
+                .store_checksum_word(live.offset + layout::CHECKSUM_WORD_OFFSET, word);
         }
         unsummed.clear();
         self.unsummed.set(unsummed);

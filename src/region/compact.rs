@@ -309,6 +309,10 @@ impl OverflowRegion {
         self.slots.relocate(index, copy);
         self.accounting.remove(&slot);
         self.accounting.add(&copy);
+        if stored.payload_crc.is_none() {
+            // The copy has a new generation: listed again under it.
+            self.note_unsummed(index as u32, copy.generation);
+        }
         Ok(Move::Moved)
     }
 
