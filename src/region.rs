@@ -175,7 +175,7 @@ pub struct OverflowRegion {
     holes: Holes,
     /// Whole pages inside free extents that are due to be punched (`punch`
     /// punches the whole granules among them). Punching waits until they
-    /// add up to a batch (a tenth of the used bytes, within bounds: see
+    /// add up to a batch (a tenth of the live bytes, within bounds: see
     /// `PUNCH_SLACK_DIVISOR` in region/giveback.rs), so a free extent that is written
     /// again soon (churn) is neither punched nor refilled; a write takes the
     /// pages it uses out of this map.

@@ -54,7 +54,7 @@ pub struct MemoryTuning {
     /// two at most half this, from a page to 1 MiB (32 KiB by default), so
     /// an extent of this length always gives at least one granule back.
     /// Punching waits until such space adds up to a tenth of the region's
-    /// used bytes (at least this, at most 256 times this), so space that is
+    /// live bytes (at least this, at most 256 times this), so space that is
     /// written again soon is not punched and refilled in turn; what is left
     /// waiting is punched when the region is dropped.
     ///

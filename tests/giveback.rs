@@ -393,8 +393,8 @@ fn a_repair_tag_in_a_page_that_read_as_a_hole_is_not_a_hole() {
     region.check_consistency().unwrap();
 }
 
-/// Free pages are punched in batches (a tenth of the used bytes, 945 KiB
-/// here, with the default 64 KiB threshold): an extent freed and written again
+/// Free pages are punched in batches (a tenth of the live bytes, about
+/// 900 KiB here, with the default 64 KiB threshold): an extent freed and written again
 /// before a batch gathers is never punched, its new bytes are intact, and
 /// once a batch gathers its pages are punched. (Extents of 90 KiB: from
 /// 96 KiB on, `write_direct` writes them at the end, and freeing one
@@ -404,8 +404,9 @@ fn free_pages_are_punched_in_batches_and_never_under_a_new_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
-    // 105 extents of 92 192 bytes in use: the batch is 968 016 bytes.
-    let mut slots: Vec<(usize, Vec<u8>)> = (0..105)
+    // 116 extents of 90 KiB live: the batch is a tenth of the live bytes,
+    // 976 896 bytes after ten frees, 958 464 after twelve.
+    let mut slots: Vec<(usize, Vec<u8>)> = (0..116)
         .map(|i| {
             let data = payload(i, 90 * KIB, 1);
             (region.write(&data, EngineId::Vector).unwrap(), data)

@@ -44,17 +44,18 @@ use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WR
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
 
-/// Whole free pages wait to be punched until a tenth of the used bytes
+/// Whole free pages wait to be punched until a tenth of the live bytes
 /// worth of them have gathered (`PUNCH_SLACK_DIVISOR`), at least one
 /// punching threshold and at most this many: see
 /// `OverflowRegion::pending_punch`. The cap bounds the work of the one
 /// `free` that punches a batch.
 const PUNCH_BATCH: u64 = 256;
 
-/// The share of the used bytes that free pages may hold unpunched: under
-/// churn, freed space is mostly written again before that much gathers, so
-/// it is neither punched nor refilled (measured in docs/PERFORMANCE.md,
-/// "Punching in batches of a tenth of the used bytes").
+/// The share of the live bytes that free pages may hold unpunched (the
+/// slack a spill file may keep on disk): under churn, freed space is mostly
+/// written again before that much gathers, so it is neither punched nor
+/// refilled (measured in docs/PERFORMANCE.md, "Payload checksums at sync,
+/// punching in batches of a tenth").
 const PUNCH_SLACK_DIVISOR: u64 = 10;
 
 /// The file shrinks only when it would lose at least this much (and a
@@ -179,7 +180,7 @@ impl OverflowRegion {
         let end = high.min(merged.end()) / page * page;
         if start < end {
             self.pending_punch.insert(start, end);
-            let batch = ((self.space.cursor() - DATA_START) / PUNCH_SLACK_DIVISOR)
+            let batch = (self.accounting.live_bytes() / PUNCH_SLACK_DIVISOR)
                 .clamp(threshold, PUNCH_BATCH * threshold);
             // The middle of a long extent (`note_long_folios`) is punched at
             // once: a write reusing part of it before a batch gathered would
