@@ -294,7 +294,7 @@ impl OverflowRegion {
 
     /// After the end of the region moved down: shrinks the file if it is
     /// much longer than the region needs and no reader maps it, otherwise
-    /// punches the unused tail. Keeps a quarter of the used size as
+    /// punches the unused tail. Keeps a tenth of the live bytes as
     /// headroom, the recent peak (`peak_end`) and the initial capacity, so a
     /// region that hovers at one size neither truncates and grows nor
     /// punches and refills in turn.
@@ -302,7 +302,8 @@ impl OverflowRegion {
         let page = mapping::page_size();
         let cursor = self.space.cursor();
         let file_len = self.mapping.len();
-        let headroom = ((cursor - DATA_START) / 4).clamp(page, MAX_GROWTH_STEP);
+        let headroom =
+            (self.accounting.live_bytes() / PUNCH_SLACK_DIVISOR).clamp(page, MAX_GROWTH_STEP);
         let keep = (cursor + 8 + headroom)
             .max(self.peak_end)
             .next_multiple_of(page)
