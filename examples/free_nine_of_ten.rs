@@ -2,7 +2,9 @@
 //! `open_with_config(path, 1 MiB, 1 GiB)`, `sync()`, then 9 of every 10
 //! freed. Prints the allocated blocks (`st_blocks × 512`) per live payload
 //! byte right after the frees, after a `sync()`, and after dropping the
-//! region, for 256 KiB, 90 000-byte and 1 MiB payloads.
+//! region, for 256 KiB, 90 000-byte and 1 MiB payloads. Then the third
+//! scenario: a region filled to 256 MiB (64 KiB payloads) and emptied, and
+//! its file's length and allocated blocks when the last `free` returns.
 //!
 //! ```sh
 //! cargo run --release --example free_nine_of_ten [-- DIR]
@@ -44,5 +46,22 @@ fn main() -> overflow_region::Result<()> {
              {after_sync:.2} after sync, {after_drop:.2} after drop"
         );
     }
+    let path = dir.path().join("emptied");
+    let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 1 << 30)?;
+    let payload = vec![0x5Au8; 64 << 10];
+    let slots: Vec<usize> = (0..4096)
+        .map(|_| region.write(&payload, EngineId::Query))
+        .collect::<overflow_region::Result<_>>()?;
+    let full = std::fs::metadata(&path).expect("stat").len();
+    for slot in slots {
+        region.free(slot)?;
+    }
+    let len = std::fs::metadata(&path).expect("stat").len();
+    println!(
+        "256 MiB of payloads written (file {} MiB), all freed: file {} KiB long, {} KiB allocated",
+        full >> 20,
+        len >> 10,
+        allocated(&path) >> 10
+    );
     Ok(())
 }
