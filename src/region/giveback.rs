@@ -40,7 +40,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{DIRECT_MIN, MAX_GROWTH_STEP, OverflowRegion, Settings};
-use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WRITE_PIECE_OFFSET};
+use crate::layout::{CANNOT_PUNCH, EXTENT_HEADER_LEN, LONG_FOLIOS, WRITE_PIECE_OFFSET};
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
 
