@@ -541,6 +541,28 @@ fn the_file_shrinks_after_a_long_payload_at_the_end_is_freed() {
     region.check_consistency().unwrap();
 }
 
+/// Filled, then emptied in the order written: the end of the region moves
+/// down only at the last free, when nothing is live; the file goes back to
+/// its initial size then, whatever its recent peak.
+#[test]
+fn an_emptied_region_goes_back_to_its_initial_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, MIB, 256 * MIB).unwrap();
+    let slots: Vec<usize> = write_many(&mut region, 0, 256, 256 * KIB, 3, EngineId::Query);
+    let grown = region.capacity();
+    assert!(grown >= 64 * MIB, "{grown}");
+    for &slot in &slots {
+        region.free(slot).unwrap();
+    }
+    assert_eq!(region.capacity(), MIB);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), MIB as u64);
+    region.check_consistency().unwrap();
+    // And it grows again as before.
+    write_many(&mut region, 0, 8, 256 * KIB, 4, EngineId::Query);
+    region.check_consistency().unwrap();
+}
+
 #[test]
 fn the_file_shrinks_when_the_tail_is_given_back() {
     let dir = tempfile::tempdir().unwrap();

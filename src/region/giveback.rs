@@ -40,7 +40,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{DIRECT_MIN, MAX_GROWTH_STEP, OverflowRegion, Settings};
-use crate::layout::{CANNOT_PUNCH, EXTENT_HEADER_LEN, LONG_FOLIOS, WRITE_PIECE_OFFSET};
+use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WRITE_PIECE_OFFSET};
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
 
@@ -295,17 +295,20 @@ impl OverflowRegion {
     /// After the end of the region moved down: shrinks the file if it is
     /// much longer than the region needs and no reader maps it, otherwise
     /// punches the unused tail. Keeps a tenth of the live bytes as
-    /// headroom, the recent peak (`peak_end`) and the initial capacity, so a
-    /// region that hovers at one size neither truncates and grows nor
-    /// punches and refills in turn.
+    /// headroom, the recent peak (`peak_end`, unless nothing is live) and
+    /// the initial capacity, so a region that hovers at one size neither
+    /// truncates and grows nor punches and refills in turn.
     pub(super) fn give_back_tail(&mut self) {
         let page = mapping::page_size();
         let cursor = self.space.cursor();
         let file_len = self.mapping.len();
-        let headroom =
-            (self.accounting.live_bytes() / PUNCH_SLACK_DIVISOR).clamp(page, MAX_GROWTH_STEP);
+        let live = self.accounting.live_bytes();
+        let headroom = (live / PUNCH_SLACK_DIVISOR).clamp(page, MAX_GROWTH_STEP);
+        // An empty region (a spill that ended) goes back to its initial
+        // size, whatever its recent peak.
+        let peak = if live == 0 { DATA_START } else { self.peak_end };
         let keep = (cursor + 8 + headroom)
-            .max(self.peak_end)
+            .max(peak)
             .next_multiple_of(page)
             .max(self.settings.initial)
             .min(file_len);
