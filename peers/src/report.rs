@@ -591,7 +591,7 @@ pub fn markdown(r: &Report) -> String {
             out,
             "- **The temp dir's file system is mounted with `discard`**: every hole \
              punched (ours punches the pages of free extents of 64 KiB or more, in \
-             batches of 1 MiB, and its given-back tail) sends a discard to the disk, \
+             batches of a tenth of the live bytes, and its given-back tail) sends a discard to the disk, \
              and the page cache must be refilled (with new blocks allocated) when the \
              space is written again. Ours pays it in churn, where freed neighbours \
              merge into extents large enough to punch; the others never punch. The \
