@@ -229,6 +229,10 @@ pub struct OverflowRegion {
     /// `note_unsummed` prunes them so the list stays within about twice
     /// the live slots, without reading the file.
     unsummed: std::cell::Cell<Vec<(u32, u32)>>,
+    /// The file is removed right after the region is dropped (a
+    /// `SpillDir` in ephemeral mode): dropping it neither computes
+    /// checksums nor punches what waits for a batch.
+    ephemeral: bool,
 }
 
 impl std::fmt::Debug for OverflowRegion {
@@ -245,16 +249,20 @@ impl std::fmt::Debug for OverflowRegion {
     }
 }
 
-/// Punches the free pages still waiting for a batch, so a closed region
+/// Computes the checksums of the slots written since the last sync, and
+/// punches the free pages still waiting for a batch, so a closed region
 /// keeps no more disk than punching promises, and the tail if long folios
-/// are left there (see region/giveback.rs).
+/// are left there (see region/giveback.rs); none of it for a region whose
+/// file is about to be removed.
 impl Drop for OverflowRegion {
     fn drop(&mut self) {
-        // A clean shutdown writes the page cache back: with their checksums
-        // the slots written since the last sync survive it too.
-        self.sum_unsummed();
-        self.punch_pending();
-        self.give_back_long_folio_tail();
+        if !self.ephemeral {
+            // A clean shutdown writes the page cache back: with their
+            // checksums the slots written since the last sync survive it too.
+            self.sum_unsummed();
+            self.punch_pending();
+            self.give_back_long_folio_tail();
+        }
         if let Some(budget) = &self.budget {
             budget.release(self.mapping.len());
         }
@@ -592,6 +600,7 @@ impl OverflowRegion {
             unknown_long_folios: false,
             budget: None,
             unsummed: std::cell::Cell::default(),
+            ephemeral: false,
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
         region.record_max_capacity();
@@ -719,6 +728,7 @@ impl OverflowRegion {
             unknown_long_folios,
             budget: None,
             unsummed: std::cell::Cell::new(unsummed),
+            ephemeral: false,
         };
         for (start, end) in holes {
             region.holes.insert(start, end);
@@ -1787,6 +1797,13 @@ impl OverflowRegion {
                 requested: needed - current,
             }),
         }
+    }
+
+    /// Marks the region as one whose file is removed once it is dropped (a
+    /// `SpillDir` in ephemeral mode), so dropping it skips the work that
+    /// only a file that stays needs.
+    pub(crate) fn set_ephemeral(&mut self) {
+        self.ephemeral = true;
     }
 
     /// Makes the region charge a shared disk budget for its file from now

@@ -123,6 +123,9 @@ impl SpillDir {
         for core in 0..cores {
             let mut region = OverflowRegion::open_with_tuning(&core_path(dir, core), &tuning)?;
             region.attach_budget(Arc::clone(&budget));
+            if mode == SpillMode::Ephemeral {
+                region.set_ephemeral();
+            }
             regions.push(Mutex::new(region));
         }
         Ok(SpillDir {
