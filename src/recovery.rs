@@ -334,6 +334,10 @@ pub(crate) fn recover<S: Source>(
                                 };
                                 *kept = winner;
                                 to_free.push(loser.extent);
+                                if loser.header.payload_crc.is_none() {
+                                    // Counted above, but not kept.
+                                    report.payloads_unsummed -= 1;
+                                }
                                 let (a, b) = (loser.header, winner.header);
                                 let same_bytes = a.payload_len == b.payload_len
                                     && match (a.payload_crc, b.payload_crc) {

@@ -229,6 +229,11 @@ pub struct OverflowRegion {
     /// `note_unsummed` prunes them so the list stays within about twice
     /// the live slots, without reading the file.
     unsummed: std::cell::Cell<Vec<(u32, u32)>>,
+    /// This boot's id could not be read, so no later open can tell a
+    /// process crash from a machine crash and trust a payload without a
+    /// checksum: every write (and move) computes its checksum at once,
+    /// as `note_unsummed` would have the next sync do.
+    sums_at_write: bool,
     /// The file is removed right after the region is dropped (a
     /// `SpillDir` in ephemeral mode): dropping it neither computes
     /// checksums nor punches what waits for a batch.
@@ -566,8 +571,8 @@ impl OverflowRegion {
         header[..28].copy_from_slice(&layout::encode_file_header());
         header[IDENTITY_OFFSET as usize..][..16]
             .copy_from_slice(&layout::encode_identity(identity));
-        header[BOOT_ID_OFFSET as usize..][..16]
-            .copy_from_slice(&file::boot_id().unwrap_or([0; 16]));
+        let boot_id = file::boot_id();
+        header[BOOT_ID_OFFSET as usize..][..16].copy_from_slice(&boot_id.unwrap_or([0; 16]));
         mapping
             .start_file(&header)
             .map_err(Error::io(path, "write header"))?;
@@ -600,6 +605,7 @@ impl OverflowRegion {
             unknown_long_folios: false,
             budget: None,
             unsummed: std::cell::Cell::default(),
+            sums_at_write: boot_id.is_none(),
             ephemeral: false,
         };
         region.mapping.store_word(CHAIN_END_OFFSET, DATA_START);
@@ -676,7 +682,8 @@ impl OverflowRegion {
         // page cache, so a live tag means its payload is there in full.
         // Written on another boot: payloads are checked, and those written
         // after the last sync (no checksum) were never promised: dropped.
-        let same_boot = file::boot_id().is_some_and(|boot| boot == counters.boot_id);
+        let boot_id = file::boot_id();
+        let same_boot = boot_id.is_some_and(|boot| boot == counters.boot_id);
         let checks = recovery::Checks {
             verify_payloads: !same_boot,
             keep_unsummed: same_boot,
@@ -728,6 +735,7 @@ impl OverflowRegion {
             unknown_long_folios,
             budget: None,
             unsummed: std::cell::Cell::new(unsummed),
+            sums_at_write: boot_id.is_none(),
             ephemeral: false,
         };
         for (start, end) in holes {
@@ -1447,6 +1455,15 @@ impl OverflowRegion {
     /// mapping, then `fsync` of the file). After it returns they survive
     /// power loss.
     ///
+    /// # Cost
+    ///
+    /// First it computes the payload checksum of every slot written (or
+    /// moved) since the last `sync` and still live: O(those slots + their
+    /// payload bytes). Their payloads are read through the mapping, so one
+    /// the kernel already wrote back and evicted is read from disk again.
+    /// Dropping the region does the same (but for an ephemeral
+    /// [`SpillDir`](crate::SpillDir)).
+    ///
     /// # Errors
     ///
     /// [`Error::Io`] if the kernel reports a write-back failure, here or in
@@ -1509,6 +1526,10 @@ impl OverflowRegion {
     /// constant), so a region that is never synced keeps it bounded: O(1)
     /// amortised, from the slot table alone.
     fn note_unsummed(&mut self, index: u32, generation: u32) {
+        if self.sums_at_write {
+            self.sum_slot(index, generation);
+            return;
+        }
         let live = self.slots.live();
         let mut unsummed = self.unsummed.take();
         if unsummed.len() >= 2 * live + 1024 {
@@ -1533,36 +1554,42 @@ impl OverflowRegion {
     fn sum_unsummed(&self) {
         let mut unsummed = self.unsummed.take();
         for &(index, generation) in &unsummed {
-            let Ok(&live) = self.slots.get(index as usize) else {
-                continue;
-            };
-            if live.generation != generation {
-                continue;
-            }
-            let header = self
-                .mapping
-                .bytes(live.offset, live.header_len())
-                .expect("live extents lie inside the file");
-            // A header damaged in memory (another process wrote the file)
-            // is left as it is, for recovery to drop.
-            let Ok(
-                header @ LiveHeader {
-                    payload_crc: None, ..
-                },
-            ) = LiveHeader::decode(header)
-            else {
-                continue;
-            };
-            let payload = self
-                .mapping
-                .bytes(live.payload_offset(), live.payload_len)
-                .expect("live extents lie inside the file");
-            let word = header.checksum_word(checksum::crc32c(payload));
-            self.mapping
-                .store_checksum_word(live.offset + layout::CHECKSUM_WORD_OFFSET, word);
+            self.sum_slot(index, generation);
         }
         unsummed.clear();
         self.unsummed.set(unsummed);
+    }
+
+    /// Computes and stores the payload checksum of slot `index` if it is
+    /// live with `generation` and its header lacks one.
+    fn sum_slot(&self, index: u32, generation: u32) {
+        let Ok(&live) = self.slots.get(index as usize) else {
+            return;
+        };
+        if live.generation != generation {
+            return;
+        }
+        let header = self
+            .mapping
+            .bytes(live.offset, live.header_len())
+            .expect("live extents lie inside the file");
+        // A header damaged in memory (another process wrote the file) is
+        // left as it is, for recovery to drop.
+        let Ok(
+            header @ LiveHeader {
+                payload_crc: None, ..
+            },
+        ) = LiveHeader::decode(header)
+        else {
+            return;
+        };
+        let payload = self
+            .mapping
+            .bytes(live.payload_offset(), live.payload_len)
+            .expect("live extents lie inside the file");
+        let word = header.checksum_word(checksum::crc32c(payload));
+        self.mapping
+            .store_checksum_word(live.offset + layout::CHECKSUM_WORD_OFFSET, word);
     }
 
     /// The durable part of [`sync`](Self::sync), without the check of the

@@ -18,7 +18,10 @@
 //!
 //! A move copies the stored payload checksum after checking the bytes
 //! against it; bytes damaged from outside are never given a fresh, valid
-//! checksum (such a slot stays where it is and is reported).
+//! checksum (such a slot stays where it is and is reported). A slot
+//! written since the last sync has no checksum yet: it moves unchecked,
+//! and the step's sync sums the copy, as it would have summed the
+//! original.
 //!
 //! Freeing the old places (the top of the region) gives the end of the file
 //! back.
@@ -54,7 +57,9 @@ pub struct CompactReport {
     /// Slots whose bytes no longer match their stored checksum (damaged
     /// from outside the region): left where they are, unmoved, so the
     /// damage stays visible to recovery and `verify`. A move never writes a
-    /// checksum of its own.
+    /// checksum of its own over a summed payload; a payload without one
+    /// (written since the last sync) is summed by the step's sync, moved
+    /// or not, so damage to it cannot be seen here.
     pub damaged_slots: Vec<usize>,
 }
 
@@ -208,6 +213,9 @@ impl OverflowRegion {
             for (index, old) in moved {
                 let copy = *self.slots.get(index).expect("moved slots are live");
                 self.slots.relocate(index, old);
+                // The flush summed the copy, not the old place: list it
+                // again (summing skips a header that already has a sum).
+                self.note_unsummed(index as u32, old.generation);
                 self.accounting.remove(&copy);
                 self.accounting.add(&old);
                 self.free_extent(copy.extent());

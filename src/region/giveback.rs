@@ -306,7 +306,11 @@ impl OverflowRegion {
         let headroom = (live / PUNCH_SLACK_DIVISOR).clamp(page, MAX_GROWTH_STEP);
         // An empty region (a spill that ended) goes back to its initial
         // size, whatever its recent peak.
-        let peak = if live == 0 { DATA_START } else { self.peak_end };
+        let peak = if self.slots.live() == 0 {
+            DATA_START
+        } else {
+            self.peak_end
+        };
         let keep = (cursor + 8 + headroom)
             .max(peak)
             .next_multiple_of(page)

@@ -150,6 +150,7 @@ pub(crate) fn on_tmpfs(file: &File) -> io::Result<bool> {
 /// when it cannot be read: then no file is ever taken to come from this
 /// boot.
 pub(crate) fn boot_id() -> Option<[u8; 16]> {
+    super::fault::check(super::fault::Call::BootId).ok()?;
     static BOOT_ID: std::sync::OnceLock<Option<[u8; 16]>> = std::sync::OnceLock::new();
     *BOOT_ID.get_or_init(|| {
         let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
