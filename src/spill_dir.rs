@@ -152,6 +152,45 @@ impl SpillDir {
         f(&mut region)
     }
 
+    /// Like [`with_core`](Self::with_core), but returns `Ok(None)` at once,
+    /// without running `f`, when another thread holds core `core`'s lock:
+    /// a writer that may use any core can look for a free one instead of
+    /// waiting.
+    ///
+    /// ```
+    /// use overflow_region::{EngineId, MemoryTuning, SpillDir, SpillMode};
+    ///
+    /// # fn main() -> overflow_region::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let spill = SpillDir::open(dir.path(), 2, &MemoryTuning::default(), SpillMode::Ephemeral, 16 << 20)?;
+    /// let slot = spill.try_with_core(0, |region| region.write(b"run", EngineId::Query))?;
+    /// assert!(slot.is_some(), "nobody else holds core 0");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownCore`] past the number of cores; whatever `f`
+    /// returns.
+    pub fn try_with_core<T>(
+        &self,
+        core: usize,
+        f: impl FnOnce(&mut OverflowRegion) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let region = self.cores.get(core).ok_or(Error::UnknownCore {
+            core,
+            cores: self.cores.len(),
+        })?;
+        let mut region = match region.try_lock() {
+            Ok(region) => region,
+            // As in `lock`: every region call completes or changes nothing.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        f(&mut region).map(Some)
+    }
+
     /// Core `core`'s region, locked. A panic in another holder of the lock
     /// leaves the region as its last completed call left it: every region
     /// call either completes or changes nothing, so the lock is taken over.

@@ -231,3 +231,46 @@ fn a_budget_too_small_for_the_cores_is_a_configuration_error() {
     assert!(spill.budget_used() <= 1 << 20);
     assert!(Path::new(&dir.path().join("core-3")).exists());
 }
+
+/// `try_with_core` does not wait for a core another thread holds: it says
+/// so, and runs on a free core.
+#[test]
+fn try_with_core_skips_a_busy_core_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = SpillDir::open(
+        dir.path(),
+        2,
+        &tuning(),
+        SpillMode::Ephemeral,
+        16 * MIB as u64,
+    )
+    .unwrap();
+    let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            spill
+                .with_core(0, |_| {
+                    held.wait();
+                    release.wait();
+                    Ok(())
+                })
+                .unwrap();
+        });
+        held.wait();
+        let busy = spill
+            .try_with_core(0, |region| region.write(b"x", EngineId::Query))
+            .unwrap();
+        assert_eq!(busy, None);
+        let free = spill
+            .try_with_core(1, |region| region.write(b"x", EngineId::Query))
+            .unwrap();
+        assert!(free.is_some());
+        assert!(matches!(
+            spill.try_with_core(2, |_| Ok(())),
+            Err(Error::UnknownCore { core: 2, cores: 2 })
+        ));
+        release.wait();
+    });
+    assert_eq!(spill.core_stats(0).unwrap().live_slots, 0);
+    assert_eq!(spill.core_stats(1).unwrap().live_slots, 1);
+}
