@@ -42,6 +42,10 @@ const MIN_SPLIT: u64 = 64;
 /// far more disk than the region needs.
 const MAX_GROWTH_STEP: u64 = 256 << 20;
 
+/// The least a growing file grows by, so a small region does not call
+/// `fallocate` for every write.
+const MIN_GROWTH_STEP: u64 = 1 << 20;
+
 /// Writes at the end of the region find the pages this far ahead of them
 /// already in the page cache: the region writes zeros there with `pwrite`
 /// (see `Mapping::write_zeros`) once per this many bytes, which costs far
@@ -175,8 +179,8 @@ pub struct OverflowRegion {
     holes: Holes,
     /// Whole pages inside free extents that are due to be punched (`punch`
     /// punches the whole granules among them). Punching waits until they
-    /// add up to a batch (a tenth of the live bytes, within bounds: see
-    /// `PUNCH_SLACK_DIVISOR` in region/giveback.rs), so a free extent that is written
+    /// add up to a batch (the slack, a tenth of the live bytes by default,
+    /// within bounds: see `PUNCH_BATCH` in region/giveback.rs), so a free extent that is written
     /// again soon (churn) is neither punched nor refilled; a write takes the
     /// pages it uses out of this map.
     pending_punch: Holes,
@@ -296,6 +300,9 @@ struct Settings {
     punch_threshold: u64,
     /// Whether the file may shrink.
     shrink: bool,
+    /// Space kept beyond the live bytes, in percent of them
+    /// (`MemoryTuning::overflow_slack_percent`, at most 100).
+    slack_percent: u64,
 }
 
 impl Settings {
@@ -313,7 +320,14 @@ impl Settings {
             max,
             punch_threshold,
             shrink: tuning.overflow_shrink,
+            slack_percent: u64::from(tuning.overflow_slack_percent),
         })
+    }
+
+    /// The slack for `live` bytes: the space the file may hold beyond them.
+    fn slack(&self, live: u64) -> u64 {
+        // `live` is below 2^44 (the largest reservation): no overflow.
+        live / 100 * self.slack_percent + live % 100 * self.slack_percent / 100
     }
 
     /// The error for a mapping of the file that failed: a reservation the
@@ -1776,12 +1790,19 @@ impl OverflowRegion {
         }
     }
 
-    /// Grows the file so `end` fits: by half its size, at least to `end`, at
-    /// most by `MAX_GROWTH_STEP` beyond that, never past the maximum.
+    /// Grows the file so `end` fits: by the slack of the live bytes (at
+    /// least `MIN_GROWTH_STEP`, at most `MAX_GROWTH_STEP`), at least to
+    /// `end`, never past the maximum; only to `end` when the file system
+    /// cannot take the step. Growth ahead comes out of the slack,
+    /// so a growing file holds at most its live bytes and their slack
+    /// (plus one minimum step).
     fn grow_to_fit(&mut self, end: u64) -> Result<()> {
         let current = self.mapping.len();
         let page = mapping::page_size();
-        let step = (current / 2).clamp(page, MAX_GROWTH_STEP);
+        let step = self
+            .settings
+            .slack(self.accounting.live_bytes())
+            .clamp(MIN_GROWTH_STEP, MAX_GROWTH_STEP);
         let target = end
             .max(current + step)
             .next_multiple_of(page)
@@ -1790,17 +1811,23 @@ impl OverflowRegion {
             target >= end,
             "the space layer never allocates past the limit"
         );
-        let target = self.charge_budget(current, end.next_multiple_of(page), target)?;
-        let grown = self
-            .mapping
-            .grow(target)
-            .map_err(|source| self.io_error("fallocate", source));
+        let needed = end.next_multiple_of(page).min(target);
+        let mut target = self.charge_budget(current, needed, target)?;
+        let mut grown = self.mapping.grow(target);
+        if grown.is_err() && target > needed {
+            // Near a full disk the step may not fit where the write does.
+            if let Some(budget) = &self.budget {
+                budget.release(target - needed);
+            }
+            target = needed;
+            grown = self.mapping.grow(target);
+        }
         if grown.is_err()
             && let Some(budget) = &self.budget
         {
             budget.release(target - current);
         }
-        grown
+        grown.map_err(|source| self.io_error("fallocate", source))
     }
 
     /// Before the file grows from `current` to `target` (or at least to

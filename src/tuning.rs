@@ -70,6 +70,15 @@ pub struct MemoryTuning {
     /// [`OverflowReader`](crate::OverflowReader) maps it; otherwise the
     /// unused tail is punched instead.
     pub overflow_shrink: bool,
+    /// Space the file may hold beyond its live bytes, in percent of them
+    /// (default [`MemoryTuning::DEFAULT_SLACK_PERCENT`], 10). It bounds
+    /// three things: how far ahead the file grows (at least 1 MiB at a
+    /// time), how much free space waits to be punched in one batch, and
+    /// how much of the unused tail is kept when the region's end moves
+    /// down. A spill directory whose files are written once, read once and
+    /// dropped (a query engine's) wants a small value; a region under
+    /// churn, whose freed space is written again soon, the default.
+    pub overflow_slack_percent: u32,
 }
 
 impl MemoryTuning {
@@ -81,6 +90,8 @@ impl MemoryTuning {
     pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
     /// Default of [`MemoryTuning::overflow_punch_hole_bytes`]: 64 KiB.
     pub const DEFAULT_PUNCH_HOLE_BYTES: usize = 64 << 10;
+    /// Default of [`MemoryTuning::overflow_slack_percent`]: 10.
+    pub const DEFAULT_SLACK_PERCENT: u32 = 10;
 }
 
 /// A `[memory]` table as written: every key optional, sizes with units,
@@ -96,6 +107,8 @@ struct TuningTable {
     overflow_punch_hole_bytes: Option<usize>,
     #[serde(default)]
     overflow_shrink: Option<bool>,
+    #[serde(default)]
+    overflow_slack_percent: Option<u32>,
 }
 
 impl From<TuningTable> for MemoryTuning {
@@ -113,6 +126,9 @@ impl From<TuningTable> for MemoryTuning {
                 .overflow_punch_hole_bytes
                 .unwrap_or(defaults.overflow_punch_hole_bytes),
             overflow_shrink: table.overflow_shrink.unwrap_or(defaults.overflow_shrink),
+            overflow_slack_percent: table
+                .overflow_slack_percent
+                .unwrap_or(defaults.overflow_slack_percent),
         }
     }
 }
@@ -188,6 +204,12 @@ impl MemoryTuning {
                 2 * page
             ));
         }
+        if self.overflow_slack_percent > 100 {
+            problems.push(format!(
+                "overflow_slack_percent: slack of {}% is above 100%",
+                self.overflow_slack_percent
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -205,6 +227,7 @@ impl Default for MemoryTuning {
             overflow_max_bytes: MemoryTuning::DEFAULT_MAX_BYTES,
             overflow_punch_hole_bytes: MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES,
             overflow_shrink: true,
+            overflow_slack_percent: MemoryTuning::DEFAULT_SLACK_PERCENT,
         }
     }
 }
@@ -221,7 +244,8 @@ mod tests {
     fn sizes_take_units_and_unknown_keys_are_named() {
         let tuning = parse(
             "overflow_initial_bytes = \"1 MiB\"\noverflow_max_bytes = \"1GiB\"\n\
-             overflow_punch_hole_bytes = 131072\noverflow_shrink = false\n",
+             overflow_punch_hole_bytes = 131072\noverflow_shrink = false\n\
+             overflow_slack_percent = 2\n",
         )
         .unwrap();
         assert_eq!(
@@ -231,6 +255,7 @@ mod tests {
                 overflow_max_bytes: 1 << 30,
                 overflow_punch_hole_bytes: 128 << 10,
                 overflow_shrink: false,
+                overflow_slack_percent: 2,
             }
         );
         let error = parse("overflow_max_bytes = \"lots\"\n").unwrap_err();
@@ -249,6 +274,7 @@ mod tests {
             overflow_max_bytes: 4096,
             overflow_punch_hole_bytes: 100,
             overflow_shrink: true,
+            overflow_slack_percent: 101,
         };
         let Err(Error::InvalidConfig { reason }) = tuning.validate() else {
             panic!("accepted {tuning:?}");
@@ -257,6 +283,7 @@ mod tests {
             "overflow_initial_bytes: initial capacity 1048576",
             "overflow_max_bytes: maximum capacity 4096",
             "overflow_punch_hole_bytes: hole punching threshold 100",
+            "overflow_slack_percent: slack of 101% is above 100%",
         ] {
             assert!(reason.contains(key), "{key:?} missing from {reason:?}");
         }

@@ -491,6 +491,7 @@ fn punching_can_be_turned_off() {
         overflow_max_bytes: 64 * MIB,
         overflow_punch_hole_bytes: 0,
         overflow_shrink: false,
+        ..MemoryTuning::default()
     };
     let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();
     let a = region.write(&vec![1; MIB], EngineId::Vector).unwrap();
@@ -814,5 +815,40 @@ proptest! {
                 prop_assert_eq!(region.read(slot).unwrap(), &data[..]);
             }
         }
+    }
+}
+
+/// A growing file keeps at most the slack of its live bytes ahead (and at
+/// least a 1 MiB step): with the default 10 %, filling 96 MiB in 1 MiB
+/// payloads from a 1 MiB file never holds more than 1.1 x live + 1 MiB of
+/// blocks; with 0 %, live + 1 MiB. (It grew by half its size before.)
+#[test]
+fn a_growing_file_holds_at_most_its_slack_ahead() {
+    for slack in [MemoryTuning::DEFAULT_SLACK_PERCENT, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let tuning = MemoryTuning {
+            overflow_initial_bytes: MIB,
+            overflow_max_bytes: 1 << 30,
+            overflow_slack_percent: slack,
+            ..MemoryTuning::default()
+        };
+        let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();
+        let mut worst = 0.0f64;
+        for i in 0..96 {
+            region.write(&payload(i, MIB, 1), EngineId::Query).unwrap();
+            let stats = region.stats();
+            let used = stats.live_bytes + stats.header_bytes + 4096;
+            let bound = used + used * u64::from(slack) / 100 + MIB as u64;
+            let (file, blocks) = (stats.file_size, blocks_bytes(&path));
+            assert!(
+                file <= bound && blocks <= bound,
+                "slack {slack}%: file {file}, blocks {blocks}, live {}, bound {bound}",
+                stats.live_bytes
+            );
+            worst = worst.max(file as f64 / stats.live_bytes as f64);
+        }
+        // The bound is not loose: the file does grow ahead.
+        assert!(worst > 1.0, "slack {slack}%: {worst}");
     }
 }

@@ -44,19 +44,15 @@ use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WR
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
 
-/// Whole free pages wait to be punched until a tenth of the live bytes
-/// worth of them have gathered (`PUNCH_SLACK_DIVISOR`), at least one
-/// punching threshold and at most this many: see
-/// `OverflowRegion::pending_punch`. The cap bounds the work of the one
-/// `free` that punches a batch.
+/// Whole free pages wait to be punched until the slack of the live bytes
+/// worth of them have gathered (`MemoryTuning::overflow_slack_percent`, a
+/// tenth by default: under churn, freed space is mostly written again
+/// before that much gathers, so it is neither punched nor refilled;
+/// measured in docs/PERFORMANCE.md, "Payload checksums at sync, punching
+/// in batches of a tenth"), at least one punching threshold and at most
+/// this many: see `OverflowRegion::pending_punch`. The cap bounds the work
+/// of the one `free` that punches a batch.
 const PUNCH_BATCH: u64 = 256;
-
-/// The share of the live bytes that free pages may hold unpunched (the
-/// slack a spill file may keep on disk): under churn, freed space is mostly
-/// written again before that much gathers, so it is neither punched nor
-/// refilled (measured in docs/PERFORMANCE.md, "Payload checksums at sync,
-/// punching in batches of a tenth").
-const PUNCH_SLACK_DIVISOR: u64 = 10;
 
 /// The file shrinks only when it would lose at least this much (and a
 /// quarter of its size), so a region hovering at one size never truncates
@@ -180,7 +176,7 @@ impl OverflowRegion {
         let end = high.min(merged.end()) / page * page;
         if start < end {
             self.pending_punch.insert(start, end);
-            let batch = (self.accounting.live_bytes() / PUNCH_SLACK_DIVISOR)
+            let batch = (self.settings.slack(self.accounting.live_bytes()))
                 .clamp(threshold, PUNCH_BATCH * threshold);
             // The middle of a long extent (`note_long_folios`) is punched at
             // once: a write reusing part of it before a batch gathered would
@@ -294,7 +290,7 @@ impl OverflowRegion {
 
     /// After the end of the region moved down: shrinks the file if it is
     /// much longer than the region needs and no reader maps it, otherwise
-    /// punches the unused tail. Keeps a tenth of the live bytes as
+    /// punches the unused tail. Keeps the slack of the live bytes as
     /// headroom, the recent peak (`peak_end`, unless nothing is live) and
     /// the initial capacity, so a region that hovers at one size neither
     /// truncates and grows nor punches and refills in turn.
@@ -303,7 +299,7 @@ impl OverflowRegion {
         let cursor = self.space.cursor();
         let file_len = self.mapping.len();
         let live = self.accounting.live_bytes();
-        let headroom = (live / PUNCH_SLACK_DIVISOR).clamp(page, MAX_GROWTH_STEP);
+        let headroom = self.settings.slack(live).clamp(page, MAX_GROWTH_STEP);
         // An empty region (a spill that ended) goes back to its initial
         // size, whatever its recent peak.
         let peak = if self.slots.live() == 0 {
