@@ -69,10 +69,9 @@
 //!
 //! The directory's budget bounds the region files together. A spill that
 //! would pass it fails with [`DataFusionError::ResourcesExhausted`], naming
-//! the budget; nothing spilled before is lost. From `finish` and
-//! [`create_temp_file`](TempFileFactory::create_temp_file) that is the error
-//! itself; from a write (inside DataFusion's `std::io::Write`), DataFusion
-//! wraps it, and [`DataFusionError::find_root`] returns it. DataFusion's
+//! the budget; nothing spilled before is lost. From `finish` that is the
+//! error itself; from a write (inside DataFusion's `std::io::Write`),
+//! DataFusion wraps it, and [`DataFusionError::find_root`] returns it. DataFusion's
 //! own `max_temp_directory_size` does not apply to a custom factory.
 //!
 //! [DataFusion]: https://datafusion.apache.org
@@ -135,9 +134,8 @@ pub struct SpillStats {
 
 impl OverflowSpillFactory {
     /// Bytes a writer gathers before it writes them as one slot: 1 MiB.
-    /// Pieces between 256 KiB and 4 MiB measured within a few percent of
-    /// each other (docs/DATAFUSION.md); smaller pieces cost more slots and
-    /// lock round trips, larger ones more memory per open writer.
+    /// Smaller pieces cost more slots and lock round trips, larger ones
+    /// more memory per open writer (docs/DATAFUSION.md has the figures).
     pub const DEFAULT_PIECE_BYTES: usize = 1 << 20;
 
     /// A factory over the regions of `dir`, with pieces of
@@ -188,38 +186,21 @@ impl OverflowSpillFactory {
 }
 
 impl TempFileFactory for OverflowSpillFactory {
-    /// A new, empty spill file. Fails with `ResourcesExhausted` when the
-    /// budget is already used up, so a spill that cannot store a byte fails
-    /// before DataFusion serialises anything.
+    /// A new, empty spill file: no disk is touched until its writer writes
+    /// a piece.
     fn create_temp_file(&self, description: &str) -> Result<Arc<dyn SpillFile>> {
-        let dir = &self.shared.dir;
-        if dir.budget_used() >= dir.budget_bytes() && !dir_has_free_space(dir) {
-            return Err(budget_error(
-                description,
-                dir.budget_bytes(),
-                dir.budget_used(),
-            ));
-        }
         let id = self.shared.next_file.fetch_add(1, Ordering::Relaxed);
         self.shared.files_live.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(RegionSpillFile {
             inner: Arc::new(FileInner {
                 shared: Arc::clone(&self.shared),
                 id,
-                home: (id % dir.cores() as u64) as usize,
+                home: (id % self.shared.dir.cores() as u64) as usize,
                 description: description.to_owned(),
                 pieces: Mutex::new(Pieces::default()),
             }),
         }))
     }
-}
-
-/// Whether some core's region has free space inside its file.
-fn dir_has_free_space(dir: &SpillDir) -> bool {
-    (0..dir.cores()).any(|core| {
-        dir.core_stats(core)
-            .is_ok_and(|stats| stats.free_bytes > 0 || stats.file_size > stats.used_bytes)
-    })
 }
 
 /// DataFusion's error for a spill the budget refuses.
