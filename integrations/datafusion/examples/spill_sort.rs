@@ -13,15 +13,18 @@
 //! spilled (their `spilled_bytes` metrics), the peak disk the spill
 //! directory held (allocated blocks, `st_blocks` x 512 of every file under
 //! it, sampled every 2 ms), the files created, the peak number of file
-//! descriptors the process opened beyond what it had before the run
-//! (`/proc/self/fd`, same sampling) and a checksum of the result, which
-//! must be the same for both.
+//! descriptors open on files under the spill directory (`/proc/self/fd`,
+//! same sampling) and a checksum of the result, which must be the same
+//! for both (and for every run). DataFusion's fair memory pool is used,
+//! and at most 8 spill files are merged at once (see `FAN_IN`).
 //!
 //! Options: `--pool-mib N` (64), `--rows N` (6 000 000), `--runs N` (1: the
-//! best time and the largest peaks of N runs), `--piece-kib N` (1024),
+//! best and the median time of N runs, the median spilled bytes and peak
+//! disk, the largest descriptors), `--piece-kib N` (1024),
 //! `--slack PERCENT` (the regions' `overflow_slack_percent`, 0), `--dir DIR`
 //! (where the spill directories go; the system's temporary directory),
-//! `--json`.
+//! `--reservation-mib N` (DataFusion's `sort_spill_reservation_bytes`, in
+//! MiB), `--fan-in N` (8), `--json`.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -163,6 +166,10 @@ fn table(rows: u64, partitions: usize) -> MemTable {
 #[derive(Debug, Clone, Copy, Default)]
 struct Measured {
     secs: f64,
+    /// The median time of the runs (set by `summarize`).
+    median_secs: f64,
+    /// The largest peak disk of the runs (set by `summarize`).
+    max_peak_disk_bytes: u64,
     spilled_bytes: u64,
     spills: u64,
     peak_disk_bytes: u64,
@@ -177,23 +184,38 @@ struct Measured {
 }
 
 impl Measured {
-    /// The best time and the largest peaks of two runs.
-    fn merge(self, other: Measured) -> Measured {
+    /// Several runs of one query in one mode: the best and the median time,
+    /// the median spilled bytes, spills and peak disk (what DataFusion
+    /// spills varies from run to run, with either disk manager), the
+    /// largest peak disk and descriptors, every retry and lock wait.
+    fn summarize(runs: &[Measured]) -> Measured {
+        let pick = |get: fn(&Measured) -> u64| median(runs.iter().map(|m| get(m) as f64).collect());
+        let most = |get: fn(&Measured) -> u64| runs.iter().map(get).max().unwrap_or(0);
+        let sum = |get: fn(&Measured) -> u64| runs.iter().map(get).sum();
         Measured {
-            secs: self.secs.min(other.secs),
-            peak_disk_bytes: self.peak_disk_bytes.max(other.peak_disk_bytes),
-            peak_fds: self.peak_fds.max(other.peak_fds),
-            files: self.files.max(other.files),
-            retries: self.retries + other.retries,
-            ..other
+            secs: runs.iter().map(|m| m.secs).fold(f64::INFINITY, f64::min),
+            median_secs: median(runs.iter().map(|m| m.secs).collect()),
+            spilled_bytes: pick(|m| m.spilled_bytes) as u64,
+            spills: pick(|m| m.spills) as u64,
+            peak_disk_bytes: pick(|m| m.peak_disk_bytes) as u64,
+            max_peak_disk_bytes: most(|m| m.peak_disk_bytes),
+            files: most(|m| m.files),
+            peak_fds: most(|m| m.peak_fds),
+            checksum: runs.last().map_or(0, |m| m.checksum),
+            rows: runs.last().map_or(0, |m| m.rows),
+            lock_waits: sum(|m| m.lock_waits),
+            pieces: pick(|m| m.pieces) as u64,
+            retries: sum(|m| m.retries),
         }
     }
 
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "secs": self.secs,
+            "median_secs": self.median_secs,
             "spilled_bytes": self.spilled_bytes,
             "peak_disk_bytes": self.peak_disk_bytes,
+            "max_peak_disk_bytes": self.max_peak_disk_bytes,
             "files": self.files,
             "peak_fds": self.peak_fds,
             "retries": self.retries,
@@ -216,7 +238,7 @@ impl Sampler {
             loop {
                 let done = stopped.load(Ordering::Relaxed);
                 disk = disk.max(allocated_under(&dir, &mut files));
-                fds = fds.max(open_fds());
+                fds = fds.max(open_fds_under(&dir));
                 if done {
                     return (disk, fds, files);
                 }
@@ -253,8 +275,17 @@ fn allocated_under(dir: &Path, seen: &mut HashSet<PathBuf>) -> u64 {
     total
 }
 
-fn open_fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count() as u64)
+/// Descriptors of this process open on files under `dir`.
+fn open_fds_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            std::fs::read_link(entry.path()).is_ok_and(|target| target.starts_with(dir))
+        })
+        .count() as u64
 }
 
 /// Sums a metric over every operator of a plan.
@@ -303,16 +334,10 @@ fn row_hashes(batch: &RecordBatch) -> Vec<u64> {
     hashes
 }
 
-/// Runs `sql` on `ctx`, sampling `spill_dir` and the descriptors beyond
-/// `fds_before`; the checksum depends on the order of the rows when
+/// Runs `sql` on `ctx`, sampling `spill_dir` and the descriptors open on
+/// its files; the checksum depends on the order of the rows when
 /// `ordered`.
-async fn run(
-    ctx: &SessionContext,
-    sql: &str,
-    ordered: bool,
-    spill_dir: &Path,
-    fds_before: u64,
-) -> Result<Measured> {
+async fn run(ctx: &SessionContext, sql: &str, ordered: bool, spill_dir: &Path) -> Result<Measured> {
     let sampler = Sampler::start(spill_dir.to_owned());
     let started = Instant::now();
     let plan = ctx.sql(sql).await?.create_physical_plan().await?;
@@ -347,7 +372,7 @@ async fn run(
         spilled_bytes: metric(plan.as_ref(), &spilled),
         spills: metric(plan.as_ref(), &spills),
         peak_disk_bytes,
-        peak_fds: peak_fds.saturating_sub(fds_before),
+        peak_fds,
         checksum,
         rows,
         ..Measured::default()
@@ -387,14 +412,13 @@ async fn run_default(
     ordered: bool,
 ) -> Result<Measured> {
     let root = tempfile::tempdir_in(&options.dir)?;
-    let fds_before = open_fds();
     let ctx = context(
         options,
         partitions,
         DiskManagerMode::Directories(vec![root.path().to_owned()]),
         table,
     )?;
-    let mut measured = run(&ctx, sql, ordered, root.path(), fds_before).await?;
+    let mut measured = run(&ctx, sql, ordered, root.path()).await?;
     // Each of DataFusion's spills is a file of its own.
     measured.files = measured.spills;
     Ok(measured)
@@ -411,7 +435,6 @@ async fn run_ours(
     ordered: bool,
 ) -> Result<Measured> {
     let root = tempfile::tempdir_in(&options.dir)?;
-    let fds_before = open_fds();
     let tuning = MemoryTuning {
         overflow_initial_bytes: MIB as usize,
         overflow_max_bytes: 256 << 30,
@@ -433,13 +456,23 @@ async fn run_ours(
         DiskManagerMode::Custom(Arc::new(factory.clone())),
         table,
     )?;
-    let mut measured = run(&ctx, sql, ordered, root.path(), fds_before).await?;
+    let mut measured = run(&ctx, sql, ordered, root.path()).await?;
     measured.files = std::fs::read_dir(root.path())?.count() as u64;
     let stats = factory.stats();
     measured.spills = stats.files_created;
     measured.lock_waits = stats.lock_waits;
     measured.pieces = stats.pieces_written;
     Ok(measured)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
 }
 
 /// Runs `attempt` until it does not fail for want of memory, at most
@@ -483,23 +516,28 @@ async fn main() -> Result<()> {
     let table = Arc::new(table(options.rows, partitions));
     let mut report = Vec::new();
     for (name, sql, ordered) in QUERIES {
-        let (mut default, mut ours) = (None::<Measured>, None::<Measured>);
+        let (mut default, mut ours) = (Vec::new(), Vec::new());
+        // Every run of either, against the first run with the default.
+        let mut expected = None;
+        let mut equal = true;
         for _ in 0..options.runs {
             let d = retried(|| run_default(&options, partitions, &table, sql, ordered)).await?;
-            default = Some(default.map_or(d, |best| best.merge(d)));
             let o = retried(|| run_ours(&options, partitions, &table, sql, ordered)).await?;
-            ours = Some(ours.map_or(o, |best| best.merge(o)));
+            let expected = *expected.get_or_insert((d.checksum, d.rows));
+            equal &= (d.checksum, d.rows) == expected && (o.checksum, o.rows) == expected;
+            default.push(d);
+            ours.push(o);
         }
-        let (default, ours) = (default.expect("one run"), ours.expect("one run"));
-        report.push((name, default, ours));
+        let (default, ours) = (Measured::summarize(&default), Measured::summarize(&ours));
+        report.push((name, equal, default, ours));
     }
     if options.json {
         let queries: Vec<_> = report
             .iter()
-            .map(|(name, default, ours)| {
+            .map(|(name, equal, default, ours)| {
                 serde_json::json!({
                     "name": name,
-                    "results_equal": default.checksum == ours.checksum && default.rows == ours.rows,
+                    "results_equal": equal,
                     "default": default.json(),
                     "ours": ours.json(),
                 })
@@ -509,30 +547,35 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} rows, memory pool {} MiB, {partitions} partitions (= cores), pieces of {} KiB, slack {}%, best of {} run(s)",
+        "{} rows, memory pool {} MiB, {partitions} partitions (= cores), pieces of {} KiB, slack {}%, best and median of {} run(s); \
+         spilled bytes, spills and peak disk the medians (largest peak disk after it), \
+         descriptors the largest",
         options.rows, options.pool_mib, options.piece_kib, options.slack, options.runs
     );
     println!(
-        "{:<9} {:<8} {:>8} {:>14} {:>15} {:>6} {:>6} {:>9} {:>18} {:>7}",
+        "{:<9} {:<8} {:>8} {:>8} {:>14} {:>15} {:>15} {:>6} {:>6} {:>9} {:>18} {:>7}",
         "query",
         "spill to",
         "secs",
+        "median",
         "spilled bytes",
         "peak disk bytes",
+        "largest peak",
         "spills",
         "files",
         "peak fds",
         "checksum",
         "equal"
     );
-    for (name, default, ours) in &report {
-        let equal = default.checksum == ours.checksum && default.rows == ours.rows;
+    for (name, equal, default, ours) in &report {
         for (label, m) in [("default", default), ("ours", ours)] {
             println!(
-                "{name:<9} {label:<8} {:>8.2} {:>14} {:>15} {:>6} {:>6} {:>9} {:>18x} {:>7}",
+                "{name:<9} {label:<8} {:>8.2} {:>8.2} {:>14} {:>15} {:>15} {:>6} {:>6} {:>9} {:>18x} {:>7}",
                 m.secs,
+                m.median_secs,
                 m.spilled_bytes,
                 m.peak_disk_bytes,
+                m.max_peak_disk_bytes,
                 m.spills,
                 m.files,
                 m.peak_fds,
@@ -541,10 +584,14 @@ async fn main() -> Result<()> {
             );
         }
         println!(
-            "{name:<9} ours/default: time {:.2}x, peak disk {:.2}x; ours: {} pieces, {} lock waits; \
-             runs retried for want of memory: default {}, ours {}",
+            "{name:<9} ours/default: time {:.2}x (median {:.2}x), peak disk {:.2}x (per spilled byte \
+             {:.2}x); ours: {} pieces, {} lock waits; runs retried for want of memory: default {}, \
+             ours {}",
             ours.secs / default.secs,
+            ours.median_secs / default.median_secs,
             ours.peak_disk_bytes as f64 / default.peak_disk_bytes.max(1) as f64,
+            (ours.peak_disk_bytes as f64 / ours.spilled_bytes.max(1) as f64)
+                / (default.peak_disk_bytes as f64 / default.spilled_bytes.max(1) as f64),
             ours.pieces,
             ours.lock_waits,
             default.retries,

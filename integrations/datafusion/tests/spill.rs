@@ -34,6 +34,7 @@ fn tuning() -> MemoryTuning {
     MemoryTuning {
         overflow_initial_bytes: MIB as usize,
         overflow_max_bytes: 1 << 30,
+        overflow_slack_percent: 0,
         ..MemoryTuning::default()
     }
 }
