@@ -237,7 +237,7 @@ struct RegionSpillFile {
 /// stream and writer of it are dropped.
 struct FileInner {
     shared: Arc<Shared>,
-    /// The tag of its slots (shown by `overflow-region inspect`).
+    /// The tag of its slots (`overflow-region ls` shows it).
     id: u64,
     /// The core its pieces try first.
     home: usize,
@@ -252,6 +252,7 @@ struct Pieces {
     bytes: u64,
 }
 
+/// One piece: a slot of one core's region.
 #[derive(Debug, Clone, Copy)]
 struct Piece {
     core: u32,
