@@ -14,6 +14,18 @@ fn pattern(seed: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + seed * 7) as u8).collect()
 }
 
+/// Writes 100 slots of 1000 bytes (`pattern(i, 1000)`) and frees the
+/// even ones, so a compaction step has gaps to move the odd ones into.
+fn write_and_free_every_second(region: &mut OverflowRegion) -> Vec<usize> {
+    let slots: Vec<usize> = (0..100)
+        .map(|i| region.write(&pattern(i, 1000), EngineId::Query).unwrap())
+        .collect();
+    for &slot in slots.iter().step_by(2) {
+        region.free(slot).unwrap();
+    }
+    slots
+}
+
 /// Issue "space that keeps a budget": if the sync inside a compaction step
 /// failed, the slot table pointed at the copies while the old places stayed
 /// live on disk, so a later `free` freed only the copy and the slot came
@@ -23,12 +35,7 @@ fn a_compaction_step_whose_sync_fails_is_undone_and_a_later_free_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = open(&path);
-    let slots: Vec<usize> = (0..100)
-        .map(|i| region.write(&pattern(i, 1000), EngineId::Query).unwrap())
-        .collect();
-    for &slot in slots.iter().step_by(2) {
-        region.free(slot).unwrap();
-    }
+    let slots = write_and_free_every_second(&mut region);
     region.sync().unwrap();
     let top = slots[99];
     let before = region.slot_ref(top).unwrap();
@@ -71,12 +78,7 @@ fn slots_unsummed_when_a_compaction_sync_fails_are_summed_by_the_next_sync() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
     let mut region = open(&path);
-    let slots: Vec<usize> = (0..100)
-        .map(|i| region.write(&pattern(i, 1000), EngineId::Query).unwrap())
-        .collect();
-    for &slot in slots.iter().step_by(2) {
-        region.free(slot).unwrap();
-    }
+    write_and_free_every_second(&mut region);
     // No sync: the live slots are unsummed when the step moves them.
     fault::fail_after(Call::Sync, 0, libc::EIO);
     region.compact_step(u64::MAX).unwrap_err();
