@@ -40,9 +40,12 @@ pub enum SpillMode {
 /// The budget bounds the bytes the region files hold together: a write
 /// that would make a file grow past it fails with
 /// [`Error::BudgetExceeded`] before any disk is touched, and nothing
-/// already written is lost. A file's length bounds the disk blocks it
+/// already written is lost. A file's length bounds the data blocks it
 /// occupies, so the disk used ([`used_disk_space`](Self::used_disk_space),
-/// the files' allocated blocks) never passes the budget either.
+/// the files' allocated blocks) passes the budget only by the file
+/// system's own metadata: on ext4, a file whose holes and growth steps
+/// make more than four extents also counts a 4 KiB block of its extent
+/// tree (one per 340 extents).
 ///
 /// ```
 /// use overflow_region::{EngineId, MemoryTuning, SpillDir, SpillMode};

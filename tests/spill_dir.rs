@@ -138,10 +138,13 @@ fn ephemeral_mode_refuses_a_foreign_file_with_a_region_name_and_leaves_it() {
 }
 
 /// Four threads write into two cores until the budget says no: no write
-/// passes it, the error names it, and everything acknowledged reads back.
+/// passes it (the files' lengths; their blocks but for file-system
+/// metadata), the error names it, and everything acknowledged reads back.
 #[test]
 fn a_budget_hit_from_several_threads_is_never_passed() {
     const BUDGET: u64 = 8 << 20;
+    /// File-system metadata a file may hold beyond its data (per core).
+    const METADATA_ALLOWANCE: u64 = 16 << 10;
     let dir = tempfile::tempdir().unwrap();
     let spill =
         Arc::new(SpillDir::open(dir.path(), 2, &tuning(), SpillMode::Ephemeral, BUDGET).unwrap());
@@ -172,7 +175,14 @@ fn a_budget_hit_from_several_threads_is_never_passed() {
                             Err(other) => panic!("write failed: {other}"),
                         }
                         assert!(spill.budget_used() <= BUDGET);
-                        assert!(spill.used_disk_space() <= BUDGET);
+                        // Data blocks within the budget; ext4 adds a block
+                        // of extent tree to a file of many extents: 140
+                        // runs went over by 4096 or 8192 bytes in 39.
+                        assert!(
+                            spill.used_disk_space() <= BUDGET + 2 * METADATA_ALLOWANCE,
+                            "{} > {BUDGET}",
+                            spill.used_disk_space()
+                        );
                     }
                     mine
                 })
