@@ -330,6 +330,29 @@ impl Settings {
         live / 100 * self.slack_percent + live % 100 * self.slack_percent / 100
     }
 
+    /// How far a growing file grows past what a write needs, for `live`
+    /// bytes: their slack, at least `MIN_GROWTH_STEP` (so a small region
+    /// does not call `fallocate` for every write) and at most
+    /// `MAX_GROWTH_STEP`. With no slack, nothing: the file grows by what
+    /// each write needs.
+    fn growth_step(&self, live: u64) -> u64 {
+        if self.slack_percent == 0 {
+            return 0;
+        }
+        self.slack(live).clamp(MIN_GROWTH_STEP, MAX_GROWTH_STEP)
+    }
+
+    /// How far past a write at the end of the region punched holes are
+    /// filled at once: `TAIL_FILL_AHEAD`, or nothing with no slack (filled
+    /// holes are blocks held ahead of use).
+    fn tail_fill_ahead(&self) -> u64 {
+        if self.slack_percent == 0 {
+            0
+        } else {
+            TAIL_FILL_AHEAD
+        }
+    }
+
     /// The error for a mapping of the file that failed: a reservation the
     /// kernel refused for want of address space is a configuration problem
     /// and names the maximum capacity.
@@ -958,7 +981,7 @@ impl OverflowRegion {
             // Space at the end is used front to back: fill a stretch ahead
             // at once rather than one system call per page.
             let ahead = if allocation.from_tail {
-                TAIL_FILL_AHEAD
+                self.settings.tail_fill_ahead()
             } else {
                 0
             };
@@ -1790,19 +1813,15 @@ impl OverflowRegion {
         }
     }
 
-    /// Grows the file so `end` fits: by the slack of the live bytes (at
-    /// least `MIN_GROWTH_STEP`, at most `MAX_GROWTH_STEP`), at least to
-    /// `end`, never past the maximum; only to `end` when the file system
-    /// cannot take the step. Growth ahead comes out of the slack,
-    /// so a growing file holds at most its live bytes and their slack
-    /// (plus one minimum step).
+    /// Grows the file so `end` fits: by `Settings::growth_step` past the
+    /// file's length, at least to `end`, never past the maximum; only to
+    /// `end` when the file system cannot take the step. Growth ahead comes
+    /// out of the slack, so a growing file holds at most its live bytes and
+    /// their slack (plus one minimum step; with no slack, nothing ahead).
     fn grow_to_fit(&mut self, end: u64) -> Result<()> {
         let current = self.mapping.len();
         let page = mapping::page_size();
-        let step = self
-            .settings
-            .slack(self.accounting.live_bytes())
-            .clamp(MIN_GROWTH_STEP, MAX_GROWTH_STEP);
+        let step = self.settings.growth_step(self.accounting.live_bytes());
         let target = end
             .max(current + step)
             .next_multiple_of(page)

@@ -78,6 +78,10 @@ pub struct MemoryTuning {
     /// down. A spill directory whose files are written once, read once and
     /// dropped (a query engine's) wants a small value; a region under
     /// churn, whose freed space is written again soon, the default.
+    ///
+    /// With 0 the file holds nothing ahead of use: it grows by what each
+    /// write at its end needs (one `fallocate` per such write) and fills
+    /// punched holes only where a write lands.
     pub overflow_slack_percent: u32,
 }
 
