@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::budget::DiskBudget;
 use crate::error::{Error, Result};
+use crate::reader::OverflowReader;
 use crate::region::OverflowRegion;
 use crate::stats::RegionStats;
 use crate::sys::mapping;
@@ -205,6 +206,47 @@ impl SpillDir {
         Ok(region
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// A reader of core `core`'s region file: it reads slots by their
+    /// [`SlotRef`](crate::SlotRef) (from
+    /// [`OverflowRegion::slot_ref`]) without taking the core's lock, so
+    /// reads never wait for that core's writer, nor it for them.
+    ///
+    /// While a reader is open, the region file does not shrink: its unused
+    /// tail is punched instead, which gives the same blocks back (see
+    /// [`MemoryTuning::overflow_shrink`]).
+    ///
+    /// ```
+    /// use overflow_region::{EngineId, MemoryTuning, SpillDir, SpillMode};
+    ///
+    /// # fn main() -> overflow_region::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let spill = SpillDir::open(dir.path(), 2, &MemoryTuning::default(), SpillMode::Ephemeral, 16 << 20)?;
+    /// let handle = spill.with_core(1, |region| {
+    ///     let slot = region.write(b"sorted run", EngineId::Query)?;
+    ///     region.slot_ref(slot)
+    /// })?;
+    /// let reader = spill.open_reader(1)?;
+    /// let mut bytes = Vec::new();
+    /// reader.read_into(&handle, &mut bytes)?;
+    /// assert_eq!(bytes, b"sorted run");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownCore`] past the number of cores; otherwise as
+    /// [`OverflowReader::open`].
+    pub fn open_reader(&self, core: usize) -> Result<OverflowReader> {
+        if core >= self.cores.len() {
+            return Err(Error::UnknownCore {
+                core,
+                cores: self.cores.len(),
+            });
+        }
+        OverflowReader::open(&core_path(&self.dir, core))
     }
 
     /// Number of cores (regions).

@@ -284,3 +284,59 @@ fn try_with_core_skips_a_busy_core_without_waiting() {
     assert_eq!(spill.core_stats(0).unwrap().live_slots, 0);
     assert_eq!(spill.core_stats(1).unwrap().live_slots, 1);
 }
+
+/// A core's reader reads its slots while another thread holds the core's
+/// lock (it never takes it), refuses a freed slot, and an unknown core is
+/// an error.
+#[test]
+fn a_cores_reader_reads_without_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = SpillDir::open(
+        dir.path(),
+        2,
+        &tuning(),
+        SpillMode::Ephemeral,
+        16 * MIB as u64,
+    )
+    .unwrap();
+    let (slot, handle) = spill
+        .with_core(1, |region| {
+            let slot = region.write(&[7; 5000], EngineId::Query)?;
+            Ok((slot, region.slot_ref(slot)?))
+        })
+        .unwrap();
+    let reader = spill.open_reader(1).unwrap();
+    let spill = &spill;
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (read_tx, read_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            spill
+                .with_core(1, |_| {
+                    locked_tx.send(()).unwrap();
+                    // Holds core 1's lock until the read is done.
+                    assert_eq!(read_rx.recv().unwrap(), vec![7; 5000]);
+                    Ok(())
+                })
+                .unwrap();
+        });
+        locked_rx.recv().unwrap();
+        assert_eq!(
+            spill.try_with_core(1, |_| Ok(())).unwrap(),
+            None,
+            "core 1 is locked"
+        );
+        let mut bytes = Vec::new();
+        reader.read_into(&handle, &mut bytes).unwrap();
+        read_tx.send(bytes).unwrap();
+    });
+    spill.with_core(1, |region| region.free(slot)).unwrap();
+    assert!(matches!(
+        reader.read_into(&handle, &mut Vec::new()),
+        Err(Error::SlotChanged { .. })
+    ));
+    assert!(matches!(
+        spill.open_reader(2),
+        Err(Error::UnknownCore { core: 2, cores: 2 })
+    ));
+}
