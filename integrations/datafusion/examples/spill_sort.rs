@@ -12,7 +12,7 @@
 //! each run it prints the wall time, the bytes DataFusion's operators
 //! spilled (their `spilled_bytes` metrics), the peak disk the spill
 //! directory held (allocated blocks, `st_blocks` x 512 of every file under
-//! it, sampled every 2 ms), the files created, the peak number of file
+//! it, sampled every 0.5 ms), the files created, the peak number of file
 //! descriptors open on files under the spill directory (`/proc/self/fd`,
 //! same sampling) and a checksum of the result, which must be the same
 //! for both (and for every run). DataFusion's fair memory pool is used,
@@ -24,7 +24,12 @@
 //! `--slack PERCENT` (the regions' `overflow_slack_percent`, 0), `--dir DIR`
 //! (where the spill directories go; the system's temporary directory),
 //! `--reservation-mib N` (DataFusion's `sort_spill_reservation_bytes`, in
-//! MiB), `--fan-in N` (8), `--json`.
+//! MiB), `--fan-in N` (8), `--partitions N` (DataFusion's target
+//! partitions and the spill directory's cores; the CPUs), `--json`.
+//!
+//! With `--partitions 1` DataFusion spills the same bytes in every run,
+//! with either disk manager, so the peak disk compares the disk managers
+//! alone; with more, what it spills varies from run to run.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -55,6 +60,11 @@ const MIB: u64 = 1 << 20;
 /// 64 MiB pool for more than it has.
 const FAN_IN: usize = 8;
 
+/// How often the sampler reads the spill directory's blocks and the
+/// descriptors open on it. A peak lasts as long as DataFusion holds the
+/// inputs of a merge and its output at once.
+const SAMPLE_EVERY: Duration = Duration::from_micros(500);
+
 /// Runs that fail for want of memory are run again up to this many times.
 const MAX_RETRIES: u64 = 10;
 
@@ -79,12 +89,13 @@ struct Options {
     json: bool,
     reservation_mib: Option<usize>,
     fan_in: usize,
+    partitions: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: spill_sort [--pool-mib N] [--rows N] [--runs N] [--piece-kib N] \
-         [--slack PERCENT] [--dir DIR] [--json]"
+         [--slack PERCENT] [--dir DIR] [--reservation-mib N] [--fan-in N] [--partitions N] [--json]"
     );
     std::process::exit(2);
 }
@@ -100,6 +111,7 @@ fn options() -> Options {
         json: false,
         reservation_mib: None,
         fan_in: FAN_IN,
+        partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -115,6 +127,7 @@ fn options() -> Options {
             "--json" => options.json = true,
             "--reservation-mib" => options.reservation_mib = Some(number(value()) as usize),
             "--fan-in" => options.fan_in = number(value()) as usize,
+            "--partitions" => options.partitions = number(value()).max(1) as usize,
             _ => usage(),
         }
     }
@@ -242,7 +255,7 @@ impl Sampler {
                 if done {
                     return (disk, fds, files);
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(SAMPLE_EVERY);
             }
         });
         Sampler { stop, thread }
@@ -512,7 +525,7 @@ where
 #[tokio::main]
 async fn main() -> Result<()> {
     let options = options();
-    let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let partitions = options.partitions;
     let table = Arc::new(table(options.rows, partitions));
     let mut report = Vec::new();
     for (name, sql, ordered) in QUERIES {
@@ -520,9 +533,18 @@ async fn main() -> Result<()> {
         // Every run of either, against the first run with the default.
         let mut expected = None;
         let mut equal = true;
-        for _ in 0..options.runs {
-            let d = retried(|| run_default(&options, partitions, &table, sql, ordered)).await?;
-            let o = retried(|| run_ours(&options, partitions, &table, sql, ordered)).await?;
+        for run in 0..options.runs {
+            // Which disk manager runs first alternates, so neither always
+            // runs after the other's work.
+            let run_d = || retried(|| run_default(&options, partitions, &table, sql, ordered));
+            let run_o = || retried(|| run_ours(&options, partitions, &table, sql, ordered));
+            let (d, o) = if run % 2 == 0 {
+                let d = run_d().await?;
+                (d, run_o().await?)
+            } else {
+                let o = run_o().await?;
+                (run_d().await?, o)
+            };
             let expected = *expected.get_or_insert((d.checksum, d.rows));
             equal &= (d.checksum, d.rows) == expected && (o.checksum, o.rows) == expected;
             default.push(d);
@@ -547,7 +569,7 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} rows, memory pool {} MiB, {partitions} partitions (= cores), pieces of {} KiB, slack {}%, best and median of {} run(s); \
+        "{} rows, memory pool {} MiB, {partitions} partition(s) (= spill directory cores), pieces of {} KiB, slack {}%, best and median of {} run(s); \
          spilled bytes, spills and peak disk the medians (largest peak disk after it), \
          descriptors the largest",
         options.rows, options.pool_mib, options.piece_kib, options.slack, options.runs
