@@ -85,7 +85,7 @@
 //!
 //! Open the directory with `overflow_slack_percent: 0`: a spill file is
 //! written once, read once and dropped, so freed space is given back at once
-//! and the files grow by what they need. With the regions' default of 10 %
+//! and the files grow by what each piece needs, holding nothing ahead. With the regions' default of 10 %
 //! the ORDER BY of the `spill_sort` example peaked 6 % higher on disk
 //! (docs/DATAFUSION.md in the source repository).
 //!
