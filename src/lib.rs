@@ -64,6 +64,7 @@
 mod budget;
 mod engine;
 mod error;
+mod header_map;
 mod holes;
 mod inspect;
 mod layout;

@@ -48,6 +48,12 @@ pub struct RecoveryReport {
     /// boot (the next `sync` computes their checksums). After a reboot such
     /// slots are dropped instead ([`DropReason::NotChecksummed`]).
     pub payloads_unsummed: usize,
+    /// Pages of the file the open asked the kernel to read ahead of the
+    /// walk, as the header map next to the file (`<file>.headers`, written
+    /// at `sync` and at close) named them: one request for every header
+    /// instead of one random read per extent on a cold page cache. 0
+    /// without a usable map; nothing in the map is trusted.
+    pub header_pages_prefetched: u64,
 }
 
 /// An extent recovery dropped, and why.

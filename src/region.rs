@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::budget::DiskBudget;
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
+use crate::header_map;
 use crate::holes::Holes;
 use crate::layout::{
     self, BOOT_ID_OFFSET, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN,
@@ -41,6 +42,10 @@ const MIN_SPLIT: u64 = 64;
 /// steps are few, and by at most this many bytes, so one step never commits
 /// far more disk than the region needs.
 const MAX_GROWTH_STEP: u64 = 256 << 20;
+
+/// `OverflowRegion::header_map_changes` when the map must be written at
+/// the next chance (after an open, whatever the file next to it holds).
+const HEADER_MAP_MISSING: u64 = u64::MAX / 2;
 
 /// The least a growing file grows by, so a small region does not call
 /// `fallocate` for every write.
@@ -216,6 +221,10 @@ pub struct OverflowRegion {
     /// from the file: `sync_file_range` checks the same error state as
     /// `fsync`), for the next `sync` to return.
     write_back_error: std::cell::Cell<Option<io::Error>>,
+    /// Extents written, freed or moved since the header map next to the
+    /// file was written (`header_map`); `HEADER_MAP_MISSING` when it must be
+    /// written at the next `sync` or close whatever the count.
+    header_map_changes: std::cell::Cell<u64>,
     /// Set at open when the page cache may hold long folios this writer
     /// does not know of and dropping it failed: the header keeps saying so
     /// (`LONG_FOLIOS`) for the next writer.
@@ -271,6 +280,7 @@ impl Drop for OverflowRegion {
             self.sum_unsummed();
             self.punch_pending();
             self.give_back_long_folio_tail();
+            self.write_header_map(true);
         }
         if let Some(budget) = &self.budget {
             budget.release(self.mapping.len());
@@ -504,6 +514,10 @@ impl OverflowRegion {
             None => Some(file::random_nonzero_u64().map_err(Error::io(path, "getrandom"))?),
         };
         let unknown_long_folios = Self::drop_larger_folios(path, &file, &settings);
+        // Before the walk: ask for every header page at once.
+        let prefetched = counters.identity.map_or(0, |identity| {
+            header_map::prefetch(path, &file, identity, file_len)
+        });
         let mapping =
             Self::map(file, &settings).map_err(|source| settings.map_error(path, source))?;
         let holes = mapping
@@ -518,6 +532,7 @@ impl OverflowRegion {
             unknown_long_folios,
             inode,
         );
+        region.recovery.header_pages_prefetched = prefetched;
         if let Some(identity) = new_identity {
             region.record_identity(identity);
         }
@@ -570,7 +585,8 @@ impl OverflowRegion {
                 path: path.to_owned(),
             });
         }
-        std::fs::remove_file(path).map_err(Error::io(path, "remove"))
+        std::fs::remove_file(path).map_err(Error::io(path, "remove"))?;
+        header_map::remove(path).map_err(Error::io(&header_map::path_for(path), "remove"))
     }
 
     /// Takes the writer's lock, waiting up to `LOCK_PATIENCE` for it: a
@@ -639,6 +655,7 @@ impl OverflowRegion {
             compacting: false,
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
+            header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
             unknown_long_folios: false,
             budget: None,
             unsummed: std::cell::Cell::default(),
@@ -769,6 +786,7 @@ impl OverflowRegion {
             compacting: false,
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
+            header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
             unknown_long_folios,
             budget: None,
             unsummed: std::cell::Cell::new(unsummed),
@@ -961,6 +979,7 @@ impl OverflowRegion {
         let index = self.slots.occupy(live);
         debug_assert_eq!(index, slot);
         self.accounting.add(&live);
+        self.note_header_change();
         self.note_unsummed(slot as u32, live.generation);
         Ok(slot)
     }
@@ -1456,6 +1475,7 @@ impl OverflowRegion {
                 .store_word(SLOT_HIGH_WATER_OFFSET, self.slots.len() as u64);
         }
         self.accounting.remove(&slot);
+        self.note_header_change();
         self.free_extent(slot.extent());
         Ok(())
     }
@@ -1516,7 +1536,10 @@ impl OverflowRegion {
         // Durable, but reachable? The lock is on the inode: after an unlink
         // or rename another writer can open a new file at the path.
         match Inode::at(&self.path) {
-            Ok(inode) if inode == self.inode => Ok(()),
+            Ok(inode) if inode == self.inode => {
+                self.write_header_map(false);
+                Ok(())
+            }
             Ok(_) => Err(Error::PathReplaced {
                 path: self.path.clone(),
             }),
@@ -1627,6 +1650,44 @@ impl OverflowRegion {
         let word = header.checksum_word(checksum::crc32c(payload));
         self.mapping
             .store_checksum_word(live.offset + layout::CHECKSUM_WORD_OFFSET, word);
+    }
+
+    /// Counts an extent written, freed or moved against the header map.
+    pub(super) fn note_header_change(&self) {
+        let changes = &self.header_map_changes;
+        changes.set(changes.get().saturating_add(1));
+    }
+
+    /// Writes the header map next to the file (`header_map`) if it is
+    /// missing or an eighth of the extents changed since it was written,
+    /// or at `closing` if anything did: O(extents log extents), so a
+    /// `sync` pays it once per that many changes. A region of more than
+    /// `header_map::MAX_EXTENTS` extents removes its map instead. Failure
+    /// costs only a slower cold reopen, and is logged.
+    fn write_header_map(&self, closing: bool) {
+        let changes = self.header_map_changes.get();
+        let extents = self.slots.live() + self.space.free_extent_count();
+        if self.ephemeral
+            || changes == 0
+            || (!closing && changes.saturating_mul(8) < extents as u64)
+        {
+            return;
+        }
+        self.header_map_changes.set(0);
+        let written = if extents > header_map::MAX_EXTENTS {
+            header_map::remove(&self.path)
+        } else {
+            let live = self
+                .slots
+                .iter_live()
+                .map(|(_, live)| (live.offset, live.header_len()));
+            let free = self.space.free_extents().map(|extent| (extent.offset, 8));
+            let ranges = header_map::ranges(live.chain(free).collect());
+            header_map::write(&self.path, self.identity, &ranges)
+        };
+        if let Err(error) = written {
+            tracing::debug!(path = %self.path.display(), %error, "writing the header map failed");
+        }
     }
 
     /// The durable part of [`sync`](Self::sync), without the check of the

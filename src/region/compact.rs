@@ -317,6 +317,7 @@ impl OverflowRegion {
         self.slots.relocate(index, copy);
         self.accounting.remove(&slot);
         self.accounting.add(&copy);
+        self.note_header_change();
         if stored.payload_crc.is_none() {
             // The copy has a new generation: listed again under it.
             self.note_unsummed(index as u32, copy.generation);

@@ -1,0 +1,157 @@
+//! The header map next to a region file (`<file>.headers`): written at
+//! `sync` and at close, read at open to ask for every header page at once.
+//! It is advice: a damaged, foreign or missing map changes nothing the
+//! open recovers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use overflow_region::{EngineId, MemoryTuning, OverflowRegion, SpillDir, SpillMode};
+
+const KIB: usize = 1 << 10;
+
+fn map_path(region: &Path) -> PathBuf {
+    let mut name = region.as_os_str().to_owned();
+    name.push(".headers");
+    PathBuf::from(name)
+}
+
+/// 64 payloads of 64 KiB, every fourth freed: headers 16 pages apart.
+fn fill(path: &Path) -> (OverflowRegion, BTreeMap<usize, Vec<u8>>) {
+    let mut region = OverflowRegion::open_with_config(path, 1 << 20, 64 << 20).unwrap();
+    let mut kept = BTreeMap::new();
+    for i in 0..64u8 {
+        let payload = vec![i; 64 * KIB];
+        let slot = region.write(&payload, EngineId::Query).unwrap();
+        if i % 4 == 3 {
+            region.free(slot).unwrap();
+        } else {
+            kept.insert(slot, payload);
+        }
+    }
+    (region, kept)
+}
+
+fn contents(region: &OverflowRegion) -> BTreeMap<usize, Vec<u8>> {
+    region
+        .live_slots()
+        .map(|entry| (entry.slot, region.read(entry.slot).unwrap().to_vec()))
+        .collect()
+}
+
+/// The map is written by `sync` (so it is there after a kill -9 that
+/// follows), and the next open asks for the pages it names: one per live
+/// extent's header at least.
+#[test]
+fn a_sync_writes_the_map_and_the_next_open_prefetches_what_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let (region, kept) = fill(&path);
+    assert!(!map_path(&path).exists(), "no map before the first sync");
+    region.sync().unwrap();
+    assert!(map_path(&path).exists(), "sync writes the map");
+    drop(region);
+
+    let region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+    let prefetched = region.recovery().header_pages_prefetched;
+    assert!(
+        prefetched >= kept.len() as u64,
+        "{prefetched} pages prefetched for {} live extents",
+        kept.len()
+    );
+    assert!(
+        prefetched < 64 * 16 / 2,
+        "{prefetched} pages: not the whole file"
+    );
+    assert_eq!(contents(&region), kept);
+}
+
+/// A damaged map, another file's map, or no map: the open recovers the
+/// same slots and prefetches nothing.
+#[test]
+fn a_map_that_does_not_check_out_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let (region, kept) = fill(&path);
+    drop(region);
+    let good = std::fs::read(map_path(&path)).unwrap();
+
+    let other = dir.path().join("other");
+    drop(fill(&other).0);
+    let foreign = std::fs::read(map_path(&other)).unwrap();
+
+    let mut flipped = good.clone();
+    flipped[30] ^= 1;
+    let cases: [(&str, Option<&[u8]>); 5] = [
+        ("damaged", Some(&flipped)),
+        ("another file's", Some(&foreign)),
+        ("cut short", Some(&good[..good.len() - 1])),
+        ("garbage", Some(&[0xA5; 4096])),
+        ("missing", None),
+    ];
+    for (name, map) in cases {
+        match map {
+            Some(bytes) => std::fs::write(map_path(&path), bytes).unwrap(),
+            None => std::fs::remove_file(map_path(&path)).unwrap(),
+        }
+        let region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+        assert_eq!(region.recovery().header_pages_prefetched, 0, "{name} map");
+        assert!(region.recovery().dropped.is_empty(), "{name} map");
+        assert_eq!(contents(&region), kept, "{name} map");
+        // The close writes a good map again.
+        drop(region);
+        assert_eq!(
+            std::fs::read(map_path(&path)).unwrap(),
+            good,
+            "after a {name} map"
+        );
+    }
+}
+
+/// An ephemeral spill directory writes no maps, and removes those a
+/// persistent run left next to its region files.
+#[test]
+fn an_ephemeral_spill_directory_keeps_no_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: 1 << 20,
+        overflow_max_bytes: 64 << 20,
+        ..MemoryTuning::default()
+    };
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let spill = SpillDir::open(dir.path(), 2, &tuning, SpillMode::Persistent, 16 << 20).unwrap();
+    spill
+        .with_core(1, |region| {
+            region.write(&[1; 5000], EngineId::Query)?;
+            region.sync()
+        })
+        .unwrap();
+    drop(spill);
+    assert_eq!(
+        names(dir.path()),
+        ["core-0", "core-0.headers", "core-1", "core-1.headers"]
+    );
+
+    let spill = SpillDir::open(dir.path(), 2, &tuning, SpillMode::Ephemeral, 16 << 20).unwrap();
+    assert_eq!(
+        names(dir.path()),
+        ["core-0", "core-1"],
+        "the old maps are removed"
+    );
+    spill
+        .with_core(0, |region| {
+            region.write(&[2; 5000], EngineId::Query)?;
+            region.sync()
+        })
+        .unwrap();
+    assert_eq!(names(dir.path()), ["core-0", "core-1"], "sync writes none");
+    drop(spill);
+    assert!(names(dir.path()).is_empty());
+}
