@@ -125,12 +125,19 @@ pub(crate) fn write(region: &Path, identity: u64, ranges: &[(u32, u32)]) -> io::
     std::fs::rename(&temporary, &path)
 }
 
-/// Removes the map of the region file at `region`, if there is one.
+/// Removes the map of the region file at `region`, and the temporary file
+/// of a write a crash interrupted, if they are there.
 pub(crate) fn remove(region: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path_for(region)) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
+    let path = path_for(region);
+    let mut temporary = path.clone().into_os_string();
+    temporary.push(".new");
+    for path in [path.as_os_str(), &temporary] {
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Reads the map of the region file at `region` (of identity `identity`,

@@ -30,7 +30,11 @@ pub enum SpillMode {
 }
 
 /// One region per core under one directory (`core-0`, `core-1`, ...), with
-/// one disk budget shared by all of them.
+/// one disk budget shared by all of them. In [`SpillMode::Persistent`] each
+/// region also keeps its header map next to it (`core-N.headers`, a few
+/// bytes per extent, written at `sync` and close: see
+/// [`RecoveryReport::header_pages_prefetched`](crate::RecoveryReport::header_pages_prefetched));
+/// in [`SpillMode::Ephemeral`] the region files are the only files.
 ///
 /// `Send + Sync`: each core's region sits behind its own lock, reached with
 /// [`with_core`](Self::with_core), so a runtime that moves tasks between

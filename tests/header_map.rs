@@ -139,6 +139,8 @@ fn an_ephemeral_spill_directory_keeps_no_maps() {
         ["core-0", "core-0.headers", "core-1", "core-1.headers"]
     );
 
+    // What a crash in the middle of writing a map leaves.
+    std::fs::write(dir.path().join("core-1.headers.new"), b"half").unwrap();
     let spill = SpillDir::open(dir.path(), 2, &tuning, SpillMode::Ephemeral, 16 << 20).unwrap();
     assert_eq!(
         names(dir.path()),
