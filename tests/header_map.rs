@@ -157,3 +157,22 @@ fn an_ephemeral_spill_directory_keeps_no_maps() {
     drop(spill);
     assert!(names(dir.path()).is_empty());
 }
+
+/// A map that cannot be written (here a directory is in the way of its
+/// temporary file) fails nothing: `sync` and the close succeed, and the
+/// next open recovers every slot without prefetching.
+#[test]
+fn a_map_that_cannot_be_written_fails_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut blocked = map_path(&path).into_os_string();
+    blocked.push(".new");
+    std::fs::create_dir(&blocked).unwrap();
+    let (region, kept) = fill(&path);
+    region.sync().unwrap();
+    drop(region);
+    assert!(!map_path(&path).exists());
+    let region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+    assert_eq!(region.recovery().header_pages_prefetched, 0);
+    assert_eq!(contents(&region), kept);
+}
