@@ -156,9 +156,7 @@ pub(crate) fn prefetch(region: &Path, file: &File, identity: u64, file_len: u64)
     for (first, count) in ranges {
         let start = u64::from(first) * MAP_PAGE;
         let len = (u64::from(count) * MAP_PAGE).min(file_len.saturating_sub(start));
-        if len == 0 {
-            break;
-        }
+        // Ranges are in order: the first one past the end ends the map.
         let Some(len) = std::num::NonZeroU64::new(len) else {
             break;
         };
