@@ -352,17 +352,6 @@ impl Settings {
         self.slack(live).clamp(MIN_GROWTH_STEP, MAX_GROWTH_STEP)
     }
 
-    /// How far past a write at the end of the region punched holes are
-    /// filled at once: `TAIL_FILL_AHEAD`, or nothing with no slack (filled
-    /// holes are blocks held ahead of use).
-    fn tail_fill_ahead(&self) -> u64 {
-        if self.slack_percent == 0 {
-            0
-        } else {
-            TAIL_FILL_AHEAD
-        }
-    }
-
     /// The error for a mapping of the file that failed: a reservation the
     /// kernel refused for want of address space is a configuration problem
     /// and names the maximum capacity.
@@ -999,8 +988,10 @@ impl OverflowRegion {
         if result.is_ok() && !self.holes.is_empty() {
             // Space at the end is used front to back: fill a stretch ahead
             // at once rather than one system call per page.
+            // Filled holes are blocks held ahead of use, as growth is:
+            // they come out of the same allowance.
             let ahead = if allocation.from_tail {
-                self.settings.tail_fill_ahead()
+                TAIL_FILL_AHEAD.min(self.settings.growth_step(self.accounting.live_bytes()))
             } else {
                 0
             };
