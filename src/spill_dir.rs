@@ -186,11 +186,7 @@ impl SpillDir {
         core: usize,
         f: impl FnOnce(&mut OverflowRegion) -> Result<T>,
     ) -> Result<Option<T>> {
-        let region = self.cores.get(core).ok_or(Error::UnknownCore {
-            core,
-            cores: self.cores.len(),
-        })?;
-        let mut region = match region.try_lock() {
+        let mut region = match self.core(core)?.try_lock() {
             Ok(region) => region,
             // As in `lock`: every region call completes or changes nothing.
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -203,13 +199,18 @@ impl SpillDir {
     /// leaves the region as its last completed call left it: every region
     /// call either completes or changes nothing, so the lock is taken over.
     fn lock(&self, core: usize) -> Result<MutexGuard<'_, OverflowRegion>> {
-        let region = self.cores.get(core).ok_or(Error::UnknownCore {
-            core,
-            cores: self.cores.len(),
-        })?;
-        Ok(region
+        Ok(self
+            .core(core)?
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Core `core`'s region, unlocked, or [`Error::UnknownCore`].
+    fn core(&self, core: usize) -> Result<&Mutex<OverflowRegion>> {
+        self.cores.get(core).ok_or(Error::UnknownCore {
+            core,
+            cores: self.cores.len(),
+        })
     }
 
     /// A reader of core `core`'s region file: it reads slots by their
@@ -244,12 +245,7 @@ impl SpillDir {
     /// [`Error::UnknownCore`] past the number of cores; otherwise as
     /// [`OverflowReader::open`].
     pub fn open_reader(&self, core: usize) -> Result<OverflowReader> {
-        if core >= self.cores.len() {
-            return Err(Error::UnknownCore {
-                core,
-                cores: self.cores.len(),
-            });
-        }
+        self.core(core)?;
         OverflowReader::open(&core_path(&self.dir, core))
     }
 
