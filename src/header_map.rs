@@ -118,20 +118,22 @@ pub(crate) fn decode(bytes: &[u8], identity: u64) -> Option<Vec<(u32, u32)>> {
 /// temporary file renamed over the old map, so a crash leaves the old map
 /// or the new one (either is only advice).
 pub(crate) fn write(region: &Path, identity: u64, ranges: &[(u32, u32)]) -> io::Result<()> {
-    let path = path_for(region);
-    let mut temporary = path.clone().into_os_string();
-    temporary.push(".new");
+    let temporary = temporary_for(region);
     std::fs::write(&temporary, encode(identity, ranges))?;
-    std::fs::rename(&temporary, &path)
+    std::fs::rename(&temporary, path_for(region))
+}
+
+/// Where `write` writes the map before renaming it into place.
+fn temporary_for(region: &Path) -> PathBuf {
+    let mut name = path_for(region).into_os_string();
+    name.push(".new");
+    PathBuf::from(name)
 }
 
 /// Removes the map of the region file at `region`, and the temporary file
 /// of a write a crash interrupted, if they are there.
 pub(crate) fn remove(region: &Path) -> io::Result<()> {
-    let path = path_for(region);
-    let mut temporary = path.clone().into_os_string();
-    temporary.push(".new");
-    for path in [path.as_os_str(), &temporary] {
+    for path in [path_for(region), temporary_for(region)] {
         match std::fs::remove_file(path) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
             _ => {}
