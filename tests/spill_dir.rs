@@ -242,24 +242,18 @@ fn a_budget_too_small_for_the_cores_is_a_configuration_error() {
     assert!(Path::new(&dir.path().join("core-3")).exists());
 }
 
-/// `try_with_core` does not wait for a core another thread holds: it says
-/// so, and runs on a free core.
-#[test]
-fn try_with_core_skips_a_busy_core_without_waiting() {
-    let dir = tempfile::tempdir().unwrap();
-    let spill = SpillDir::open(
-        dir.path(),
-        2,
-        &tuning(),
-        SpillMode::Ephemeral,
-        16 * MIB as u64,
-    )
-    .unwrap();
+/// A spill directory of 2 cores with a 16 MiB budget.
+fn two_cores(dir: &Path) -> SpillDir {
+    SpillDir::open(dir, 2, &tuning(), SpillMode::Ephemeral, 16 * MIB as u64).unwrap()
+}
+
+/// Runs `f` while another thread holds core `core`'s lock.
+fn while_held<T>(spill: &SpillDir, core: usize, f: impl FnOnce() -> T) -> T {
     let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
     std::thread::scope(|scope| {
         scope.spawn(|| {
             spill
-                .with_core(0, |_| {
+                .with_core(core, |_| {
                     held.wait();
                     release.wait();
                     Ok(())
@@ -267,6 +261,19 @@ fn try_with_core_skips_a_busy_core_without_waiting() {
                 .unwrap();
         });
         held.wait();
+        let result = f();
+        release.wait();
+        result
+    })
+}
+
+/// `try_with_core` does not wait for a core another thread holds: it says
+/// so, and runs on a free core.
+#[test]
+fn try_with_core_skips_a_busy_core_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = two_cores(dir.path());
+    while_held(&spill, 0, || {
         let busy = spill
             .try_with_core(0, |region| region.write(b"x", EngineId::Query))
             .unwrap();
@@ -279,7 +286,6 @@ fn try_with_core_skips_a_busy_core_without_waiting() {
             spill.try_with_core(2, |_| Ok(())),
             Err(Error::UnknownCore { core: 2, cores: 2 })
         ));
-        release.wait();
     });
     assert_eq!(spill.core_stats(0).unwrap().live_slots, 0);
     assert_eq!(spill.core_stats(1).unwrap().live_slots, 1);
@@ -291,14 +297,7 @@ fn try_with_core_skips_a_busy_core_without_waiting() {
 #[test]
 fn a_cores_reader_reads_without_its_lock() {
     let dir = tempfile::tempdir().unwrap();
-    let spill = SpillDir::open(
-        dir.path(),
-        2,
-        &tuning(),
-        SpillMode::Ephemeral,
-        16 * MIB as u64,
-    )
-    .unwrap();
+    let spill = two_cores(dir.path());
     let (slot, handle) = spill
         .with_core(1, |region| {
             let slot = region.write(&[7; 5000], EngineId::Query)?;
@@ -306,21 +305,7 @@ fn a_cores_reader_reads_without_its_lock() {
         })
         .unwrap();
     let reader = spill.open_reader(1).unwrap();
-    let spill = &spill;
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (read_tx, read_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            spill
-                .with_core(1, |_| {
-                    locked_tx.send(()).unwrap();
-                    // Holds core 1's lock until the read is done.
-                    assert_eq!(read_rx.recv().unwrap(), vec![7; 5000]);
-                    Ok(())
-                })
-                .unwrap();
-        });
-        locked_rx.recv().unwrap();
+    let bytes = while_held(&spill, 1, || {
         assert_eq!(
             spill.try_with_core(1, |_| Ok(())).unwrap(),
             None,
@@ -328,8 +313,9 @@ fn a_cores_reader_reads_without_its_lock() {
         );
         let mut bytes = Vec::new();
         reader.read_into(&handle, &mut bytes).unwrap();
-        read_tx.send(bytes).unwrap();
+        bytes
     });
+    assert_eq!(bytes, vec![7; 5000]);
     spill.with_core(1, |region| region.free(slot)).unwrap();
     assert!(matches!(
         reader.read_into(&handle, &mut Vec::new()),
