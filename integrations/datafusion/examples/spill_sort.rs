@@ -394,7 +394,6 @@ async fn run(ctx: &SessionContext, sql: &str, ordered: bool, spill_dir: &Path) -
 
 fn context(
     options: &Options,
-    partitions: usize,
     mode: DiskManagerMode,
     table: &Arc<MemTable>,
 ) -> Result<SessionContext> {
@@ -407,7 +406,7 @@ fn context(
                 .with_max_spill_merge_fan_in(options.fan_in),
         )
         .build_arc()?;
-    let mut config = SessionConfig::new().with_target_partitions(partitions);
+    let mut config = SessionConfig::new().with_target_partitions(options.partitions);
     if let Some(mib) = options.reservation_mib {
         config = config.with_sort_spill_reservation_bytes(mib << 20);
     }
@@ -419,7 +418,6 @@ fn context(
 /// One run of `query` with the default disk manager, in a fresh directory.
 async fn run_default(
     options: &Options,
-    partitions: usize,
     table: &Arc<MemTable>,
     sql: &str,
     ordered: bool,
@@ -427,7 +425,6 @@ async fn run_default(
     let root = tempfile::tempdir_in(&options.dir)?;
     let ctx = context(
         options,
-        partitions,
         DiskManagerMode::Directories(vec![root.path().to_owned()]),
         table,
     )?;
@@ -442,7 +439,6 @@ async fn run_default(
 /// run's).
 async fn run_ours(
     options: &Options,
-    partitions: usize,
     table: &Arc<MemTable>,
     sql: &str,
     ordered: bool,
@@ -456,7 +452,7 @@ async fn run_ours(
     };
     let spill = SpillDir::open(
         root.path(),
-        partitions,
+        options.partitions,
         &tuning,
         SpillMode::Ephemeral,
         512 << 30,
@@ -465,7 +461,6 @@ async fn run_ours(
     let factory = OverflowSpillFactory::with_piece_bytes(Arc::new(spill), options.piece_kib << 10);
     let ctx = context(
         options,
-        partitions,
         DiskManagerMode::Custom(Arc::new(factory.clone())),
         table,
     )?;
@@ -536,8 +531,8 @@ async fn main() -> Result<()> {
         for run in 0..options.runs {
             // Which disk manager runs first alternates, so neither always
             // runs after the other's work.
-            let run_d = || retried(|| run_default(&options, partitions, &table, sql, ordered));
-            let run_o = || retried(|| run_ours(&options, partitions, &table, sql, ordered));
+            let run_d = || retried(|| run_default(&options, &table, sql, ordered));
+            let run_o = || retried(|| run_ours(&options, &table, sql, ordered));
             let (d, o) = if run % 2 == 0 {
                 let d = run_d().await?;
                 (d, run_o().await?)
