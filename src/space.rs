@@ -28,23 +28,33 @@
 //! with a list of vacant slots, node ids are `u32`). A `u64` bitmap says which first levels
 //! have a non-empty class and a `u32` bitmap per first level says which of its classes are
 //! non-empty, so the first non-empty class at or above any class is found with two
-//! `trailing_zeros`. Two hash maps, free extents by start offset and by end offset, find the
-//! neighbours to coalesce with.
+//! `trailing_zeros`. Two hash tables of node ids, one hashed by the start offset of the
+//! node's extent and one by its end, find the neighbours to coalesce with. They hold only the
+//! 4-byte ids (the keys are read from the slab), so a free extent costs its 24-byte node and
+//! about 10 bytes of tables.
+//!
+//! Recovery records free extents in offset order; they are collected and indexed in one go
+//! when it finishes, with every table sized once.
 //!
 //! # Time complexity
 //!
 //! Hash map operations are expected O(1); everything else below is worst case.
 //!
-//! * [`Space::release`], [`Space::undo_tail`], the recovery helpers and every getter except
-//!   [`Space::largest_free`] and [`Space::free_extents`]: O(1).
+//! * [`Space::release`], [`Space::undo_tail`], [`Space::recover_free`],
+//!   [`Space::recover_allocated`] and every getter except [`Space::largest_free`] and
+//!   [`Space::free_extents`]: O(1) (amortized, for the recovery helpers).
+//! * [`Space::finish_recovery`]: O(n) for the n free extents recovered (a radix sort and
+//!   one pass per table), once.
 //! * [`Space::allocate`]: O(1), plus at most one walk of one class list (see its docs).
 //! * [`Space::largest_free`]: one walk of the highest non-empty class list.
 //! * [`Space::free_extents`]: O(number of node slots).
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::ops::{Index, IndexMut};
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 /// Allocation granule: every offset and length is a multiple of it.
 pub(crate) const GRANULE: u64 = 16;
@@ -145,6 +155,9 @@ pub(crate) struct Space {
     /// so is held aside until it is known whether an allocated extent follows it.
     /// Invariant: when `Some`, it ends at the cursor and touches no free extent.
     trailing_free: Option<Extent>,
+    /// While recovering: the free extents recorded so far (but the trailing run), in offset
+    /// order, indexed together when recovery finishes.
+    recovered_free: Vec<Extent>,
 }
 
 impl Space {
@@ -168,6 +181,7 @@ impl Space {
             min_split,
             free: FreeIndex::new(),
             trailing_free: None,
+            recovered_free: Vec::new(),
         }
     }
 
@@ -277,7 +291,7 @@ impl Space {
             },
             Some(run) => {
                 // A gap separates them: `run` is followed by unaccounted space, not the cursor.
-                self.free.insert(run);
+                self.recovered_free.push(run);
                 extent
             }
             None => extent,
@@ -292,7 +306,7 @@ impl Space {
             return;
         }
         if let Some(run) = self.trailing_free.take() {
-            self.free.insert(run);
+            self.recovered_free.push(run);
         }
     }
 
@@ -301,6 +315,10 @@ impl Space {
     pub fn finish_recovery(&mut self) -> u64 {
         if let Some(run) = self.trailing_free.take() {
             self.cursor = run.offset;
+        }
+        if !self.recovered_free.is_empty() {
+            let recovered = std::mem::take(&mut self.recovered_free);
+            self.free.insert_many(recovered);
         }
         self.cursor
     }
@@ -362,6 +380,14 @@ impl Space {
                 end < self.cursor,
                 "free extent ends at {end}, cursor {}",
                 self.cursor
+            );
+        }
+        for pair in self.recovered_free.windows(2) {
+            assert!(
+                pair[0].end() < pair[1].offset,
+                "recovered free extents {:?} and {:?} out of order or touching",
+                pair[0],
+                pair[1]
             );
         }
         if let Some(run) = self.trailing_free {
@@ -649,6 +675,78 @@ impl IndexMut<NodeId> for NodeSlab {
     }
 }
 
+/// Node ids by one edge of their extent (its start, or its end): a hash table that stores
+/// only the ids and reads each key from the slab.
+struct EdgeMap {
+    table: HashTable<NodeId>,
+    /// The edge of an extent this map is keyed by.
+    edge: fn(&Extent) -> u64,
+}
+
+impl EdgeMap {
+    /// An empty map keyed by `edge`.
+    fn new(edge: fn(&Extent) -> u64) -> Self {
+        EdgeMap {
+            table: HashTable::new(),
+            edge,
+        }
+    }
+
+    /// The hash of an edge offset.
+    fn hash(at: u64) -> u64 {
+        FxBuildHasher.hash_one(at)
+    }
+
+    /// The hash of node `id`'s edge.
+    fn hash_of(&self, slab: &NodeSlab, id: NodeId) -> u64 {
+        Self::hash((self.edge)(&slab[id].extent))
+    }
+
+    /// The node whose edge is at `at`.
+    fn find(&self, slab: &NodeSlab, at: u64) -> Option<NodeId> {
+        self.table
+            .find(Self::hash(at), |&id| (self.edge)(&slab[id].extent) == at)
+            .copied()
+    }
+
+    /// Adds node `id` (occupied in `slab`; no other node has the same edge).
+    fn insert(&mut self, slab: &NodeSlab, id: NodeId) {
+        let hash = self.hash_of(slab, id);
+        let edge = self.edge;
+        self.table
+            .insert_unique(hash, id, |&id| Self::hash(edge(&slab[id].extent)));
+    }
+
+    /// Takes node `id` (still occupied in `slab`) out.
+    fn remove(&mut self, slab: &NodeSlab, id: NodeId) {
+        let hash = self.hash_of(slab, id);
+        if let Ok(entry) = self.table.find_entry(hash, |&other| other == id) {
+            entry.remove();
+        }
+    }
+
+    /// Adds nodes `ids` (occupied in `slab`; no two nodes share an edge). The table grows
+    /// once, and the ids go in in the order of the buckets they land in: a table much larger
+    /// than the caches is then written front to back instead of at random (a cache miss per
+    /// id).
+    fn insert_many(&mut self, slab: &NodeSlab, ids: &[NodeId]) {
+        let edge = self.edge;
+        self.table
+            .reserve(ids.len(), |&id| Self::hash(edge(&slab[id].extent)));
+        // hashbrown places a hash in bucket `hash & (buckets - 1)` and keeps 7/8 of its
+        // power-of-two bucket count usable. Should that change, the order is merely slower.
+        let buckets = (self.table.capacity() / 7 * 8).next_power_of_two() as u64;
+        let mut order: Vec<(u64, NodeId)> =
+            ids.iter().map(|&id| (self.hash_of(slab, id), id)).collect();
+        radsort::sort_by_key(&mut order, |&(hash, _)| hash & (buckets - 1));
+        for (hash, id) in order {
+            // Sized above: the hasher is not called.
+            self.table
+                .insert_unique(hash, id, |&id| Self::hash(edge(&slab[id].extent)));
+        }
+    }
+}
+
 /// The list of one size class.
 #[derive(Debug, Clone, Copy)]
 struct ClassList {
@@ -670,9 +768,9 @@ struct FreeIndex {
     /// Bit `sl` of entry `fl` set iff the list of class `(fl, sl)` is non-empty.
     sl_bitmaps: [u32; FL_COUNT],
     /// Free extents by start offset. Invariant: exactly the linked nodes.
-    by_start: FxHashMap<u64, NodeId>,
+    by_start: EdgeMap,
     /// Free extents by end offset. Invariant: exactly the linked nodes.
-    by_end: FxHashMap<u64, NodeId>,
+    by_end: EdgeMap,
     /// Invariant: the sum of the lengths of the free extents.
     bytes: u64,
 }
@@ -689,25 +787,41 @@ impl FreeIndex {
             lists: vec![empty; CLASS_COUNT].into_boxed_slice(),
             fl_bitmap: 0,
             sl_bitmaps: [0; FL_COUNT],
-            by_start: FxHashMap::default(),
-            by_end: FxHashMap::default(),
+            by_start: EdgeMap::new(|extent| extent.offset),
+            by_end: EdgeMap::new(Extent::end),
             bytes: 0,
         }
     }
 
     /// Number of free extents.
     fn len(&self) -> usize {
-        self.by_start.len()
+        self.by_start.table.len()
+    }
+
+    /// Adds many free extents (granular, touching no other free extent nor each other) at
+    /// once: the same as inserting them one by one, in order, with every table sized once
+    /// and filled in the order of its buckets.
+    fn insert_many(&mut self, extents: Vec<Extent>) {
+        self.slab.nodes.reserve_exact(extents.len());
+        let mut ids = Vec::with_capacity(extents.len());
+        for extent in extents {
+            let id = self.slab.occupy(extent);
+            self.link(id, Class::of_len(extent.len));
+            self.bytes += extent.len;
+            ids.push(id);
+        }
+        self.by_start.insert_many(&self.slab, &ids);
+        self.by_end.insert_many(&self.slab, &ids);
     }
 
     /// The free extent starting at `offset`.
     fn starting_at(&self, offset: u64) -> Option<NodeId> {
-        self.by_start.get(&offset).copied()
+        self.by_start.find(&self.slab, offset)
     }
 
     /// The free extent ending at `end`.
     fn ending_at(&self, end: u64) -> Option<NodeId> {
-        self.by_end.get(&end).copied()
+        self.by_end.find(&self.slab, end)
     }
 
     /// All free extents, in slab order.
@@ -723,8 +837,8 @@ impl FreeIndex {
     fn insert(&mut self, extent: Extent) {
         let id = self.slab.occupy(extent);
         self.link(id, Class::of_len(extent.len));
-        self.by_start.insert(extent.offset, id);
-        self.by_end.insert(extent.end(), id);
+        self.by_start.insert(&self.slab, id);
+        self.by_end.insert(&self.slab, id);
         self.bytes += extent.len;
     }
 
@@ -732,8 +846,8 @@ impl FreeIndex {
     fn remove(&mut self, id: NodeId) -> Extent {
         let extent = self.slab[id].extent;
         self.unlink(id, Class::of_len(extent.len));
-        self.by_start.remove(&extent.offset);
-        self.by_end.remove(&extent.end());
+        self.by_start.remove(&self.slab, id);
+        self.by_end.remove(&self.slab, id);
         self.bytes -= extent.len;
         self.slab.vacate(id);
         extent
@@ -881,8 +995,16 @@ impl FreeIndex {
                 bytes += sum;
             }
         }
-        assert_eq!(linked, self.by_start.len(), "by_start size != linked nodes");
-        assert_eq!(linked, self.by_end.len(), "by_end size != linked nodes");
+        assert_eq!(
+            linked,
+            self.by_start.table.len(),
+            "by_start size != linked nodes"
+        );
+        assert_eq!(
+            linked,
+            self.by_end.table.len(),
+            "by_end size != linked nodes"
+        );
         assert_eq!(bytes, self.bytes, "free byte total is wrong");
         self.check_slab(linked);
         let mut extents: Vec<Extent> = self.extents().collect();

@@ -423,6 +423,40 @@ fn recovery_rebuilds_free_space_and_retracts_the_trailing_run() {
 }
 
 #[test]
+fn a_recovered_index_serves_exactly_like_one_built_by_releases() {
+    // Extents of varied lengths; every second one free, the last one live.
+    let lens: Vec<u64> = (0..2001).map(|i| g(1 + i * 7 % 97)).collect();
+    let mut released = Space::new(START, u64::MAX / 2, GRANULE);
+    let extents: Vec<Extent> = lens.iter().map(|&len| alloc(&mut released, len)).collect();
+    let mut recovered = Space::new(START, u64::MAX / 2, GRANULE);
+    for (i, &extent) in extents.iter().enumerate() {
+        if i % 2 == 1 {
+            release(&mut released, extent);
+            recovered.recover_free(extent);
+        } else {
+            recovered.recover_allocated(extent);
+        }
+    }
+    assert_eq!(recovered.finish_recovery(), released.cursor());
+    recovered.check_consistency();
+    assert_eq!(sorted_free(&recovered), sorted_free(&released));
+    assert_eq!(recovered.free_bytes(), released.free_bytes());
+    // Same neighbours: freeing the live extents coalesces identically.
+    for &extent in extents.iter().step_by(4) {
+        assert_eq!(
+            release(&mut recovered, extent),
+            release(&mut released, extent)
+        );
+    }
+    // Same lists in the same order: the same allocations.
+    for len in (1..400).map(|i| g(1 + i * 13 % 120)) {
+        assert_eq!(recovered.allocate(len), released.allocate(len));
+    }
+    recovered.check_consistency();
+    assert_eq!(sorted_free(&recovered), sorted_free(&released));
+}
+
+#[test]
 fn recovery_keeps_apart_free_extents_separated_by_a_gap() {
     let mut space = space();
     space.recover_free(ext(START, g(1)));
