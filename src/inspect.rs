@@ -176,28 +176,31 @@ impl RegionFile {
         };
         let walked = recovery::recover(&mut window, counters, space, checks)
             .map_err(Error::io(path, "read"))?;
-        drop(window);
 
         let mut accounting = Accounting::default();
-        let mut slots: Vec<(SlotInfo, Option<u32>)> = walked
-            .slots
-            .iter()
-            .map(|found| {
-                let (extent, header) = (found.extent, found.header);
-                accounting.add(&found.live_slot());
-                let info = SlotInfo {
-                    slot: header.slot as usize,
-                    offset: extent.offset,
-                    extent_len: extent.len,
-                    payload_len: header.payload_len,
-                    generation: header.generation,
-                    engine: header.engine,
-                    tag: header.user_tag,
-                };
-                (info, header.payload_crc)
-            })
-            .collect();
-        slots.sort_by_key(|(slot, _)| slot.slot);
+        let mut slots: Vec<(SlotInfo, Option<u32>)> = Vec::with_capacity(walked.slots.live());
+        for (index, live) in walked.slots.iter_live() {
+            accounting.add(&live);
+            // The walk decoded this header; it is read again for what the
+            // slot table does not keep (a writer changing the file since
+            // leaves no tag and no checksum to show).
+            let header =
+                recovery::header_at(&mut window, live.offset).map_err(Error::io(path, "read"))?;
+            let header = LiveHeader::decode(header)
+                .ok()
+                .filter(|header| header.generation == live.generation);
+            let info = SlotInfo {
+                slot: index,
+                offset: live.offset,
+                extent_len: live.extent_len,
+                payload_len: live.payload_len,
+                generation: live.generation,
+                engine: live.engine,
+                tag: header.map_or(0, |header| header.user_tag),
+            };
+            slots.push((info, header.and_then(|header| header.payload_crc)));
+        }
+        drop(window);
         let (slots, payload_crcs): (Vec<SlotInfo>, Vec<Option<u32>>) = slots.into_iter().unzip();
 
         // Dropped extents were made free in the rebuilt space (merged with
@@ -270,7 +273,7 @@ impl RegionFile {
             engines: accounting.engines,
             live_slots,
             live_bytes: accounting.live_bytes(),
-            slot_count: walked.slot_high_water,
+            slot_count: walked.slots.len() as u64,
             free_extents: walked.space.free_extent_count() as u64,
             free_bytes: walked.space.free_bytes(),
             largest_free_extent: walked.space.largest_free().unwrap_or(0),
@@ -286,7 +289,7 @@ impl RegionFile {
             file,
             slots,
             payload_crcs,
-            slot_count: walked.slot_high_water,
+            slot_count: walked.slots.len() as u64,
             extents,
             holes,
             allocated_bytes: metadata.blocks().saturating_mul(512),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::layout::{
     Counters, DATA_START, EXTENT_ALIGN, EXTENT_HEADER_LEN, LiveHeader, MAX_SLOTS, Tag, USER_TAG_LEN,
 };
-use crate::slots::LiveSlot;
+use crate::slots::{LiveSlot, SlotTable};
 use crate::space::{Extent, Space};
 use crate::sys::checksum;
 
@@ -105,39 +105,28 @@ pub enum DropReason {
     },
 }
 
-/// A live slot found by the walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RecoveredSlot {
-    pub extent: Extent,
-    pub header: LiveHeader,
-}
-
-impl RecoveredSlot {
-    /// What the slot table keeps of it.
-    pub(crate) fn live_slot(&self) -> LiveSlot {
-        LiveSlot {
-            offset: self.extent.offset,
-            extent_len: self.extent.len,
-            payload_len: self.header.payload_len,
-            generation: self.header.generation,
-            engine: self.header.engine,
-            tagged: self.header.user_tag != 0,
-        }
+/// What the slot table keeps of a live extent found by the walk.
+fn live_slot(extent: Extent, header: &LiveHeader) -> LiveSlot {
+    LiveSlot {
+        offset: extent.offset,
+        extent_len: extent.len,
+        payload_len: header.payload_len,
+        generation: header.generation,
+        engine: header.engine,
+        tagged: header.user_tag != 0,
     }
 }
 
 /// Everything [`recover`] rebuilt.
 pub(crate) struct Recovered {
-    /// Intact live slots, one per slot index, in file order.
-    pub slots: Vec<RecoveredSlot>,
+    /// Intact live slots, one per slot index, and the indices handed out
+    /// (occupied or freed: `slot_count()`).
+    pub slots: SlotTable,
+    /// The live slots whose payloads have no checksum yet, as (index,
+    /// generation), by index.
+    pub unsummed: Vec<(u32, u32)>,
     /// Free space and cursor, rebuilt.
     pub space: Space,
-    /// Slot indices handed out (occupied or freed): `slot_count()`.
-    pub slot_high_water: u64,
-    /// The slot table makes entries for at most this many indices (live
-    /// slots past it are kept apart): proportional to the extents walked,
-    /// whatever an index or counter in the file says.
-    pub slot_table_limit: usize,
     /// Generation for the next write.
     pub next_generation: u64,
     /// Tag stores that make the file agree with `space`, in order.
@@ -210,8 +199,9 @@ pub(crate) fn recover<S: Source>(
     let chain_end = counters.chain_end.min(eof);
 
     let mut report = RecoveryReport::default();
-    let mut slots: Vec<RecoveredSlot> = Vec::new();
-    let mut owners = Owners::default();
+    let mut slots = SlotTable::recovering();
+    let mut unsummed = Vec::new();
+    let mut max_slot_seen = 0u64; // one more than the highest index found
     let mut walked = 0usize; // extents whose tag was read (live or free)
     let mut to_free = Vec::new();
     let mut repairs = Vec::new();
@@ -325,57 +315,66 @@ pub(crate) fn recover<S: Source>(
                     } else {
                         close_run(&mut run, &mut repairs);
                         space.recover_allocated(extent);
-                        let found = RecoveredSlot { extent, header };
-                        match owners.claim(header.slot, slots.len() as u32, walked) {
-                            None => slots.push(found),
-                            Some(other) => {
-                                let kept = &mut slots[other as usize];
-                                // Generations wrap; the nearer one ahead is newer.
-                                let newer = header.generation.wrapping_sub(kept.header.generation)
-                                    < u32::MAX / 2;
-                                let (winner, loser) = if newer {
-                                    (found, *kept)
-                                } else {
-                                    (*kept, found)
+                        let found = live_slot(extent, &header);
+                        max_slot_seen = max_slot_seen.max(u64::from(header.slot) + 1);
+                        if header.payload_crc.is_none() {
+                            unsummed.push((header.slot, header.generation));
+                        }
+                        if let Some(kept) = slots.claim(header.slot, found, dense_limit(walked)) {
+                            // The header of the slot kept so far, read
+                            // again for its checksum (should the file have
+                            // changed since, none: the payloads are compared).
+                            let kept_crc = match LiveHeader::decode(header_at(file, kept.offset)?) {
+                                Ok(again)
+                                    if again.slot == header.slot
+                                        && again.generation == kept.generation =>
+                                {
+                                    again.payload_crc
+                                }
+                                _ => None,
+                            };
+                            // Generations wrap; the nearer one ahead is newer.
+                            let newer =
+                                header.generation.wrapping_sub(kept.generation) < u32::MAX / 2;
+                            let ((winner, winner_crc), (loser, loser_crc)) = if newer {
+                                slots.relocate(slot, found);
+                                ((found, header.payload_crc), (kept, kept_crc))
+                            } else {
+                                ((kept, kept_crc), (found, header.payload_crc))
+                            };
+                            to_free.push(loser.extent());
+                            if loser_crc.is_none() {
+                                // Counted above, but not kept.
+                                report.payloads_unsummed =
+                                    report.payloads_unsummed.saturating_sub(1);
+                            }
+                            let same_bytes = loser.payload_len == winner.payload_len
+                                && match (loser_crc, winner_crc) {
+                                    (Some(a), Some(b)) => a == b,
+                                    // A copy made before a sync, of a slot
+                                    // written after the last one: the sync
+                                    // summed only the copy.
+                                    _ => {
+                                        let crc = |slot: &LiveSlot, file: &mut S| {
+                                            file.crc(slot.payload_offset(), slot.payload_len)
+                                        };
+                                        crc(&loser, file)? == crc(&winner, file)?
+                                    }
                                 };
-                                *kept = winner;
-                                to_free.push(loser.extent);
-                                if loser.header.payload_crc.is_none() {
-                                    // Counted above, but not kept.
-                                    report.payloads_unsummed -= 1;
-                                }
-                                let (a, b) = (loser.header, winner.header);
-                                let same_bytes = a.payload_len == b.payload_len
-                                    && match (a.payload_crc, b.payload_crc) {
-                                        (Some(a), Some(b)) => a == b,
-                                        // A copy made before a sync, of a
-                                        // slot written after the last one:
-                                        // the sync summed only the copy.
-                                        _ => {
-                                            let crc = |found: &RecoveredSlot, file: &mut S| {
-                                                file.crc(
-                                                    found.extent.offset + found.header.header_len(),
-                                                    found.header.payload_len,
-                                                )
-                                            };
-                                            crc(&loser, file)? == crc(&winner, file)?
-                                        }
-                                    };
-                                if same_bytes {
-                                    // A compaction move cut short between
-                                    // the copy's commit and the free of the
-                                    // original: finishing it loses nothing.
-                                    moves_finished += 1;
-                                } else {
-                                    report.dropped.push(DroppedExtent {
-                                        offset: loser.extent.offset,
-                                        len: loser.extent.len,
-                                        slot: Some(slot),
-                                        reason: DropReason::Duplicate {
-                                            kept_offset: winner.extent.offset,
-                                        },
-                                    });
-                                }
+                            if same_bytes {
+                                // A compaction move cut short between the
+                                // copy's commit and the free of the
+                                // original: finishing it loses nothing.
+                                moves_finished += 1;
+                            } else {
+                                report.dropped.push(DroppedExtent {
+                                    offset: loser.offset,
+                                    len: loser.extent_len,
+                                    slot: Some(slot),
+                                    reason: DropReason::Duplicate {
+                                        kept_offset: winner.offset,
+                                    },
+                                });
                             }
                         }
                     }
@@ -416,6 +415,27 @@ pub(crate) fn recover<S: Source>(
         pos = next;
     }
 
+    // The slot table is finished first: its entries shrink to their number
+    // before the free-space index is built.
+    // The stored counter is trusted only as far as memory proportional to
+    // what the walk found: a damaged one must not size the slot table.
+    let slot_table_limit = dense_limit(walked);
+    let slot_high_water =
+        if counters.slot_high_water <= (slot_table_limit as u64).max(max_slot_seen) {
+            counters.slot_high_water.max(max_slot_seen)
+        } else {
+            max_slot_seen
+        };
+    slots.finish_recovery(slot_high_water as usize, slot_table_limit);
+    // Entries of slots that lost to a newer copy go.
+    unsummed.retain(|&(slot, generation)| {
+        slots
+            .get(slot as usize)
+            .is_ok_and(|kept| kept.generation == generation)
+    });
+    unsummed.sort_unstable();
+    unsummed.dedup();
+
     let cursor = space.finish_recovery();
     match run.take() {
         // Free space reaching the end of the chain is given back: the chain
@@ -432,19 +452,9 @@ pub(crate) fn recover<S: Source>(
         }
     }
 
-    let max_slot_seen = owners.high_water;
-    // The stored counter is trusted only as far as memory proportional to
-    // what the walk found: a damaged one must not size the slot table.
-    let slot_table_limit = dense_limit(walked);
-    let slot_high_water =
-        if counters.slot_high_water <= (slot_table_limit as u64).max(max_slot_seen) {
-            counters.slot_high_water.max(max_slot_seen)
-        } else {
-            max_slot_seen
-        };
     let newest = slots
-        .iter()
-        .map(|s| u64::from(s.header.generation) + 1)
+        .iter_live()
+        .map(|(_, slot)| u64::from(slot.generation) + 1)
         .max()
         .unwrap_or(0);
     // The stored counter is a hint: one absurdly far ahead (damage) is not
@@ -454,15 +464,14 @@ pub(crate) fn recover<S: Source>(
     } else {
         newest
     };
-    report.slots_recovered = slots.len();
+    report.slots_recovered = slots.live();
     report.bytes_scanned = pos.max(cursor).min(eof);
     report.repairs = repairs.len() + moves_finished;
     report.duration = started.elapsed();
     Ok(Recovered {
         slots,
+        unsummed,
         space,
-        slot_high_water,
-        slot_table_limit,
         next_generation,
         repairs,
         to_free,
@@ -478,55 +487,6 @@ const DENSE_SLACK: usize = 1 << 16;
 /// many frees, or a hostile header) keeps those apart instead.
 fn dense_limit(walked: usize) -> usize {
     DENSE_SLACK.saturating_add(walked.saturating_mul(2))
-}
-
-/// Slot index -> position in `slots` of the extent kept for it. Dense up to
-/// `dense_limit` of the extents walked so far, a map past it, so its memory
-/// follows the extents found, never an index read from the file.
-#[derive(Default)]
-struct Owners {
-    /// Position per index; `u32::MAX` for none.
-    dense: Vec<u32>,
-    /// Indices at or past `dense.len()` when they were claimed.
-    sparse: rustc_hash::FxHashMap<u32, u32>,
-    /// One more than the highest index claimed.
-    high_water: u64,
-}
-
-impl Owners {
-    /// Records `position` for `slot` unless it has one: then returns that.
-    fn claim(&mut self, slot: u32, position: u32, walked: usize) -> Option<u32> {
-        let index = slot as usize;
-        self.high_water = self.high_water.max(u64::from(slot) + 1);
-        if index >= self.dense.len() && index < dense_limit(walked) {
-            let len = (index + 1)
-                .max(self.dense.len() * 2)
-                .min(dense_limit(walked));
-            self.dense.resize(len, u32::MAX);
-            // Indices the dense part now covers leave the map.
-            if !self.sparse.is_empty() {
-                let dense = &mut self.dense;
-                self.sparse
-                    .retain(|&key, &mut owner| match dense.get_mut(key as usize) {
-                        Some(entry) => {
-                            *entry = owner;
-                            false
-                        }
-                        None => true,
-                    });
-            }
-        }
-        let entry = match self.dense.get_mut(index) {
-            Some(entry) => entry,
-            None => self.sparse.entry(slot).or_insert(u32::MAX),
-        };
-        if *entry == u32::MAX {
-            *entry = position;
-            None
-        } else {
-            Some(*entry)
-        }
-    }
 }
 
 /// Closes a run of free extents at a live extent: one tag store if the run is
@@ -621,7 +581,7 @@ fn word_at<S: Source>(file: &mut S, at: u64) -> io::Result<u64> {
 /// The header at `at` and, if it says so, the user tag after it: up to 40
 /// bytes, fewer at the end of the file (`decode` reports a header cut
 /// short). `at + 32` is inside the file.
-fn header_at<S: Source>(file: &mut S, at: u64) -> io::Result<&[u8]> {
+pub(crate) fn header_at<S: Source>(file: &mut S, at: u64) -> io::Result<&[u8]> {
     let end = (at + EXTENT_HEADER_LEN + USER_TAG_LEN).min(file.len());
     file.bytes(at, end - at)
 }

@@ -736,32 +736,17 @@ impl OverflowRegion {
         for &(offset, tag) in &recovered.repairs {
             mapping.store_word(offset, tag.encode());
         }
-        let live = recovered
-            .slots
-            .iter()
-            .map(|found| (found.header.slot as usize, found.live_slot()));
-        let slots = SlotTable::rebuild(
-            recovered.slot_high_water as usize,
-            recovered.slot_table_limit,
-            live,
-        );
         let mut accounting = Accounting::default();
-        for found in &recovered.slots {
-            accounting.add(&found.live_slot());
+        for (_, slot) in recovered.slots.iter_live() {
+            accounting.add(&slot);
         }
-        let unsummed = recovered
-            .slots
-            .iter()
-            .filter(|found| found.header.payload_crc.is_none())
-            .map(|found| (found.header.slot, found.header.generation))
-            .collect();
         let mut region = OverflowRegion {
             path: path.to_owned(),
             inode,
             identity: counters.identity.unwrap_or(0),
             mapping,
             space: recovered.space,
-            slots,
+            slots: recovered.slots,
             accounting,
             next_generation: recovered.next_generation,
             recovery: recovered.report,
@@ -778,7 +763,7 @@ impl OverflowRegion {
             header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
             unknown_long_folios,
             budget: None,
-            unsummed: std::cell::Cell::new(unsummed),
+            unsummed: std::cell::Cell::new(recovered.unsummed),
             sums_at_write: boot_id.is_none(),
             ephemeral: false,
         };
@@ -1257,7 +1242,7 @@ impl OverflowRegion {
     /// As [`read`](Self::read).
     pub fn tag(&self, slot_index: usize) -> Result<u64> {
         let slot = self.live_slot(slot_index)?;
-        Ok(self.user_tag(slot))
+        Ok(self.user_tag(&slot))
     }
 
     /// Reads every live slot's payload and checks it against the checksum
@@ -1378,7 +1363,7 @@ impl OverflowRegion {
         self.slots.iter_live().map(|(slot, live)| SlotEntry {
             slot,
             engine: live.engine,
-            tag: self.user_tag(live),
+            tag: self.user_tag(&live),
             len: live.payload_len as usize,
         })
     }
@@ -1614,7 +1599,7 @@ impl OverflowRegion {
     /// Computes and stores the payload checksum of slot `index` if it is
     /// live with `generation` and its header lacks one.
     fn sum_slot(&self, index: u32, generation: u32) {
-        let Ok(&live) = self.slots.get(index as usize) else {
+        let Ok(live) = self.slots.get(index as usize) else {
             return;
         };
         if live.generation != generation {
@@ -1806,33 +1791,32 @@ impl OverflowRegion {
                 "free extents differ: file {on_disk:?}, memory {in_memory:?}"
             ));
         }
-        if walked.slots.len() != self.slots.live() {
+        if walked.slots.live() != self.slots.live() {
             return Err(format!(
                 "the file holds {} live slots, the region {}",
-                walked.slots.len(),
+                walked.slots.live(),
                 self.slots.live()
             ));
         }
-        for found in &walked.slots {
-            let index = found.header.slot as usize;
+        for (index, found) in walked.slots.iter_live() {
             let slot = self.slots.get(index).map_err(|lookup| {
                 format!("slot {index} is live in the file but {lookup:?} in memory")
             })?;
-            if slot.extent() != found.extent || slot.payload_len != found.header.payload_len {
+            if slot.extent() != found.extent() || slot.payload_len != found.payload_len {
                 return Err(format!("slot {index}: file has {found:?}, memory {slot:?}"));
             }
         }
-        if walked.slot_high_water != self.slots.len() as u64 {
+        if walked.slots.len() != self.slots.len() {
             return Err(format!(
                 "the file counts {} slot indices, the region {}",
-                walked.slot_high_water,
+                walked.slots.len(),
                 self.slots.len()
             ));
         }
         Ok(())
     }
 
-    fn live_slot(&self, slot_index: usize) -> Result<&LiveSlot> {
+    fn live_slot(&self, slot_index: usize) -> Result<LiveSlot> {
         self.slots
             .get(slot_index)
             .map_err(|lookup| self.slot_error(slot_index, lookup))

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::engine::EngineId;
 use crate::layout::{EXTENT_HEADER_LEN, USER_TAG_LEN};
 use crate::space::Extent;
@@ -56,13 +58,86 @@ impl LiveSlot {
 /// Marks the end of the free-index list.
 const NONE: u32 = u32::MAX;
 
-#[derive(Debug, Clone, Copy)]
-enum Entry {
-    Live(LiveSlot),
-    /// A freed index; `next` is the next freed index on the list, or `NONE`.
-    Free {
-        next: u32,
-    },
+/// One table entry in 16 bytes: a live slot packed into two words, a freed
+/// index, or a live slot too large to pack, which is kept whole in
+/// [`SlotTable::wide`].
+///
+/// A packed live slot: `place` holds, from the top, the extent's offset in
+/// 16-byte units (44 bits: files below 256 TiB), the extent's slack past its
+/// header and payload in 16-byte units (15 bits), the engine (3 bits) and
+/// the tag flag (1 bit), with bit 0 clear; `data` holds the generation
+/// (high half) and the payload length (low half: payloads below 4 GiB).
+/// Other entries have bit 0 of `place` set: [`FREE`] with the next freed
+/// index in `data`, or [`WIDE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    place: u64,
+    data: u64,
+}
+
+/// `Entry::place` of a freed index.
+const FREE: u64 = 0b01;
+/// `Entry::place` of a live slot kept in [`SlotTable::wide`].
+const WIDE: u64 = 0b11;
+/// Bit position of the offset in `Entry::place`.
+const OFFSET_SHIFT: u32 = 20;
+/// Bit position of the slack in `Entry::place`.
+const SLACK_SHIFT: u32 = 5;
+/// Bit position of the engine in `Entry::place`.
+const ENGINE_SHIFT: u32 = 2;
+/// Bytes per unit of offset and slack in a packed entry.
+const UNIT: u64 = 16;
+
+impl Entry {
+    /// A freed index, followed on the free list by `next`.
+    fn free(next: u32) -> Entry {
+        Entry {
+            place: FREE,
+            data: u64::from(next),
+        }
+    }
+
+    /// `slot` packed, or `None` if a field does not fit.
+    fn pack(slot: &LiveSlot) -> Option<Entry> {
+        let filled = (slot.header_len() + slot.payload_len).checked_next_multiple_of(UNIT)?;
+        let slack = slot.extent_len.checked_sub(filled)?;
+        let fits = slot.offset.is_multiple_of(UNIT)
+            && slot.offset / UNIT < 1 << (64 - OFFSET_SHIFT)
+            && slack.is_multiple_of(UNIT)
+            && slack / UNIT < 1 << (OFFSET_SHIFT - SLACK_SHIFT)
+            && slot.payload_len <= u64::from(u32::MAX);
+        fits.then(|| Entry {
+            place: (slot.offset / UNIT) << OFFSET_SHIFT
+                | (slack / UNIT) << SLACK_SHIFT
+                | u64::from(slot.engine.as_u8()) << ENGINE_SHIFT
+                | u64::from(slot.tagged) << 1,
+            data: u64::from(slot.generation) << 32 | slot.payload_len,
+        })
+    }
+
+    /// Whether this is a packed live slot.
+    fn is_packed(self) -> bool {
+        self.place & 1 == 0
+    }
+
+    /// The packed live slot (`is_packed`).
+    fn unpack(self) -> LiveSlot {
+        let place = self.place;
+        let tagged = place >> 1 & 1 == 1;
+        let engine = EngineId::from_u8((place >> ENGINE_SHIFT & 0b111) as u8)
+            .expect("packed from an EngineId");
+        let payload_len = self.data & u64::from(u32::MAX);
+        let header_len = EXTENT_HEADER_LEN + if tagged { USER_TAG_LEN } else { 0 };
+        let slack = (place >> SLACK_SHIFT & ((1 << (OFFSET_SHIFT - SLACK_SHIFT)) - 1)) * UNIT;
+        LiveSlot {
+            offset: (place >> OFFSET_SHIFT) * UNIT,
+            extent_len: (header_len + payload_len).next_multiple_of(UNIT) + slack,
+            payload_len,
+            generation: (self.data >> 32) as u32,
+            engine,
+            tagged,
+        }
+    }
 }
 
 /// Why a slot index cannot be used.
@@ -77,9 +152,14 @@ pub(crate) enum SlotLookup {
 /// The slot table.
 #[derive(Debug)]
 pub(crate) struct SlotTable {
-    /// One entry per index from 0 up. Invariant: every `Free` entry is on
+    /// One entry per index from 0 up. Invariant: every free entry is on
     /// the list from `free_head`, exactly once.
     entries: Vec<Entry>,
+    /// The live slots whose entries are [`WIDE`], by index: those with a
+    /// payload of 4 GiB or more, an offset past 256 TiB or a slack of
+    /// 512 KiB or more. Invariant: exactly the dense indices whose entry is
+    /// `WIDE`.
+    wide: FxHashMap<u32, LiveSlot>,
     /// Live slots at indices at or past `entries.len()` (only after a
     /// reopen; empty in a table that was never rebuilt). Invariant: every
     /// key is at least `entries.len()`.
@@ -110,44 +190,145 @@ impl SlotTable {
         dense_limit: usize,
         live: impl IntoIterator<Item = (usize, LiveSlot)>,
     ) -> SlotTable {
-        let live: Vec<(usize, LiveSlot)> = live.into_iter().collect();
-        let highest = live.iter().map(|&(index, _)| index + 1).max().unwrap_or(0);
-        // Entries below the limit only; `count` counts past the highest
-        // live index only that far.
-        let dense = count.max(highest).min(dense_limit);
-        let mut entries = vec![Entry::Free { next: NONE }; dense];
-        let mut sparse = BTreeMap::new();
-        let live_count = live.len();
+        let mut table = SlotTable::recovering();
         for (index, slot) in live {
-            match entries.get_mut(index) {
-                Some(entry) => {
-                    debug_assert!(matches!(entry, Entry::Free { .. }), "slot {index} twice");
-                    *entry = Entry::Live(slot);
-                }
-                None => {
-                    let twice = sparse.insert(index as u32, slot);
-                    debug_assert!(twice.is_none(), "slot {index} twice");
+            let index = u32::try_from(index).expect("slot indices are u32");
+            let twice = table.claim(index, slot, dense_limit);
+            debug_assert!(twice.is_none(), "slot {index} twice");
+        }
+        table.finish_recovery(count, dense_limit);
+        table
+    }
+
+    /// An empty table for recovery to [`claim`](Self::claim) slots in, then
+    /// [`finish_recovery`](Self::finish_recovery).
+    pub(crate) fn recovering() -> SlotTable {
+        SlotTable {
+            entries: Vec::new(),
+            wide: FxHashMap::default(),
+            sparse: BTreeMap::new(),
+            high_water: 0,
+            free_head: NONE,
+            live: 0,
+        }
+    }
+
+    /// While recovering: puts `slot` at `index` unless a live slot is
+    /// there already, which is then returned (and stays). Entries are made
+    /// for indices below `dense_limit` (which may only grow from call to
+    /// call), the others are kept apart.
+    pub(crate) fn claim(
+        &mut self,
+        index: u32,
+        slot: LiveSlot,
+        dense_limit: usize,
+    ) -> Option<LiveSlot> {
+        let at = index as usize;
+        if at >= self.entries.len() && at < dense_limit {
+            self.grow_dense((at + 1).max(self.entries.len() * 2).min(dense_limit));
+        }
+        if at < self.entries.len() {
+            if let Ok(kept) = self.get(at) {
+                return Some(kept);
+            }
+            self.set_live(at, slot);
+        } else {
+            match self.sparse.entry(index) {
+                std::collections::btree_map::Entry::Occupied(kept) => return Some(*kept.get()),
+                std::collections::btree_map::Entry::Vacant(place) => {
+                    place.insert(slot);
                 }
             }
         }
-        // Thread the free list so the lowest freed index is handed out first.
-        let mut free_head = NONE;
-        for (index, entry) in entries.iter_mut().enumerate().rev() {
-            if let Entry::Free { next } = entry {
-                *next = free_head;
-                free_head = index as u32;
+        self.live += 1;
+        None
+    }
+
+    /// Ends recovery: `count` indices (raised past the highest live one,
+    /// trusted only up to `dense_limit`), the free list threaded so that the
+    /// lowest freed index is handed out first.
+    pub(crate) fn finish_recovery(&mut self, count: usize, dense_limit: usize) {
+        let dense_live = self
+            .entries
+            .iter()
+            .rposition(|entry| entry.place != FREE)
+            .map_or(0, |at| at + 1);
+        let sparse_live = self
+            .sparse
+            .last_key_value()
+            .map_or(0, |(&key, _)| key as usize + 1);
+        let dense = count.max(dense_live).max(sparse_live).min(dense_limit);
+        if dense > self.entries.len() {
+            self.grow_dense(dense);
+        } else {
+            // Only free entries lie past `dense`: every live dense index is
+            // below both the highest live index and the limit.
+            self.entries.truncate(dense);
+        }
+        self.entries.shrink_to_fit();
+        self.free_head = NONE;
+        for (index, entry) in self.entries.iter_mut().enumerate().rev() {
+            if entry.place == FREE {
+                *entry = Entry::free(self.free_head);
+                self.free_head = index as u32;
             }
         }
-        let high_water = sparse
+        self.high_water = self
+            .sparse
             .last_key_value()
             .map_or(0, |(&key, _)| key as usize + 1)
-            .max(entries.len());
-        SlotTable {
-            entries,
-            sparse,
-            high_water,
-            free_head,
-            live: live_count,
+            .max(self.entries.len());
+    }
+
+    /// Makes `len` dense entries (more than now), moving the sparse slots
+    /// they reach in. New entries are free and not yet on the free list.
+    fn grow_dense(&mut self, len: usize) {
+        self.entries.resize(len, Entry::free(NONE));
+        while let Some((&index, _)) = self.sparse.first_key_value() {
+            if index as usize >= len {
+                break;
+            }
+            let slot = self.sparse.remove(&index).expect("just seen");
+            self.set_live(index as usize, slot);
+        }
+    }
+
+    /// Stores live `slot` in dense entry `at`.
+    fn set_live(&mut self, at: usize, slot: LiveSlot) {
+        let old = self.entries[at];
+        self.entries[at] = match Entry::pack(&slot) {
+            Some(entry) => {
+                if old.place == WIDE {
+                    self.wide.remove(&(at as u32));
+                }
+                entry
+            }
+            None => {
+                self.wide.insert(at as u32, slot);
+                Entry {
+                    place: WIDE,
+                    data: 0,
+                }
+            }
+        };
+    }
+
+    /// Makes dense entry `at` free, followed on the free list by `next`.
+    fn set_free(&mut self, at: usize, next: u32) {
+        if self.entries[at].place == WIDE {
+            self.wide.remove(&(at as u32));
+        }
+        self.entries[at] = Entry::free(next);
+    }
+
+    /// The live slot in dense entry `at`, if it is one.
+    fn dense(&self, at: usize, entry: Entry) -> Result<LiveSlot, SlotLookup> {
+        if entry.is_packed() {
+            Ok(entry.unpack())
+        } else if entry.place == WIDE {
+            Ok(self.wide[&(at as u32)])
+        } else {
+            Err(SlotLookup::Free)
         }
     }
 
@@ -162,22 +343,21 @@ impl SlotTable {
     }
 
     /// The slot at `index`.
-    pub(crate) fn get(&self, index: usize) -> Result<&LiveSlot, SlotLookup> {
+    pub(crate) fn get(&self, index: usize) -> Result<LiveSlot, SlotLookup> {
         match self.entries.get(index) {
-            Some(Entry::Live(slot)) => Ok(slot),
-            Some(Entry::Free { .. }) => Err(SlotLookup::Free),
+            Some(&entry) => self.dense(index, entry),
             None => self.get_sparse(index),
         }
     }
 
     /// `get` past the dense entries.
     #[cold]
-    fn get_sparse(&self, index: usize) -> Result<&LiveSlot, SlotLookup> {
+    fn get_sparse(&self, index: usize) -> Result<LiveSlot, SlotLookup> {
         if index >= self.high_water {
             return Err(SlotLookup::Unknown);
         }
         let key = u32::try_from(index).map_err(|_| SlotLookup::Unknown)?;
-        self.sparse.get(&key).ok_or(SlotLookup::Free)
+        self.sparse.get(&key).copied().ok_or(SlotLookup::Free)
     }
 
     /// The index the next `occupy` will use: the most recently freed one, or
@@ -197,15 +377,14 @@ impl SlotTable {
         }
         let index = self.next_index();
         if index == self.entries.len() {
-            self.entries.push(Entry::Live(slot));
+            self.entries.push(Entry::free(NONE));
             self.high_water = self.high_water.max(self.entries.len());
         } else {
-            let Entry::Free { next } = self.entries[index] else {
-                unreachable!("the free list holds only free entries");
-            };
-            self.free_head = next;
-            self.entries[index] = Entry::Live(slot);
+            let entry = self.entries[index];
+            debug_assert_eq!(entry.place, FREE, "the free list holds only free entries");
+            self.free_head = entry.data as u32;
         }
+        self.set_live(index, slot);
         self.live += 1;
         index
     }
@@ -216,34 +395,27 @@ impl SlotTable {
     #[cold]
     fn absorb_sparse(&mut self) {
         while let Some(slot) = self.sparse.remove(&(self.entries.len() as u32)) {
-            self.entries.push(Entry::Live(slot));
+            self.entries.push(Entry::free(NONE));
+            self.set_live(self.entries.len() - 1, slot);
         }
     }
 
     /// Points the live slot at `index` to where it was moved.
     pub(crate) fn relocate(&mut self, index: usize, slot: LiveSlot) {
-        match self.entries.get_mut(index) {
-            Some(entry) => {
-                debug_assert!(
-                    matches!(entry, Entry::Live(_)),
-                    "relocating free slot {index}"
-                );
-                *entry = Entry::Live(slot);
-            }
-            None => {
-                let old = self.sparse.insert(index as u32, slot);
-                debug_assert!(old.is_some(), "relocating free slot {index}");
-            }
+        if index < self.entries.len() {
+            debug_assert!(self.get(index).is_ok(), "relocating free slot {index}");
+            self.set_live(index, slot);
+        } else {
+            let old = self.sparse.insert(index as u32, slot);
+            debug_assert!(old.is_some(), "relocating free slot {index}");
         }
     }
 
     /// Frees the slot at `index` and returns what it held.
     pub(crate) fn vacate(&mut self, index: usize) -> Result<LiveSlot, SlotLookup> {
-        let slot = *self.get(index)?;
+        let slot = self.get(index)?;
         if index < self.entries.len() {
-            self.entries[index] = Entry::Free {
-                next: self.free_head,
-            };
+            self.set_free(index, self.free_head);
             self.free_head = index as u32;
         } else {
             // Handed out again only when new indices reach it; forgotten as
@@ -260,20 +432,17 @@ impl SlotTable {
     }
 
     /// Every live slot with its index, in index order.
-    pub(crate) fn iter_live(&self) -> impl Iterator<Item = (usize, &LiveSlot)> + '_ {
-        let mut sparse: Vec<(usize, &LiveSlot)> = self
+    pub(crate) fn iter_live(&self) -> impl Iterator<Item = (usize, LiveSlot)> + '_ {
+        let mut sparse: Vec<(usize, LiveSlot)> = self
             .sparse
             .iter()
-            .map(|(&index, slot)| (index as usize, slot))
+            .map(|(&index, &slot)| (index as usize, slot))
             .collect();
         sparse.sort_unstable_by_key(|&(index, _)| index);
         self.entries
             .iter()
             .enumerate()
-            .filter_map(|(index, entry)| match entry {
-                Entry::Live(slot) => Some((index, slot)),
-                Entry::Free { .. } => None,
-            })
+            .filter_map(|(index, &entry)| Some((index, self.dense(index, entry).ok()?)))
             .chain(sparse)
     }
 
@@ -301,7 +470,7 @@ impl SlotTable {
         let mut at = self.free_head;
         while at != NONE {
             match self.entries.get(at as usize) {
-                Some(Entry::Free { next }) => at = *next,
+                Some(entry) if entry.place == FREE => at = entry.data as u32,
                 other => return Err(format!("free list reaches index {at}, which is {other:?}")),
             }
             seen += 1;
@@ -310,6 +479,17 @@ impl SlotTable {
                     "free list longer than the {free_entries} free entries (a cycle)"
                 ));
             }
+        }
+        let wide = self
+            .entries
+            .iter()
+            .filter(|entry| entry.place == WIDE)
+            .count();
+        if wide != self.wide.len() {
+            return Err(format!(
+                "{wide} wide entries and {} wide slots",
+                self.wide.len()
+            ));
         }
         let live = self.iter_live().count();
         if seen != free_entries || live != self.live {
@@ -335,6 +515,76 @@ mod tests {
             engine: EngineId::Wal,
             tagged: false,
         }
+    }
+
+    #[test]
+    fn an_entry_is_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    }
+
+    #[test]
+    fn every_slot_comes_back_exactly_packed_or_wide() {
+        let mut slots = Vec::new();
+        for (i, &engine) in EngineId::ALL.iter().enumerate() {
+            for tagged in [false, true] {
+                let header = EXTENT_HEADER_LEN + if tagged { USER_TAG_LEN } else { 0 };
+                for (offset, payload_len, slack) in [
+                    (4096, 0, 0),
+                    (16 * i as u64, 17, 48),
+                    // The largest packed fields.
+                    ((1 << 48) - 16, u64::from(u32::MAX), (1 << 19) - 16),
+                    // One past each: wide.
+                    (1 << 48, 100, 0),
+                    (64, 1 << 32, 0),
+                    (64, 100, 1 << 19),
+                    // Slack that is no multiple of 16, or an extent shorter
+                    // than its contents (a hostile file): wide.
+                    (64, 100, 8),
+                ] {
+                    let extent_len = (header + payload_len).next_multiple_of(16) + slack;
+                    slots.push(LiveSlot {
+                        offset,
+                        extent_len,
+                        payload_len,
+                        generation: u32::MAX - i as u32,
+                        engine,
+                        tagged,
+                    });
+                }
+                slots.push(LiveSlot {
+                    offset: 64,
+                    extent_len: 32,
+                    payload_len: 100,
+                    generation: 7,
+                    engine,
+                    tagged,
+                });
+            }
+        }
+        let mut table = SlotTable::default();
+        for &slot in &slots {
+            let index = table.occupy(slot);
+            assert_eq!(table.get(index), Ok(slot));
+        }
+        let wide = slots.iter().filter(|s| Entry::pack(s).is_none()).count();
+        assert_eq!(wide, 5 * 2 * EngineId::ALL.len());
+        assert_eq!(table.wide.len(), wide);
+        assert!(
+            table
+                .iter_live()
+                .map(|(_, slot)| slot)
+                .eq(slots.iter().copied())
+        );
+        table.check_consistency().unwrap();
+        // Freeing or overwriting a wide slot forgets it.
+        for index in (0..slots.len()).step_by(2) {
+            table.vacate(index).unwrap();
+        }
+        for index in (1..slots.len()).step_by(2) {
+            table.relocate(index, slot(index as u64 * 16));
+        }
+        assert!(table.wide.is_empty());
+        table.check_consistency().unwrap();
     }
 
     #[test]

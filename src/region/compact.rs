@@ -211,7 +211,7 @@ impl OverflowRegion {
             // next open, when recovery finds the old place still live.)
             tracing::warn!(path = %self.path.display(), "sync failed during compaction; moves undone");
             for (index, old) in moved {
-                let copy = *self.slots.get(index).expect("moved slots are live");
+                let copy = self.slots.get(index).expect("moved slots are live");
                 self.slots.relocate(index, old);
                 // The flush summed the copy, not the old place: list it
                 // again (summing skips a header that already has a sum).
@@ -251,7 +251,7 @@ impl OverflowRegion {
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         for (offset, index) in candidates {
-            let slot = *self.slots.get(index).expect("candidates are live");
+            let slot = self.slots.get(index).expect("candidates are live");
             let cost = slot.header_len() + slot.payload_len;
             if budget_bytes == 0
                 || (report.extents_moved > 0 && report.bytes_moved + cost > budget_bytes)

@@ -23,6 +23,25 @@ unsafe impl GlobalAlloc for Counting {
         ptr
     }
 
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // What the program would do without this allocator: the system's
+        // `realloc`, which moves a large block's pages instead of copying
+        // them (the default method would count the old and new blocks at
+        // once).
+        // SAFETY: the caller's contract for `realloc` is passed on as is.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            if new_size >= layout.size() {
+                let grown = new_size - layout.size();
+                let now = CURRENT.fetch_add(grown, Ordering::Relaxed) + grown;
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        new
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: the caller's contract for `dealloc` is passed on as is.
