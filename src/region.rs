@@ -1217,11 +1217,15 @@ impl OverflowRegion {
     /// # Time complexity
     ///
     /// O(1).
+    #[inline]
     pub fn read(&self, slot_index: usize) -> Result<&[u8]> {
-        let slot = self.live_slot(slot_index)?;
+        let (offset, len) = self
+            .slots
+            .payload(slot_index)
+            .map_err(|lookup| self.slot_error(slot_index, lookup))?;
         Ok(self
             .mapping
-            .bytes(slot.payload_offset(), slot.payload_len)
+            .bytes(offset, len)
             .expect("live extents lie inside the file"))
     }
 
@@ -1822,6 +1826,7 @@ impl OverflowRegion {
             .map_err(|lookup| self.slot_error(slot_index, lookup))
     }
 
+    #[cold]
     fn slot_error(&self, slot: usize, lookup: SlotLookup) -> Error {
         match lookup {
             SlotLookup::Unknown => Error::UnknownSlot {

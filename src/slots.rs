@@ -343,10 +343,28 @@ impl SlotTable {
     }
 
     /// The slot at `index`.
+    #[inline]
     pub(crate) fn get(&self, index: usize) -> Result<LiveSlot, SlotLookup> {
         match self.entries.get(index) {
             Some(&entry) => self.dense(index, entry),
             None => self.get_sparse(index),
+        }
+    }
+
+    /// Where the payload of the slot at `index` is: (offset, length). What
+    /// `get` gives, without unpacking the rest (the read path).
+    #[inline]
+    pub(crate) fn payload(&self, index: usize) -> Result<(u64, u64), SlotLookup> {
+        match self.entries.get(index) {
+            Some(&entry) if entry.is_packed() => {
+                let tagged = entry.place >> 1 & 1;
+                let offset = (entry.place >> OFFSET_SHIFT) * UNIT;
+                let header_len = EXTENT_HEADER_LEN + tagged * USER_TAG_LEN;
+                Ok((offset + header_len, entry.data & u64::from(u32::MAX)))
+            }
+            _ => self
+                .get(index)
+                .map(|slot| (slot.payload_offset(), slot.payload_len)),
         }
     }
 

@@ -341,6 +341,7 @@ impl Mapping {
 
     /// The bytes `offset..offset + len` of the file, or `None` if any of them
     /// lies past its end. The one place a range becomes a slice.
+    #[inline]
     pub(crate) fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
         let end = offset.checked_add(len)?;
         if end > self.file_len {
