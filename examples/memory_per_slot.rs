@@ -1,7 +1,10 @@
 //! Heap memory per slot: writes SLOTS slots of 16 bytes (default 1 M),
 //! frees every second one, closes, and reopens under a counting allocator:
 //! prints the peak heap during the open and the heap the open region keeps,
-//! per slot handed out.
+//! per slot handed out, and as a cross-check from the kernel's side the
+//! peak resident memory of the open beyond the file's pages (`VmHWM`, reset
+//! before the open, less the file pages and anonymous memory resident
+//! before it; Linux only).
 //!
 //! ```text
 //! cargo run --release --example memory_per_slot -- [SLOTS [DIR]]
@@ -34,6 +37,9 @@ fn main() -> overflow_region::Result<()> {
             region.free(slot)?;
         }
     }
+    let anon_before = status_kib("RssAnon");
+    // Resets VmHWM to the current resident size.
+    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let started = Instant::now();
     let (region, peak, kept) =
         counting::measure(|| OverflowRegion::open_with_config(&path, 64 << 20, max));
@@ -48,7 +54,26 @@ fn main() -> overflow_region::Result<()> {
         peak as f64 / count as f64,
         kept as f64 / count as f64,
     );
+    if let (true, Some(hwm), Some(file), Some(anon)) = (
+        hwm_reset,
+        status_kib("VmHWM"),
+        status_kib("RssFile"),
+        anon_before,
+    ) {
+        let beyond = hwm.saturating_sub(file + anon) * 1024;
+        println!(
+            "peak resident beyond the file's pages: {:.1} B per slot",
+            beyond as f64 / count as f64
+        );
+    }
     drop(region);
     std::fs::remove_dir_all(&dir).expect("remove scratch directory");
     Ok(())
+}
+
+/// A `kB` figure of /proc/self/status.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
