@@ -204,6 +204,12 @@ pub struct OverflowRegion {
     /// No free extent starts below this offset: compaction's scan starts
     /// here. Invariant: `DATA_START <= compact_from <= space.cursor()`.
     compact_from: u64,
+    /// Compaction's candidates, kept from step to step: (offset, slot
+    /// index) of live extents, by offset, taken from the end (highest
+    /// first). Entries go stale as slots are freed, moved or written again;
+    /// each is checked against the slot table when taken. Refilled when
+    /// empty (see region/compact.rs).
+    compact_queue: Vec<(u64, u32)>,
     /// A recent high point of the cursor: it rises with every write at the
     /// end and decays halfway towards the cursor at every give-back. The file
     /// never shrinks below it, so a loop that writes past the end and frees
@@ -639,6 +645,7 @@ impl OverflowRegion {
             large_folios: Holes::default(),
             settings,
             compact_from: DATA_START,
+            compact_queue: Vec::new(),
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
@@ -755,6 +762,7 @@ impl OverflowRegion {
             large_folios: Holes::default(),
             settings,
             compact_from: DATA_START,
+            compact_queue: Vec::new(),
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,

@@ -183,6 +183,14 @@ impl OverflowRegion {
     /// # Errors
     ///
     /// As [`compact`](Self::compact).
+    ///
+    /// # Time complexity
+    ///
+    /// The bytes it copies, plus the candidates it passes over (slots
+    /// freed or moved since they were listed, and extents no gap below can
+    /// take), plus one `sync`. The candidates are the live slots above the
+    /// lowest free extent, listed and sorted (O(n log n) for n of them) once
+    /// per pass over them, not at every step.
     pub fn compact_step(&mut self, budget_bytes: u64) -> Result<CompactReport> {
         let mut report = CompactReport {
             used_bytes_before: self.used_bytes() as u64,
@@ -234,6 +242,14 @@ impl OverflowRegion {
     /// the budget is spent or no extent above the lowest gap is left.
     /// Returns the moved slots' indices and old places in `moved` (still
     /// live on disk).
+    ///
+    /// The candidates come from `compact_queue`, which lasts from step to
+    /// step: a step costs what it moves (and the stale entries it skips),
+    /// and the live slots above the lowest gap are listed and sorted once
+    /// per pass over them, when the queue runs out. A step that finds the
+    /// queue empty, or empties it without moving anything, lists them
+    /// afresh (once), so a step that moves nothing means that no extent
+    /// fits into the free space below it.
     fn move_down(
         &mut self,
         budget_bytes: u64,
@@ -241,24 +257,42 @@ impl OverflowRegion {
         moved: &mut Vec<(usize, LiveSlot)>,
     ) -> Result<()> {
         let Some(lowest_gap) = self.lowest_free_extent() else {
+            self.compact_queue = Vec::new();
             return Ok(());
         };
-        let mut candidates: Vec<(u64, usize)> = self
-            .slots
-            .iter_live()
-            .filter(|(_, slot)| slot.offset > lowest_gap.offset)
-            .map(|(index, slot)| (slot.offset, index))
-            .collect();
-        candidates.sort_unstable_by(|a, b| b.cmp(a));
-        for (offset, index) in candidates {
-            let slot = self.slots.get(index).expect("candidates are live");
+        let mut listed = false;
+        loop {
+            let Some(&(offset, index)) = self.compact_queue.last() else {
+                if listed || report.extents_moved > 0 {
+                    break;
+                }
+                self.list_candidates(lowest_gap.offset);
+                listed = true;
+                continue;
+            };
+            if offset <= lowest_gap.offset {
+                // The rest lie below every gap: nothing can take them lower.
+                self.compact_queue.clear();
+                continue;
+            }
+            let index = index as usize;
+            let slot = match self.slots.get(index) {
+                Ok(slot) if slot.offset == offset => slot,
+                // Freed, moved or written elsewhere since it was listed.
+                _ => {
+                    self.compact_queue.pop();
+                    continue;
+                }
+            };
             let cost = slot.header_len() + slot.payload_len;
             if budget_bytes == 0
                 || (report.extents_moved > 0 && report.bytes_moved + cost > budget_bytes)
             {
                 break;
             }
-            match self.move_below(index, slot, offset)? {
+            let outcome = self.move_below(index, slot, offset)?;
+            self.compact_queue.pop();
+            match outcome {
                 Move::Moved => {
                     moved.push((index, slot));
                     report.extents_moved += 1;
@@ -268,7 +302,23 @@ impl OverflowRegion {
                 Move::Damaged => report.damaged_slots.push(index),
             }
         }
+        if self.compact_queue.is_empty() {
+            // Its memory is not kept between passes.
+            self.compact_queue = Vec::new();
+        }
         Ok(())
+    }
+
+    /// Fills `compact_queue` with the live slots above `gap`, by offset.
+    fn list_candidates(&mut self, gap: u64) {
+        let mut candidates: Vec<(u64, u32)> = self
+            .slots
+            .iter_live()
+            .filter(|(_, slot)| slot.offset > gap)
+            .map(|(index, slot)| (slot.offset, index as u32))
+            .collect();
+        candidates.sort_unstable();
+        self.compact_queue = candidates;
     }
 
     /// Copies a live slot into free space below `below`, if some free extent
