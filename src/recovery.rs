@@ -105,18 +105,6 @@ pub enum DropReason {
     },
 }
 
-/// What the slot table keeps of a live extent found by the walk.
-fn live_slot(extent: Extent, header: &LiveHeader) -> LiveSlot {
-    LiveSlot {
-        offset: extent.offset,
-        extent_len: extent.len,
-        payload_len: header.payload_len,
-        generation: header.generation,
-        engine: header.engine,
-        tagged: header.user_tag != 0,
-    }
-}
-
 /// Everything [`recover`] rebuilt.
 pub(crate) struct Recovered {
     /// Intact live slots, one per slot index, and the indices handed out
@@ -315,7 +303,7 @@ pub(crate) fn recover<S: Source>(
                     } else {
                         close_run(&mut run, &mut repairs);
                         space.recover_allocated(extent);
-                        let found = live_slot(extent, &header);
+                        let found = LiveSlot::new(extent, &header);
                         max_slot_seen = max_slot_seen.max(u64::from(header.slot) + 1);
                         if header.payload_crc.is_none() {
                             unsummed.push((header.slot, header.generation));

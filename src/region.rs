@@ -1204,14 +1204,7 @@ impl OverflowRegion {
                 .store_word(SLOT_HIGH_WATER_OFFSET, u64::from(header.slot) + 1);
         }
         self.mapping.store_word(extent.offset, live_tag);
-        LiveSlot {
-            offset: extent.offset,
-            extent_len: extent.len,
-            payload_len: header.payload_len,
-            generation: header.generation,
-            engine: header.engine,
-            tagged: header.user_tag != 0,
-        }
+        LiveSlot::new(extent, &header)
     }
 
     /// The bytes of a slot: exactly the bytes its `write` took, as a slice of

@@ -8,13 +8,18 @@
 //! header names index 4 billion). The table's memory stays proportional to
 //! what recovery found: indices above the dense part live in a small map
 //! (`sparse`) until the dense part grows up to them.
+//!
+//! An entry is 16 bytes: a live slot is packed into two words (see
+//! `Entry`), and the rare slot whose fields do not fit is kept whole in a
+//! side map (`wide`). Recovery fills the table as it walks the file
+//! ([`SlotTable::claim`]), which also tells it when an index is found twice.
 
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
 use crate::engine::EngineId;
-use crate::layout::{EXTENT_HEADER_LEN, USER_TAG_LEN};
+use crate::layout::{EXTENT_HEADER_LEN, LiveHeader, USER_TAG_LEN};
 use crate::space::Extent;
 
 /// Where a live slot's bytes are and what they are.
@@ -36,6 +41,18 @@ pub(crate) struct LiveSlot {
 }
 
 impl LiveSlot {
+    /// What the table keeps of the live extent `extent` with `header`.
+    pub(crate) fn new(extent: Extent, header: &LiveHeader) -> LiveSlot {
+        LiveSlot {
+            offset: extent.offset,
+            extent_len: extent.len,
+            payload_len: header.payload_len,
+            generation: header.generation,
+            engine: header.engine,
+            tagged: header.user_tag != 0,
+        }
+    }
+
     /// The slot's extent.
     pub(crate) fn extent(&self) -> Extent {
         Extent {
