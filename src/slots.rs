@@ -137,22 +137,39 @@ impl Entry {
         self.place & 1 == 0
     }
 
+    /// Whether a user tag follows the header (a packed live slot).
+    fn tagged(self) -> bool {
+        self.place >> 1 & 1 == 1
+    }
+
+    /// Offset of the extent (a packed live slot).
+    fn offset(self) -> u64 {
+        (self.place >> OFFSET_SHIFT) * UNIT
+    }
+
+    /// Offset of the first payload byte (a packed live slot).
+    fn payload_offset(self) -> u64 {
+        self.offset() + EXTENT_HEADER_LEN + if self.tagged() { USER_TAG_LEN } else { 0 }
+    }
+
+    /// Length of the payload (a packed live slot).
+    fn payload_len(self) -> u64 {
+        self.data & u64::from(u32::MAX)
+    }
+
     /// The packed live slot (`is_packed`).
     fn unpack(self) -> LiveSlot {
-        let place = self.place;
-        let tagged = place >> 1 & 1 == 1;
-        let engine = EngineId::from_u8((place >> ENGINE_SHIFT & 0b111) as u8)
+        let engine = EngineId::from_u8((self.place >> ENGINE_SHIFT & 0b111) as u8)
             .expect("packed from an EngineId");
-        let payload_len = self.data & u64::from(u32::MAX);
-        let header_len = EXTENT_HEADER_LEN + if tagged { USER_TAG_LEN } else { 0 };
-        let slack = (place >> SLACK_SHIFT & ((1 << (OFFSET_SHIFT - SLACK_SHIFT)) - 1)) * UNIT;
+        let slack = (self.place >> SLACK_SHIFT & ((1 << (OFFSET_SHIFT - SLACK_SHIFT)) - 1)) * UNIT;
+        let payload_end = self.payload_offset() + self.payload_len();
         LiveSlot {
-            offset: (place >> OFFSET_SHIFT) * UNIT,
-            extent_len: (header_len + payload_len).next_multiple_of(UNIT) + slack,
-            payload_len,
+            offset: self.offset(),
+            extent_len: (payload_end - self.offset()).next_multiple_of(UNIT) + slack,
+            payload_len: self.payload_len(),
             generation: (self.data >> 32) as u32,
             engine,
-            tagged,
+            tagged: self.tagged(),
         }
     }
 }
@@ -270,11 +287,10 @@ impl SlotTable {
             .iter()
             .rposition(|entry| entry.place != FREE)
             .map_or(0, |at| at + 1);
-        let sparse_live = self
-            .sparse
-            .last_key_value()
-            .map_or(0, |(&key, _)| key as usize + 1);
-        let dense = count.max(dense_live).max(sparse_live).min(dense_limit);
+        let dense = count
+            .max(dense_live)
+            .max(self.sparse_end())
+            .min(dense_limit);
         if dense > self.entries.len() {
             self.grow_dense(dense);
         } else {
@@ -290,22 +306,24 @@ impl SlotTable {
                 self.free_head = index as u32;
             }
         }
-        self.high_water = self
-            .sparse
+        self.high_water = self.sparse_end().max(self.entries.len());
+    }
+
+    /// One more than the highest sparse index (0 without any).
+    fn sparse_end(&self) -> usize {
+        self.sparse
             .last_key_value()
             .map_or(0, |(&key, _)| key as usize + 1)
-            .max(self.entries.len());
     }
 
     /// Makes `len` dense entries (more than now), moving the sparse slots
     /// they reach in. New entries are free and not yet on the free list.
     fn grow_dense(&mut self, len: usize) {
         self.entries.resize(len, Entry::free(NONE));
-        while let Some((&index, _)) = self.sparse.first_key_value() {
-            if index as usize >= len {
-                break;
-            }
-            let slot = self.sparse.remove(&index).expect("just seen");
+        let beyond = self
+            .sparse
+            .split_off(&u32::try_from(len).unwrap_or(u32::MAX));
+        for (index, slot) in std::mem::replace(&mut self.sparse, beyond) {
             self.set_live(index as usize, slot);
         }
     }
@@ -373,12 +391,7 @@ impl SlotTable {
     #[inline]
     pub(crate) fn payload(&self, index: usize) -> Result<(u64, u64), SlotLookup> {
         match self.entries.get(index) {
-            Some(&entry) if entry.is_packed() => {
-                let tagged = entry.place >> 1 & 1;
-                let offset = (entry.place >> OFFSET_SHIFT) * UNIT;
-                let header_len = EXTENT_HEADER_LEN + tagged * USER_TAG_LEN;
-                Ok((offset + header_len, entry.data & u64::from(u32::MAX)))
-            }
+            Some(&entry) if entry.is_packed() => Ok((entry.payload_offset(), entry.payload_len())),
             _ => self
                 .get(index)
                 .map(|slot| (slot.payload_offset(), slot.payload_len)),
@@ -456,11 +469,7 @@ impl SlotTable {
             // Handed out again only when new indices reach it; forgotten as
             // handed out if it was the highest.
             self.sparse.remove(&(index as u32));
-            self.high_water = self
-                .sparse
-                .last_key_value()
-                .map_or(0, |(&key, _)| key as usize + 1)
-                .max(self.entries.len());
+            self.high_water = self.sparse_end().max(self.entries.len());
         }
         self.live -= 1;
         Ok(slot)
