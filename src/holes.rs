@@ -117,6 +117,17 @@ impl Holes {
         self.ranges.range(at..).next().map(|(&start, _)| start)
     }
 
+    /// Total length of the parts of the ranges at or past `at`.
+    pub(crate) fn bytes_from(&self, at: u64) -> u64 {
+        let straddling = self.around(at).map_or(0, |(_, end)| end - at);
+        straddling
+            + self
+                .ranges
+                .range(at..)
+                .map(|(&start, &end)| end - start)
+                .sum::<u64>()
+    }
+
     /// The range that `at` lies strictly inside (`start < at < end`), if any.
     pub(crate) fn around(&self, at: u64) -> Option<(u64, u64)> {
         self.ranges
@@ -165,6 +176,11 @@ mod tests {
         assert_eq!(holes.around(39), Some((5, 40)));
         assert_eq!(holes.around(40), None);
         assert_eq!(holes.around(45), None);
+        assert_eq!(holes.bytes_from(0), 45);
+        assert_eq!(holes.bytes_from(30), 20);
+        assert_eq!(holes.bytes_from(40), 10);
+        assert_eq!(holes.bytes_from(55), 5);
+        assert_eq!(holes.bytes_from(60), 0);
     }
 
     #[test]

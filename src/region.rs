@@ -182,8 +182,9 @@ pub struct OverflowRegion {
     /// page of the file that may be a hole is in it, so storing anywhere
     /// outside it cannot need a new block.
     holes: Holes,
-    /// Whole pages inside free extents that are due to be punched (`punch`
-    /// punches the whole granules among them). Punching waits until they
+    /// Whole pages (whole granules, in free extents shorter than
+    /// `PAGE_CUT_MIN_GRANULES` of them) inside free extents that are due to
+    /// be punched. Punching waits until they
     /// add up to a batch (the slack, a tenth of the live bytes by default,
     /// within bounds: see `PUNCH_BATCH` in region/giveback.rs), so a free extent that is written
     /// again soon (churn) is neither punched nor refilled; a write takes the
@@ -379,10 +380,12 @@ impl Settings {
         }
     }
 
-    /// Holes are punched between multiples of this many bytes, and zeros
-    /// are written in pieces of it (`Mapping::set_write_piece`), so a hole
-    /// never cuts a folio of the page cache (which would bring its blocks
-    /// back): the largest power of two at most half the threshold, so every
+    /// Zeros are written in pieces of this many bytes that never cross a
+    /// multiple of it (`Mapping::set_write_piece`), and holes are punched
+    /// between its multiples, but in long free extents (see
+    /// region/giveback.rs), so a hole cuts no folio of the page cache
+    /// without writing it back first (a dirty one cut in part would bring
+    /// its blocks back): the largest power of two at most half the threshold, so every
     /// free extent of the threshold's length holds at least one granule;
     /// from a page to `MAX_WRITE_PIECE`. `None` when holes are not punched.
     fn punch_granule(&self) -> Option<u64> {

@@ -52,15 +52,17 @@ pub struct MemoryTuning {
     /// [`MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES`], 64 KiB; 0 never punches).
     /// Holes start and end on multiples of a granule: the largest power of
     /// two at most half this, from a page to 1 MiB (32 KiB by default), so
-    /// an extent of this length always gives at least one granule back.
+    /// an extent of this length always gives at least one granule back. A
+    /// free extent of eight granules or more is punched to the page beside
+    /// live data instead (each cut inside a granule writes it back first).
     /// Punching waits until such space adds up to a tenth of the region's
     /// live bytes (at least this, at most 256 times this), so space that is
     /// written again soon is not punched and refilled in turn; what is left
     /// waiting is punched when the region is dropped.
     ///
     /// The granule is also the piece in which the region writes zeros ahead
-    /// of its end, because on Linux a hole punched into part of a larger
-    /// page-cache folio comes back at the next store to the folio: so a
+    /// of its end, because on Linux a hole punched into part of a dirty
+    /// page-cache folio may come back at the next store to the folio: so a
     /// larger threshold makes fresh writes faster. With 0 the pieces are
     /// 1 MiB, which makes short fresh writes faster (the figures are in
     /// docs/PERFORMANCE.md in the source repository).
@@ -74,8 +76,9 @@ pub struct MemoryTuning {
     /// (default [`MemoryTuning::DEFAULT_SLACK_PERCENT`], 10). It bounds
     /// three things: how far ahead the file grows (at least 1 MiB at a
     /// time), how much free space waits to be punched in one batch, and
-    /// how much of the unused tail is kept when the region's end moves
-    /// down. A spill directory whose files are written once, read once and
+    /// how much of the unused tail keeps its blocks when the region's end
+    /// moves down (what the slack leaves after the free space the region
+    /// holds below its end). A spill directory whose files are written once, read once and
     /// dropped (a query engine's) wants a small value; a region under
     /// churn, whose freed space is written again soon, the default.
     ///

@@ -246,11 +246,76 @@ fn scenario_stale_reader_when_full(dir: &Path) {
     assert!(matches!(error, Error::SlotChanged { .. }), "{error}");
 }
 
+/// Holes cut to the page beside live slots, inside the folios that the
+/// zeros written ahead made (a free run of eight granules or more is
+/// punched to the page), then stores into those slots' pages on a full
+/// disk: the free tags of the slots beside the run.
+fn scenario_cut_beside_live_when_full(dir: &Path) {
+    let path = dir.join("r");
+    let mut region = OverflowRegion::open_with_config(&path, MIB, 16 * MIB).unwrap();
+    let padding = region.write(&vec![9u8; 40 * KIB], EngineId::Query).unwrap();
+    let a = region.write(&[1u8; 100], EngineId::Query).unwrap();
+    let run: Vec<usize> = (0..9)
+        .map(|_| region.write(&vec![2u8; 60 * KIB], EngineId::Query).unwrap())
+        .collect();
+    let c = region.write(&[3u8; 100], EngineId::Query).unwrap();
+    let d = region.write(&[4u8; 100], EngineId::Query).unwrap();
+    for slot in run {
+        region.free(slot).unwrap();
+    }
+    // All of the run but the page of its tag and the page it shares with
+    // `c`.
+    let punched = region.stats().punched_bytes;
+    assert!(
+        punched >= (9 * 60 * KIB - 8 * KIB) as u64,
+        "punched {punched}"
+    );
+    region.sync().unwrap();
+    fill(dir);
+    region.free(a).unwrap();
+    region.free(c).unwrap();
+    assert_eq!(region.read(padding).unwrap(), vec![9u8; 40 * KIB]);
+    assert_eq!(region.read(d).unwrap(), [4u8; 100]);
+    let _ = full_or_ok(region.write(&[5u8; 300], EngineId::Query));
+    region.check_consistency().unwrap();
+}
+
+/// The tail given back to the page right after the zeros ahead were
+/// written, then, on a full disk, writes into the page kept.
+fn scenario_tail_cut_when_full(dir: &Path) {
+    let path = dir.join("r");
+    let mut region = OverflowRegion::open_with_config(&path, MIB, 16 * MIB).unwrap();
+    let a = region.write(&[1u8; 100], EngineId::Query).unwrap();
+    let run: Vec<usize> = (0..5)
+        .map(|_| region.write(&vec![2u8; 60 * KIB], EngineId::Query).unwrap())
+        .collect();
+    for &slot in run.iter().rev() {
+        region.free(slot).unwrap();
+    }
+    region.sync().unwrap();
+    fill(dir);
+    let written: Vec<Option<usize>> = (0..20u8)
+        .map(|i| full_or_ok(region.write(&[i; 100], EngineId::Query)))
+        .collect();
+    for (i, slot) in written.iter().enumerate() {
+        if let Some(slot) = slot {
+            assert_eq!(region.read(*slot).unwrap(), [i as u8; 100]);
+        }
+    }
+    assert_eq!(region.read(a).unwrap(), [1u8; 100]);
+    region.check_consistency().unwrap();
+}
+
 /// A scenario: runs in the child, on a file system mounted at its argument.
 type Scenario = fn(&Path);
 
-const SCENARIOS: [(&str, Scenario); 3] = [
+const SCENARIOS: [(&str, Scenario); 5] = [
     ("failed_refill", scenario_failed_refill),
+    ("tail_cut_when_full", scenario_tail_cut_when_full),
+    (
+        "cut_beside_live_when_full",
+        scenario_cut_beside_live_when_full,
+    ),
     ("free_when_full", scenario_free_when_full),
     ("stale_reader_when_full", scenario_stale_reader_when_full),
 ];

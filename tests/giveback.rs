@@ -428,22 +428,33 @@ fn free_pages_are_punched_in_batches_and_never_under_a_new_write() {
         used,
         "the writes reused the freed extents"
     );
-    // Ten more frees, none adjacent: 10 x 84-88 KiB of whole pages wait,
-    // short of the batch.
-    let freed: Vec<usize> = (3..15).map(|k| k * 7).collect();
-    for &i in &freed[..10] {
+    // More frees, none adjacent, until a batch gathers. Each extent is
+    // shorter than eight granules, so its whole 32 KiB granules wait: one or
+    // two of them. Ten of those are short of the batch; thirty are not.
+    let candidates: Vec<usize> = (1..31).map(|k| k * 3).collect();
+    assert!(!candidates.contains(&10) && !candidates.contains(&20));
+    let mut freed = Vec::new();
+    for &i in &candidates {
         region.free(slots[i].0).unwrap();
-    }
-    assert_eq!(region.stats().punched_bytes, 0, "punched before a batch");
-    // Two more complete the batch, which must not include the pages
-    // written again above.
-    for &i in &freed[10..] {
-        region.free(slots[i].0).unwrap();
+        freed.push(i);
+        if region.stats().punched_bytes > 0 {
+            break;
+        }
     }
     let punched = region.stats().punched_bytes;
     assert!(
-        punched >= (12 * 32 * KIB) as u64 && punched <= (12 * 90 * KIB) as u64,
-        "punched {punched} bytes, expected the twelve free extents' granules"
+        freed.len() > 10 && punched > 0,
+        "punched {punched} bytes after {} frees",
+        freed.len()
+    );
+    // The batch, in whole granules of the freed extents only (not the
+    // pages written again above).
+    assert!(
+        punched >= 900 * KIB as u64
+            && punched <= (freed.len() * 64 * KIB) as u64
+            && punched.is_multiple_of(32 * KIB as u64),
+        "punched {punched} bytes after {} frees, expected their whole granules",
+        freed.len()
     );
     for (index, (slot, data)) in slots.iter().enumerate() {
         if !freed.contains(&index) {

@@ -256,3 +256,73 @@ fn a_failed_punch_keeps_the_region_consistent() {
     assert_eq!(region.read(again).unwrap(), vec![5u8; 300 << 10]);
     assert_eq!(region.read(a).unwrap(), [1u8; 100]);
 }
+
+/// Writes a 100-byte slot, nine of 60 KiB and two more of 100 bytes, then
+/// frees the nine: a free run of more than eight granules beside live
+/// slots, so it is cut to the page next to them (inside their granules).
+fn free_a_run_beside_live_slots(region: &mut OverflowRegion) {
+    region.write(&[1u8; 100], EngineId::Query).unwrap();
+    let run: Vec<usize> = (0..9)
+        .map(|i| {
+            region
+                .write(&pattern(i, 60 << 10), EngineId::Query)
+                .unwrap()
+        })
+        .collect();
+    region.write(&[3u8; 100], EngineId::Query).unwrap();
+    region.write(&[4u8; 100], EngineId::Query).unwrap();
+    for slot in run {
+        region.free(slot).unwrap();
+    }
+}
+
+/// The ends of the holes that lie strictly inside a punching granule.
+fn cuts_inside_granules(region: &OverflowRegion) -> Vec<u64> {
+    let granule = region.settings.punch_granule().unwrap();
+    region
+        .holes
+        .iter()
+        .flat_map(|(start, end)| [start, end])
+        .filter(|&at| at % granule != 0 && at < region.mapping.len())
+        .collect()
+}
+
+/// A long free run is cut to the page beside live data, inside the
+/// granules the zeros ahead were written in; each such cut writes its
+/// granule back first (a dirty folio cut in part may stay whole, and a
+/// store to it would need the punched blocks again). When that write-back
+/// fails, the cut is not made and the error reaches the next `sync`.
+#[test]
+fn a_cut_inside_a_granule_is_made_only_after_its_write_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    free_a_run_beside_live_slots(&mut region);
+    assert!(
+        !cuts_inside_granules(&region).is_empty(),
+        "holes {:?}",
+        region.holes
+    );
+    region.sync().unwrap();
+
+    let path = dir.path().join("failing");
+    let mut region = open(&path);
+    for _ in 0..64 {
+        fault::fail_after(Call::WriteBack, 0, libc::EIO);
+    }
+    free_a_run_beside_live_slots(&mut region);
+    fault::disarm();
+    assert_eq!(
+        cuts_inside_granules(&region),
+        [],
+        "holes {:?}",
+        region.holes
+    );
+    assert!(
+        region.stats().punched_bytes > 0,
+        "whole granules are still punched"
+    );
+    let error = region.sync().unwrap_err();
+    assert!(matches!(error, Error::Io { .. }), "{error}");
+    region.check_consistency().unwrap();
+}

@@ -1,33 +1,35 @@
 //! Giving space back: hole punching and shrinking the file.
 //!
 //! Free extents at least the punching threshold long are punched out of
-//! the file, in batches (`pending_punch`), in whole granules
-//! (`Settings::punch_granule`); the unused end of the file is truncated
-//! when no reader maps it, and punched otherwise.
+//! the file, in batches (`pending_punch`), in whole pages; the unused end
+//! of the file is truncated when no reader maps it, and punched otherwise.
 //!
-//! Why granules: the page cache keeps what one `pwrite` writes in folios up
-//! to its length, and on Linux (seen on ext4; docs/PERFORMANCE.md has the
-//! kernel version) a hole punched into part
-//! of a large folio does not split it: the next store to the rest of the
-//! folio brings the punched blocks back, and on a full disk that store
-//! would fault. The region writes its zeros in pieces that never cross a
-//! multiple of the granule (`Mapping::set_write_piece`) and punches only
-//! whole granules, so no hole cuts a folio it made; and since the page
-//! cache outlives a writer, the file header records the piece size
+//! Why a cut needs care: the page cache keeps what one `pwrite` writes in
+//! folios up to its length, and on Linux (seen on ext4; docs/PERFORMANCE.md
+//! has the kernel version) a hole punched into part of a dirty large folio
+//! may leave it whole: the next store to the rest of the folio brings the
+//! punched blocks back, and on a full disk that store would fault. A clean
+//! folio is split or dropped whole when cut. So the region writes its zeros
+//! in pieces that never cross a multiple of the punching granule
+//! (`Settings::punch_granule`, `Mapping::set_write_piece`), which bounds
+//! every folio it makes to one granule, and a hole that starts or ends
+//! strictly inside a granule first writes that granule back
+//! (`clean_folios_at`). Holes are cut next to live data to the page, and
+//! the write-back costs one short write per cut end. Since the page cache
+//! outlives a writer, the file header records the piece size
 //! (`drop_larger_folios`).
 //!
 //! Long payloads written at the end (`OverflowRegion::write_direct`) are the
 //! one exception: their middles are written in long pieces, for speed. No
 //! hole ever starts or ends strictly inside the middle of a live extent (a
-//! hole lies in free space, rounded inward to granules), so those folios
-//! matter only once the extent is freed: from then on its middle is kept in
-//! `large_folios` until holes or a truncation take it. A hole or truncation
-//! that ends strictly inside one first writes back the longest folio that
-//! could hold that end (`clean_long_folios_at`, `folio_around`): a clean
-//! folio splits when cut. Freeing a long extent punches its middle at once
-//! (not in a batch), so that happens mostly when the tail is given back (a
-//! long payload freed at the end), after a punch failed, or with a
-//! threshold above 96 KiB that a freed extent's merged run stays below.
+//! hole lies in free space), so those folios matter only once the extent is
+//! freed: from then on its middle is kept in `large_folios` until holes or
+//! a truncation take it. A hole or truncation that ends strictly inside one
+//! first writes back the longest folio that could hold that end
+//! (`folio_around`). Freeing a long extent punches its middle at once (not
+//! in a batch), so that happens mostly when the tail is given back (a long
+//! payload freed at the end), after a punch failed, or with a threshold
+//! above 96 KiB that a freed extent's merged run stays below.
 //!
 //! The file header says (bit 62, `LONG_FOLIOS`) while `large_folios` holds
 //! anything or a long payload is being written, so a writer opening the
@@ -53,6 +55,15 @@ use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
 /// this many: see `OverflowRegion::pending_punch`. The cap bounds the work
 /// of the one `free` that punches a batch.
 const PUNCH_BATCH: u64 = 256;
+
+/// Free extents at least this many punching granules long are punched to
+/// the page, shorter ones in whole granules. A cut inside a granule costs
+/// a write-back of it (`OverflowRegion::clean_folios_at`): from this
+/// length on, at most a quarter of the bytes given back, while a shorter
+/// extent keeps at most a granule more at each end. Under churn of
+/// payloads up to 64 KiB most free runs are shorter (docs/PERFORMANCE.md,
+/// "Holes cut to the page").
+const PAGE_CUT_MIN_GRANULES: u64 = 8;
 
 /// The file shrinks only when it would lose at least this much (and a
 /// quarter of its size), so a region hovering at one size never truncates
@@ -143,37 +154,45 @@ impl OverflowRegion {
     }
 
     /// Queues for punching the space of a free extent that just grew by
-    /// `freed` to `merged`, if it is long enough: the granules
-    /// (`Settings::punch_granule`) that touch `freed`, and all of a
-    /// neighbour that was too short to have been queued before. The page of
-    /// the extent's tag is kept. Punches the queue when it holds a batch, or
+    /// `freed` to `merged`, if it is long enough: the pages that touch
+    /// `freed` and the page of a right neighbour's old tag (whole granules,
+    /// in an extent shorter than `PAGE_CUT_MIN_GRANULES` of them), and all
+    /// of a neighbour that was too short to have been queued before. The
+    /// page of the extent's tag is kept. Punches the queue when it holds a batch, or
     /// at once for a long extent.
     pub(super) fn punch_free_extent(&mut self, freed: Extent, merged: Extent) {
         let threshold = self.settings.punch_threshold;
+        if threshold == 0 || merged.len < threshold || self.compacting {
+            return;
+        }
         let Some(granule) = self.settings.punch_granule() else {
             return;
         };
-        if merged.len < threshold || self.compacting {
-            return;
-        }
-        let page = mapping::page_size();
-        // Whole granules around `freed`: `punch` punches only whole
-        // granules, so the part of one that an earlier free left out is
-        // queued again here.
-        let low = if freed.offset - merged.offset < threshold {
+        // The pages of `freed`, and the page after it, which held the tag
+        // of a free neighbour that is now part of `merged`; whole granules
+        // in a short extent, whose cuts then need no write-back. A
+        // neighbour too short to have been queued (or, in a long extent,
+        // to have been queued to the page) is queued whole.
+        let long = PAGE_CUT_MIN_GRANULES * granule;
+        let (unit, short) = if merged.len < long {
+            (granule, threshold)
+        } else {
+            (mapping::page_size(), threshold.max(long))
+        };
+        let low = if freed.offset - merged.offset < short {
             merged.offset
         } else {
-            freed.offset / granule * granule
+            freed.offset / unit * unit
         };
-        let high = if merged.end() - freed.end() < threshold {
+        let high = if merged.end() - freed.end() < short {
             merged.end()
         } else {
-            freed.end().next_multiple_of(granule)
+            freed.end() + EXTENT_HEADER_LEN
         };
         let start = low
             .max(merged.offset + EXTENT_HEADER_LEN)
-            .next_multiple_of(page);
-        let end = high.min(merged.end()) / page * page;
+            .next_multiple_of(unit);
+        let end = high.next_multiple_of(unit).min(merged.end() / unit * unit);
         if start < end {
             self.pending_punch.insert(start, end);
             let batch = (self.settings.slack(self.accounting.live_bytes()))
@@ -196,29 +215,38 @@ impl OverflowRegion {
     /// Punches every range in `pending_punch`.
     pub(super) fn punch_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending_punch);
+        // Every cut's folio is written back first (`clean_folios_at`):
+        // start them all, so that the waits below overlap.
+        let page = mapping::page_size();
+        for (start, end) in pending.iter() {
+            for at in [start.next_multiple_of(page), end / page * page] {
+                if let Some((from, to)) = self.folio_around_cut(at) {
+                    // Only a hint: `punch` writes back and waits itself.
+                    let _ = self.mapping.start_write_back(from, to - from);
+                }
+            }
+        }
         for (start, end) in pending.iter() {
             self.punch(start, end);
         }
     }
 
-    /// Punches the whole granules (`Settings::punch_granule`) of
-    /// `start..end` and records the hole; a range that reaches the end of
-    /// the file is punched to it. (Frees queue whole granules around the
-    /// freed extent, so nothing is lost at the seams between batches.) An
-    /// end strictly inside a range of `large_folios` has the folio there
-    /// written back first (`clean_long_folios_at`); if that fails, nothing
-    /// is punched.
+    /// Punches the whole pages of `start..end` and records the hole; a range that reaches the end of the file is punched to it. An
+    /// end strictly inside a folio the page cache may hold has that folio
+    /// written back first (`clean_folios_at`); if that fails, nothing is
+    /// punched.
     pub(super) fn punch(&mut self, start: u64, end: u64) {
-        let Some(granule) = self.settings.punch_granule() else {
+        if self.settings.punch_granule().is_none() {
             return;
-        };
-        let start = start.next_multiple_of(granule);
+        }
+        let page = mapping::page_size();
+        let start = start.next_multiple_of(page);
         let end = if end >= self.mapping.len() {
             end
         } else {
-            end / granule * granule
+            end / page * page
         };
-        if start >= end || !self.clean_long_folios_at([start, end]) {
+        if start >= end || !self.clean_folios_at([start, end]) {
             return;
         }
         match self.mapping.punch_hole(start, end - start) {
@@ -250,18 +278,20 @@ impl OverflowRegion {
         }
     }
 
-    /// Before a hole or a truncation with these ends: writes back the long
-    /// folio any of them lies strictly inside (one of `large_folios`; no
-    /// folio the region makes crosses a multiple of `MAX_WRITE_PIECE`, so
-    /// that stretch), so the cut splits it. False if that failed: the caller
-    /// then leaves the file as it is (logged; it costs only disk).
-    fn clean_long_folios_at(&mut self, ends: impl IntoIterator<Item = u64>) -> bool {
+    /// Before a hole or a truncation with these ends: writes back the folio
+    /// that any of them may lie strictly inside, so that the cut splits it
+    /// or drops it whole (the kernel does either with a clean folio; a
+    /// dirty one it may keep whole, and a store to it would then need
+    /// blocks for the punched part again). That folio is the granule
+    /// around the end (`Settings::punch_granule`: zeros are written in
+    /// pieces that never cross one), or a longer one of `large_folios`
+    /// (`folio_around`). An end past the file or on a granule multiple
+    /// outside `large_folios` cuts no folio. False if a write-back failed:
+    /// the caller then leaves the file as it is (logged; it costs only
+    /// disk).
+    fn clean_folios_at(&mut self, ends: impl IntoIterator<Item = u64>) -> bool {
         for at in ends {
-            let Some((from, to)) = self
-                .large_folios
-                .around(at)
-                .and_then(|range| folio_around(at, range))
-            else {
+            let Some((from, to)) = self.folio_around_cut(at) else {
                 continue;
             };
             if let Err(error) = self.mapping.write_back(from, to - from) {
@@ -271,6 +301,21 @@ impl OverflowRegion {
             }
         }
         true
+    }
+
+    /// The longest folio the page cache may hold with `at` strictly inside
+    /// it (see `clean_folios_at`), if any.
+    fn folio_around_cut(&self, at: u64) -> Option<(u64, u64)> {
+        let granule = self.settings.punch_granule()?;
+        let file_len = self.mapping.len();
+        let long = self
+            .large_folios
+            .around(at)
+            .and_then(|range| folio_around(at, range));
+        long.or_else(|| {
+            let from = at / granule * granule;
+            (from < at && at < file_len).then(|| (from, (from + granule).min(file_len)))
+        })
     }
 
     /// At close, after the last batch is punched: the long folios left in
@@ -288,18 +333,27 @@ impl OverflowRegion {
         self.punch((cursor + 8).next_multiple_of(page), self.mapping.len());
     }
 
-    /// After the end of the region moved down: shrinks the file if it is
-    /// much longer than the region needs and no reader maps it, otherwise
-    /// punches the unused tail. Keeps the slack of the live bytes as
-    /// headroom, the recent peak (`peak_end`, unless nothing is live) and
-    /// the initial capacity, so a region that hovers at one size neither
-    /// truncates and grows nor punches and refills in turn.
+    /// After the end of the region moved down: gives back the blocks past
+    /// a headroom (what the slack of the live bytes leaves after the space
+    /// held below the cursor beyond the live extents, at least a page) and
+    /// the initial capacity, by shrinking the file if it is much longer
+    /// than that and no reader maps it, or else by punching. The length
+    /// also keeps the recent peak (`peak_end`, unless nothing is live), so
+    /// a region that hovers at one size does not truncate and grow in
+    /// turn; its blocks past the headroom are punched all the same.
     pub(super) fn give_back_tail(&mut self) {
         let page = mapping::page_size();
         let cursor = self.space.cursor();
         let file_len = self.mapping.len();
         let live = self.accounting.live_bytes();
-        let headroom = self.settings.slack(live).clamp(page, MAX_GROWTH_STEP);
+        // The headroom comes out of the slack, after what the region
+        // already holds beyond its live extents below the cursor (free
+        // space not punched, the pages live extents share with holes).
+        let held = cursor - (self.holes.bytes() - self.holes.bytes_from(cursor));
+        let needed = DATA_START + live + self.accounting.header_bytes;
+        let headroom = (self.settings.slack(live))
+            .saturating_sub(held.saturating_sub(needed))
+            .clamp(page, MAX_GROWTH_STEP);
         // An empty region (a spill that ended) goes back to its initial
         // size, whatever its recent peak.
         let peak = if self.slots.live() == 0 {
@@ -307,11 +361,13 @@ impl OverflowRegion {
         } else {
             self.peak_end
         };
-        let keep = (cursor + 8 + headroom)
-            .max(peak)
+        // Blocks past the headroom are given back; the file's length keeps
+        // the recent peak too.
+        let allocated_end = (cursor + 8 + headroom)
             .next_multiple_of(page)
             .max(self.settings.initial)
             .min(file_len);
+        let keep = allocated_end.max(peak.next_multiple_of(page).min(file_len));
         self.peak_end = cursor + (self.peak_end.max(cursor) - cursor) / 2;
         let excess = file_len - keep;
         if self.settings.shrink && excess >= MIN_SHRINK.max(file_len / 4) && self.try_truncate(keep)
@@ -320,8 +376,11 @@ impl OverflowRegion {
         }
         let threshold = self.settings.punch_threshold;
         let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
-        if threshold != 0 && unpunched_end > keep && unpunched_end - keep >= threshold {
-            self.punch(keep, unpunched_end);
+        if threshold != 0
+            && unpunched_end > allocated_end
+            && unpunched_end - allocated_end >= threshold
+        {
+            self.punch(allocated_end, unpunched_end);
         }
     }
 
@@ -329,7 +388,7 @@ impl OverflowRegion {
     /// lies inside a range of `large_folios`, the folio there could be
     /// written back first); true if done.
     pub(super) fn try_truncate(&mut self, len: u64) -> bool {
-        if !self.clean_long_folios_at([len]) {
+        if !self.clean_folios_at([len]) {
             return false;
         }
         match ReadersLock::try_exclusive(self.mapping.file()) {

@@ -20,6 +20,8 @@ pub(crate) enum Call {
     Pwrite,
     /// `fallocate(PUNCH_HOLE)` in `Mapping::punch_hole`.
     Punch,
+    /// `sync_file_range` in `Mapping::write_back`.
+    WriteBack,
     /// Reading `/proc/sys/kernel/random/boot_id` in `file::boot_id`.
     BootId,
 }

@@ -266,15 +266,31 @@ impl Mapping {
     /// Writes the dirty pages of `offset..offset + len` back and waits for
     /// them (`sync_file_range` with `WAIT_BEFORE | WRITE | WAIT_AFTER`).
     /// A page-cache folio there is then clean, and a hole punched into part
-    /// of it splits it (seen on ext4: a dirty one would not split, and its
-    /// next store would bring the punched blocks back). Not a durability
-    /// point: no metadata is written.
+    /// of it splits it or drops it whole (seen on ext4: a dirty one may
+    /// stay whole, and its next store would bring the punched blocks back).
+    /// Not a durability point: no metadata is written.
     pub(crate) fn write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        fault::check(Call::WriteBack)?;
+        self.sync_file_range(
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    }
+
+    /// Starts writing back the dirty pages of `offset..offset + len`
+    /// without waiting (`sync_file_range` with `WRITE`), so that several
+    /// ranges are in flight at once before `write_back` waits for each.
+    /// A hint for speed only.
+    pub(crate) fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.sync_file_range(offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    }
+
+    fn sync_file_range(&self, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
         // 0 would mean "to the end of the file".
         debug_assert!(len > 0);
-        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
         let (offset, len) = (offset as libc::off64_t, len as libc::off64_t);
         // SAFETY: a system call on the descriptor `self.file` owns, open
         // for as long as `self`; it takes no pointers, so no memory of ours
