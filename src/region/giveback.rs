@@ -14,8 +14,9 @@
 //! (`Settings::punch_granule`, `Mapping::set_write_piece`), which bounds
 //! every folio it makes to one granule, and a hole that starts or ends
 //! strictly inside a granule first writes that granule back
-//! (`clean_folios_at`). Holes are cut next to live data to the page, and
-//! the write-back costs one short write per cut end. Since the page cache
+//! (`clean_folios_at`). That costs one short write per cut, so only free
+//! extents of `PAGE_CUT_MIN_GRANULES` granules or more are cut to the page
+//! next to live data; shorter ones keep whole granules. Since the page cache
 //! outlives a writer, the file header records the piece size
 //! (`drop_larger_folios`).
 //!
@@ -158,8 +159,8 @@ impl OverflowRegion {
     /// `freed` and the page of a right neighbour's old tag (whole granules,
     /// in an extent shorter than `PAGE_CUT_MIN_GRANULES` of them), and all
     /// of a neighbour that was too short to have been queued before. The
-    /// page of the extent's tag is kept. Punches the queue when it holds a batch, or
-    /// at once for a long extent.
+    /// page of the extent's tag is kept. Punches the queue when it holds a
+    /// batch, or at once for a long extent.
     pub(super) fn punch_free_extent(&mut self, freed: Extent, merged: Extent) {
         let threshold = self.settings.punch_threshold;
         if threshold == 0 || merged.len < threshold || self.compacting {
@@ -231,8 +232,9 @@ impl OverflowRegion {
         }
     }
 
-    /// Punches the whole pages of `start..end` and records the hole; a range that reaches the end of the file is punched to it. An
-    /// end strictly inside a folio the page cache may hold has that folio
+    /// Punches the whole pages of `start..end` and records the hole; a
+    /// range that reaches the end of the file is punched to it. An end
+    /// strictly inside a folio the page cache may hold has that folio
     /// written back first (`clean_folios_at`); if that fails, nothing is
     /// punched.
     pub(super) fn punch(&mut self, start: u64, end: u64) {
@@ -384,9 +386,9 @@ impl OverflowRegion {
         }
     }
 
-    /// Truncates the file to `len` if no reader has it mapped (and, if `len`
-    /// lies inside a range of `large_folios`, the folio there could be
-    /// written back first); true if done.
+    /// Truncates the file to `len` if no reader has it mapped (and the
+    /// folio `len` may lie inside could be written back first:
+    /// `clean_folios_at`); true if done.
     pub(super) fn try_truncate(&mut self, len: u64) -> bool {
         if !self.clean_folios_at([len]) {
             return false;
