@@ -218,9 +218,9 @@ impl OverflowRegion {
         let pending = std::mem::take(&mut self.pending_punch);
         // Every cut's folio is written back first (`clean_folios_at`):
         // start them all, so that the waits below overlap.
-        let page = mapping::page_size();
         for (start, end) in pending.iter() {
-            for at in [start.next_multiple_of(page), end / page * page] {
+            let (start, end) = self.whole_pages(start, end);
+            for at in [start, end] {
                 if let Some((from, to)) = self.folio_around_cut(at) {
                     // Only a hint: `punch` writes back and waits itself.
                     let _ = self.mapping.start_write_back(from, to - from);
@@ -241,13 +241,7 @@ impl OverflowRegion {
         if self.settings.punch_granule().is_none() {
             return;
         }
-        let page = mapping::page_size();
-        let start = start.next_multiple_of(page);
-        let end = if end >= self.mapping.len() {
-            end
-        } else {
-            end / page * page
-        };
+        let (start, end) = self.whole_pages(start, end);
         if start >= end || !self.clean_folios_at([start, end]) {
             return;
         }
@@ -278,6 +272,18 @@ impl OverflowRegion {
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
             }
         }
+    }
+
+    /// The whole pages of `start..end` that `punch` punches: to the end of
+    /// the file if `end` reaches it.
+    fn whole_pages(&self, start: u64, end: u64) -> (u64, u64) {
+        let page = mapping::page_size();
+        let end = if end >= self.mapping.len() {
+            end
+        } else {
+            end / page * page
+        };
+        (start.next_multiple_of(page), end)
     }
 
     /// Before a hole or a truncation with these ends: writes back the folio
@@ -353,7 +359,9 @@ impl OverflowRegion {
         // space not punched, the pages live extents share with holes).
         let held = cursor - (self.holes.bytes() - self.holes.bytes_from(cursor));
         let needed = DATA_START + live + self.accounting.header_bytes;
-        let headroom = (self.settings.slack(live))
+        let headroom = self
+            .settings
+            .slack(live)
             .saturating_sub(held.saturating_sub(needed))
             .clamp(page, MAX_GROWTH_STEP);
         // An empty region (a spill that ended) goes back to its initial
@@ -378,10 +386,7 @@ impl OverflowRegion {
         }
         let threshold = self.settings.punch_threshold;
         let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
-        if threshold != 0
-            && unpunched_end > allocated_end
-            && unpunched_end - allocated_end >= threshold
-        {
+        if threshold != 0 && unpunched_end.saturating_sub(allocated_end) >= threshold {
             self.punch(allocated_end, unpunched_end);
         }
     }
