@@ -282,6 +282,9 @@ impl RegionFile {
             punched_bytes: holes.iter().map(|(start, end)| end - start).sum(),
             used_bytes: cursor - DATA_START,
             file_size,
+            auto_moved_extents: 0,
+            auto_moved_bytes: 0,
+            retired_bytes: 0,
             max_capacity: counters.max_capacity,
         };
         Ok(RegionFile {

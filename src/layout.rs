@@ -341,6 +341,12 @@ impl LiveHeader {
     }
 }
 
+/// The slot index in the first 12 bytes of a live extent's header, read as
+/// it is (unchecked: for a caller that confirms it elsewhere).
+pub(crate) fn slot_of_header(header: &[u8]) -> u32 {
+    u32::from_le_bytes(header[8..12].try_into().expect("a header's first 12 bytes"))
+}
+
 /// Whether the first 32 bytes of a header say a user tag follows them (so
 /// a reader knows to load 8 more bytes before `LiveHeader::decode`).
 pub(crate) fn user_tag_follows(header: &[u8]) -> bool {

@@ -222,6 +222,12 @@ pub struct OverflowRegion {
     /// True while compaction moves extents: it does not punch holes it is
     /// about to fill again.
     compacting: bool,
+    /// Automatic compaction: the pass under way, and old places of moved
+    /// slots waiting for a sync. Invariant: those old places are neither
+    /// free nor a live slot's extent, and still carry their live headers
+    /// (so the free extents, the live slots' extents and these tile the
+    /// data area).
+    auto: compact::AutoCompaction,
     /// The live tag of the last extent length written.
     live_tags: LiveTagMemo,
     /// A write-back error that `Mapping::write_back` reported (and so took
@@ -320,6 +326,8 @@ struct Settings {
     /// Space kept beyond the live bytes, in percent of them
     /// (`MemoryTuning::overflow_slack_percent`, at most 100).
     slack_percent: u64,
+    /// Whether the region compacts itself (`MemoryTuning::overflow_auto_compact`).
+    auto_compact: bool,
 }
 
 impl Settings {
@@ -338,6 +346,7 @@ impl Settings {
             punch_threshold,
             shrink: tuning.overflow_shrink,
             slack_percent: u64::from(tuning.overflow_slack_percent),
+            auto_compact: tuning.overflow_auto_compact,
         })
     }
 
@@ -652,6 +661,7 @@ impl OverflowRegion {
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
+            auto: compact::AutoCompaction::default(),
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
@@ -769,6 +779,7 @@ impl OverflowRegion {
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
+            auto: compact::AutoCompaction::default(),
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
@@ -966,6 +977,7 @@ impl OverflowRegion {
         self.accounting.add(&live);
         self.note_header_change();
         self.note_unsummed(slot as u32, live.generation);
+        self.keep_budget(live.extent_len);
         Ok(slot)
     }
 
@@ -986,8 +998,12 @@ impl OverflowRegion {
             // at once rather than one system call per page.
             // Filled holes are blocks held ahead of use, as growth is:
             // they come out of the same allowance.
+            // Both within the blocks the tail may hold, or a retraction
+            // would punch them again (`give_back_tail`).
             let ahead = if allocation.from_tail {
-                TAIL_FILL_AHEAD.min(self.settings.growth_step(self.accounting.live_bytes()))
+                TAIL_FILL_AHEAD
+                    .min(self.settings.growth_step(self.accounting.live_bytes()))
+                    .min(self.blocks_end().saturating_sub(extent.end() + 8))
             } else {
                 0
             };
@@ -1063,10 +1079,16 @@ impl OverflowRegion {
         // Not into punched holes: the tail past the headroom `give_back_tail`
         // keeps is punched on purpose, and `fill_holes` refills what the
         // writes reach.
+        // Nor past the blocks the tail may hold (`blocks_end`), which a
+        // retraction would punch.
         let to = (needed + WARM_AHEAD)
             .next_multiple_of(WARM_AHEAD)
             .min(self.mapping.len())
-            .min(self.holes.next_from(from).unwrap_or(u64::MAX));
+            .min(self.holes.next_from(from).unwrap_or(u64::MAX))
+            .min(
+                self.blocks_end()
+                    .max(needed.next_multiple_of(mapping::page_size())),
+            );
         if from >= to {
             return;
         }
@@ -1461,6 +1483,8 @@ impl OverflowRegion {
         self.accounting.remove(&slot);
         self.note_header_change();
         self.free_extent(slot.extent());
+        self.free_retired(slot_index);
+        self.keep_budget(slot.extent_len);
         Ok(())
     }
 
@@ -1684,7 +1708,10 @@ impl OverflowRegion {
             .map_err(|source| self.io_error("msync/fsync", source))?;
         match self.write_back_error.take() {
             Some(source) => Err(self.io_error("sync_file_range", source)),
-            None => Ok(()),
+            None => {
+                self.auto.note_flush();
+                Ok(())
+            }
         }
     }
 
@@ -1710,6 +1737,9 @@ impl OverflowRegion {
             punched_bytes: self.holes.bytes(),
             used_bytes: self.space.cursor() - DATA_START,
             file_size: self.mapping.len(),
+            auto_moved_extents: self.auto.moved_extents,
+            auto_moved_bytes: self.auto.moved_bytes,
+            retired_bytes: self.auto.retired().map(|extent| extent.len).sum(),
             max_capacity: self.space.limit(),
         }
     }
@@ -1777,6 +1807,17 @@ impl OverflowRegion {
             },
         )
         .expect("a walk over memory cannot fail");
+        // The old places of moved slots that wait for a sync are live on
+        // disk: the walk finds them as older copies, to be freed.
+        let mut older_copies = walked.to_free.clone();
+        let mut retired: Vec<Extent> = self.auto.retired().collect();
+        older_copies.sort_by_key(|extent| extent.offset);
+        retired.sort_by_key(|extent| extent.offset);
+        if older_copies != retired {
+            return Err(format!(
+                "older copies in the file {older_copies:?}, waiting for a sync {retired:?}"
+            ));
+        }
         if !walked.report.dropped.is_empty() || !walked.repairs.is_empty() {
             return Err(format!(
                 "the file needs recovery: dropped {:?}, repairs {:?}",

@@ -225,6 +225,41 @@ impl Space {
         }
     }
 
+    /// Like [`allocate`](Self::allocate), but only from a free extent whose front `len`
+    /// bytes end at or below `below`, and never at the cursor: for compaction, which moves an
+    /// extent only into space below a limit. Looks at no more than `visits` free extents, the
+    /// heads of the fitting classes (shortest first) and then further along their lists, so
+    /// it costs O(visits) at most; `None` if none of those fits below `below`.
+    pub fn allocate_below(&mut self, len: u64, below: u64, visits: usize) -> Option<Allocation> {
+        self.finish_recovery();
+        let len = len.max(GRANULE).checked_next_multiple_of(GRANULE)?;
+        let id = self.free.find_fit_below(len, below, visits)?;
+        Some(self.carve_free(id, len))
+    }
+
+    /// How many places the free-extent index has: [`free_extent_in`](Self::free_extent_in)
+    /// takes `0..` this. Compaction walks them a few at a time.
+    pub fn free_extent_places(&self) -> usize {
+        self.free.slab.nodes.len()
+    }
+
+    /// The free extent at place `place` of the index, if one is there. O(1).
+    pub fn free_extent_in(&self, place: usize) -> Option<Extent> {
+        self.free
+            .slab
+            .nodes
+            .get(place)
+            .map(|node| node.extent)
+            .filter(|extent| extent.len > 0)
+    }
+
+    /// The free extent that starts at `offset`, if any. O(1).
+    pub fn free_starting_at(&self, offset: u64) -> Option<Extent> {
+        self.free
+            .starting_at(offset)
+            .map(|id| self.free.slab[id].extent)
+    }
+
     /// Give back an extent that was allocated (exactly as allocated: offset and len of
     /// `Allocation::extent`). Coalesces with a free neighbour before and after; if the result
     /// ends at the cursor, retracts the cursor to its start (and it is no longer a free
@@ -914,6 +949,38 @@ impl FreeIndex {
             return None;
         }
         self.first_fit_in(own, len)
+    }
+
+    /// A free extent of at least `len` bytes (granular, > 0) whose first `len` bytes end at
+    /// or below `below`, among the first `visits` extents of the fitting classes, shortest
+    /// class first (see `Space::allocate_below`).
+    fn find_fit_below(&self, len: u64, below: u64, mut visits: usize) -> Option<NodeId> {
+        if self.fl_bitmap == 0 {
+            return None;
+        }
+        let granules = len / GRANULE;
+        // From the request's own class: it may hold extents long enough.
+        let mut class = Some(Class::containing(granules));
+        while let Some(at) = class.and_then(|class| self.first_nonempty_from(class)) {
+            let mut id = self.lists[at.index()].head;
+            while id != NIL {
+                if visits == 0 {
+                    return None;
+                }
+                visits -= 1;
+                let extent = self.slab[id].extent;
+                if extent.len >= len && extent.offset + len <= below {
+                    return Some(id);
+                }
+                id = self.slab[id].next;
+            }
+            class = at
+                .lower_bound()
+                .checked_add(at.width())
+                .filter(|next| next.ilog2() < FL_COUNT as u32)
+                .map(Class::containing);
+        }
+        None
     }
 
     /// The first non-empty class at or above `class`, by bitmap look-ups.

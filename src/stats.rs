@@ -67,6 +67,17 @@ pub struct RegionStats {
     pub used_bytes: u64,
     /// The file's size.
     pub file_size: u64,
+    /// Extents that automatic compaction moved since the region was
+    /// opened (`MemoryTuning::overflow_auto_compact`; 0 from
+    /// [`RegionFile`](crate::RegionFile)).
+    pub auto_moved_extents: u64,
+    /// Bytes of those extents.
+    pub auto_moved_bytes: u64,
+    /// Bytes of the old places of moved slots whose payloads have a
+    /// checksum, kept live on disk until the next `sync` makes the copies
+    /// durable: neither free nor live until then (0 from
+    /// [`RegionFile`](crate::RegionFile); a reopen frees them).
+    pub retired_bytes: u64,
     /// The size the file never grows past: the region's maximum capacity
     /// (from [`RegionFile`](crate::RegionFile): the one the file records,
     /// which its writer last opened it with).
@@ -104,6 +115,12 @@ pub(crate) struct Accounting {
 }
 
 impl Accounting {
+    /// The bytes of the live slots' extents: payloads, headers and slack.
+    #[inline]
+    pub(crate) fn extent_bytes(&self) -> u64 {
+        self.live_bytes() + self.header_bytes + self.slack_bytes
+    }
+
     /// Counts a live slot.
     pub(crate) fn add(&mut self, slot: &LiveSlot) {
         let stats = &mut self.engines[slot.engine.as_u8() as usize];

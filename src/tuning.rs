@@ -86,6 +86,24 @@ pub struct MemoryTuning {
     /// write at its end needs (one `fallocate` per such write) and fills
     /// punched holes only where a write lands.
     pub overflow_slack_percent: u32,
+    /// Whether the region compacts itself (default true): when the disk it
+    /// holds below its end (used bytes less punched holes and free pages
+    /// waiting to be punched) passes its live extents plus three quarters
+    /// of their slack (`overflow_slack_percent`), each `write` and `free`
+    /// moves a few live extents, up to as many bytes as the operation wrote
+    /// or freed: first the short ones that keep free extents apart, then
+    /// the ones at the end of the region into free space below, until it
+    /// holds at most half the slack beyond the live extents. Extents over
+    /// 1 MiB are not moved automatically;
+    /// [`OverflowRegion::compact`](crate::OverflowRegion::compact) moves
+    /// everything. A moved slot keeps its index and bytes and gets a new
+    /// generation: a [`SlotRef`](crate::SlotRef) made before the move reads
+    /// the same bytes until the old place is freed, then
+    /// [`Error::SlotChanged`]. The old place of a slot synced before the
+    /// move stays on disk until the next `sync`. With it off, free space
+    /// between live extents is reused by writes only, and waits to be
+    /// punched in batches of the slack.
+    pub overflow_auto_compact: bool,
 }
 
 impl MemoryTuning {
@@ -116,6 +134,8 @@ struct TuningTable {
     overflow_shrink: Option<bool>,
     #[serde(default)]
     overflow_slack_percent: Option<u32>,
+    #[serde(default)]
+    overflow_auto_compact: Option<bool>,
 }
 
 impl From<TuningTable> for MemoryTuning {
@@ -136,6 +156,9 @@ impl From<TuningTable> for MemoryTuning {
             overflow_slack_percent: table
                 .overflow_slack_percent
                 .unwrap_or(defaults.overflow_slack_percent),
+            overflow_auto_compact: table
+                .overflow_auto_compact
+                .unwrap_or(defaults.overflow_auto_compact),
         }
     }
 }
@@ -235,6 +258,7 @@ impl Default for MemoryTuning {
             overflow_punch_hole_bytes: MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES,
             overflow_shrink: true,
             overflow_slack_percent: MemoryTuning::DEFAULT_SLACK_PERCENT,
+            overflow_auto_compact: true,
         }
     }
 }
@@ -252,7 +276,7 @@ mod tests {
         let tuning = parse(
             "overflow_initial_bytes = \"1 MiB\"\noverflow_max_bytes = \"1GiB\"\n\
              overflow_punch_hole_bytes = 131072\noverflow_shrink = false\n\
-             overflow_slack_percent = 2\n",
+             overflow_slack_percent = 2\noverflow_auto_compact = false\n",
         )
         .unwrap();
         assert_eq!(
@@ -263,6 +287,7 @@ mod tests {
                 overflow_punch_hole_bytes: 128 << 10,
                 overflow_shrink: false,
                 overflow_slack_percent: 2,
+                overflow_auto_compact: false,
             }
         );
         let error = parse("overflow_max_bytes = \"lots\"\n").unwrap_err();
@@ -282,6 +307,7 @@ mod tests {
             overflow_punch_hole_bytes: 100,
             overflow_shrink: true,
             overflow_slack_percent: 101,
+            overflow_auto_compact: true,
         };
         let Err(Error::InvalidConfig { reason }) = tuning.validate() else {
             panic!("accepted {tuning:?}");

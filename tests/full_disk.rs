@@ -249,10 +249,17 @@ fn scenario_stale_reader_when_full(dir: &Path) {
 /// Holes cut to the page beside live slots, inside the folios that the
 /// zeros written ahead made (a free run of eight granules or more is
 /// punched to the page), then stores into those slots' pages on a full
-/// disk: the free tags of the slots beside the run.
+/// disk: the free tags of the slots beside the run. (Automatic compaction
+/// is off: it would move the slots beside the run away.)
 fn scenario_cut_beside_live_when_full(dir: &Path) {
     let path = dir.join("r");
-    let mut region = OverflowRegion::open_with_config(&path, MIB, 16 * MIB).unwrap();
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: MIB,
+        overflow_max_bytes: 16 * MIB,
+        overflow_auto_compact: false,
+        ..MemoryTuning::default()
+    };
+    let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();
     let padding = region.write(&vec![9u8; 40 * KIB], EngineId::Query).unwrap();
     let a = region.write(&[1u8; 100], EngineId::Query).unwrap();
     let run: Vec<usize> = (0..9)
@@ -306,10 +313,65 @@ fn scenario_tail_cut_when_full(dir: &Path) {
     region.check_consistency().unwrap();
 }
 
+/// Random churn with automatic compaction on, a reader holding handles to
+/// every slot, and the file system filled halfway through: writes fail
+/// with ENOSPC or succeed, frees (which move extents into punched space)
+/// never fail nor fault, a handle reads its slot's bytes or
+/// `SlotChanged`, and every live slot reads back at the end.
+fn scenario_churn_when_full(dir: &Path) {
+    let path = dir.join("r");
+    let mut region = OverflowRegion::open_with_config(&path, MIB, 16 * MIB).unwrap();
+    let reader = OverflowReader::open(&path).unwrap();
+    let mut state = 0x5EED_u64;
+    let mut next = move |below: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize % below.max(1)
+    };
+    let mut live: Vec<(usize, u8, usize, overflow_region::SlotRef)> = Vec::new();
+    let mut buf = Vec::new();
+    // On a full btrfs a store into a page written back since it was last
+    // stored into waits in the kernel for space (each takes a while), so
+    // the part after the fill is short.
+    let started = std::time::Instant::now();
+    for op in 0..3300 {
+        if op == 3000 {
+            region.sync().unwrap();
+            fill(dir);
+            eprintln!("churn_when_full: filled after {:?}", started.elapsed());
+        }
+        if !live.is_empty() && (live.len() > 400 || next(2) == 0) {
+            let (slot, ..) = live.swap_remove(next(live.len()));
+            region.free(slot).unwrap();
+        } else {
+            let longest = if next(8) == 0 { 60 * KIB } else { 2 * KIB };
+            let (byte, len) = ((op % 251) as u8, 16 + next(longest));
+            if let Some(slot) = full_or_ok(region.write(&vec![byte; len], EngineId::Query)) {
+                live.push((slot, byte, len, region.slot_ref(slot).unwrap()));
+            }
+        }
+        if op % 50 == 0 && !live.is_empty() {
+            let (_, byte, len, handle) = &live[next(live.len())];
+            match reader.read_into(handle, &mut buf) {
+                Ok(()) => assert_eq!(buf, vec![*byte; *len]),
+                Err(Error::SlotChanged { .. }) => {}
+                Err(other) => panic!("reader: {other}"),
+            }
+        }
+    }
+    eprintln!("churn_when_full: done after {:?}", started.elapsed());
+    assert!(region.stats().auto_moved_extents > 0, "nothing was moved");
+    for (slot, byte, len, _) in &live {
+        assert_eq!(region.read(*slot).unwrap(), vec![*byte; *len]);
+    }
+    region.check_consistency().unwrap();
+}
+
 /// A scenario: runs in the child, on a file system mounted at its argument.
 type Scenario = fn(&Path);
 
-const SCENARIOS: [(&str, Scenario); 5] = [
+const SCENARIOS: [(&str, Scenario); 6] = [
     ("failed_refill", scenario_failed_refill),
     ("tail_cut_when_full", scenario_tail_cut_when_full),
     (
@@ -318,9 +380,23 @@ const SCENARIOS: [(&str, Scenario); 5] = [
     ),
     ("free_when_full", scenario_free_when_full),
     ("stale_reader_when_full", scenario_stale_reader_when_full),
+    ("churn_when_full", scenario_churn_when_full),
 ];
 
 const FILE_SYSTEMS: [&str; 4] = ["ext4", "xfs", "btrfs", "tmpfs"];
+
+/// Scenarios not run on a file system, and why. On a full btrfs (kernel
+/// 6.18, no-copy-on-write file), a store into a mapped page that was
+/// written back since it was last stored into can wait forever in the
+/// kernel (`btrfs_page_mkwrite` retrying its space reservation): churn after
+/// the fill hangs within a few dozen operations, with automatic compaction
+/// off too (docs/PERFORMANCE.md, "Automatic compaction"). Not a signal, but
+/// not an error either: an open defect, left visible here.
+const NOT_RUN: [(&str, &str, &str); 1] = [(
+    "btrfs",
+    "churn_when_full",
+    "stores into written-back pages hang in btrfs_page_mkwrite on a full btrfs",
+)];
 
 #[test]
 #[ignore = "run as a child by every_scenario_on_every_file_system"]
@@ -347,6 +423,13 @@ fn every_scenario_on_every_file_system() {
     let mut skipped = Vec::new();
     for kind in FILE_SYSTEMS {
         for (name, _) in SCENARIOS {
+            if let Some((.., why)) = NOT_RUN
+                .iter()
+                .find(|&&(fs, scenario, _)| (fs, scenario) == (kind, name))
+            {
+                eprintln!("{name} on {kind}: not run: {why}");
+                continue;
+            }
             let mounted = match Mounted::make(kind) {
                 Ok(mounted) => mounted,
                 Err(reason) => {

@@ -398,12 +398,21 @@ fn a_repair_tag_in_a_page_that_read_as_a_hole_is_not_a_hole() {
 /// before a batch gathers is never punched, its new bytes are intact, and
 /// once a batch gathers its pages are punched. (Extents of 90 KiB: from
 /// 96 KiB on, `write_direct` writes them at the end, and freeing one
-/// punches its middle at once.)
+/// punches its middle at once.) Automatic compaction is off: it punches
+/// what waits as soon as the region holds more than half its slack beyond
+/// its live bytes (`automatic_compaction_punches_the_batch_first` checks
+/// that).
 #[test]
 fn free_pages_are_punched_in_batches_and_never_under_a_new_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r");
-    let mut region = OverflowRegion::open_with_config(&path, 64 * MIB, 64 * MIB).unwrap();
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: 64 * MIB,
+        overflow_max_bytes: 64 * MIB,
+        overflow_auto_compact: false,
+        ..MemoryTuning::default()
+    };
+    let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();
     // 116 extents of 90 KiB live: the batch is a tenth of the live bytes,
     // 976 896 bytes after ten frees, 958 464 after twelve.
     let mut slots: Vec<(usize, Vec<u8>)> = (0..116)

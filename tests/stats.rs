@@ -142,11 +142,15 @@ fn open(path: &Path) -> OverflowRegion {
     OverflowRegion::open_with_tuning(path, &tuning()).unwrap()
 }
 
-/// `stats` with `punched_bytes` zeroed (`RegionStats` is non-exhaustive, so
+/// `stats` with `punched_bytes` and the counts since the open zeroed
+/// (`RegionStats` is non-exhaustive, so
 /// no struct update syntax out here).
 fn without_punched(stats: &RegionStats) -> RegionStats {
     let mut stats = stats.clone();
     stats.punched_bytes = 0;
+    // Counted since the open only.
+    stats.auto_moved_extents = 0;
+    stats.auto_moved_bytes = 0;
     stats
 }
 

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use overflow_region::MemoryTuning;
-use overflow_region::workload::{Measured, Spec};
+use overflow_region::workload::{Measured, Spec, Timed};
 use serde::Serialize;
 
 use crate::{Failure, Outcome};
@@ -41,6 +42,14 @@ pub(crate) struct Args {
     /// faster (`MemoryTuning::overflow_punch_hole_bytes`)
     #[arg(long, value_name = "BYTES", default_value_t = MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES)]
     punch_threshold: usize,
+    /// Open the regions with automatic compaction off
+    /// (`MemoryTuning::overflow_auto_compact = false`)
+    #[arg(long)]
+    no_auto_compact: bool,
+    /// Time every write and free of the churn workloads on its own and
+    /// print their latency percentiles (two more clock reads per op)
+    #[arg(long)]
+    latency: bool,
 }
 
 pub(crate) const EXIT_STATUS: &str = "\
@@ -72,6 +81,40 @@ struct Row {
     live_bytes: usize,
     file_size: usize,
     tail_writes: u64,
+    /// With `--latency`, for churn: each write's and each free's latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency: Option<Latency>,
+}
+
+/// Latency percentiles of one workload's writes and frees.
+#[derive(Serialize)]
+struct Latency {
+    write: Percentiles,
+    free: Percentiles,
+}
+
+/// Percentiles of one kind of op, in nanoseconds.
+#[derive(Serialize)]
+struct Percentiles {
+    count: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+    p99_9_ns: u64,
+    p99_99_ns: u64,
+    max_ns: u64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            count: histogram.len(),
+            p50_ns: histogram.value_at_quantile(0.5),
+            p99_ns: histogram.value_at_quantile(0.99),
+            p99_9_ns: histogram.value_at_quantile(0.999),
+            p99_99_ns: histogram.value_at_quantile(0.9999),
+            max_ns: histogram.max(),
+        }
+    }
 }
 
 /// `bench --json`.
@@ -79,6 +122,7 @@ struct Row {
 struct Json<'a> {
     quick: bool,
     punch_threshold: usize,
+    auto_compact: bool,
     total_seconds: f64,
     dir: String,
     workloads: &'a [Row],
@@ -164,6 +208,7 @@ pub(crate) fn run(args: &Args) -> Outcome {
         let json = Json {
             quick: args.quick,
             punch_threshold: args.punch_threshold,
+            auto_compact: !args.no_auto_compact,
             total_seconds: total.as_secs_f64(),
             dir: dir.display().to_string(),
             workloads: &rows,
@@ -175,10 +220,12 @@ pub(crate) fn run(args: &Args) -> Outcome {
         print_table(&mut out, &rows)?;
         writeln!(
             out,
-            "total {:.1} s, set-up included; region files were in {}; hole punching from {} bytes",
+            "total {:.1} s, set-up included; region files were in {}; hole punching from {} bytes; \
+             automatic compaction {}",
             total.as_secs_f64(),
             dir.display(),
-            args.punch_threshold
+            args.punch_threshold,
+            if args.no_auto_compact { "off" } else { "on" }
         )?;
     }
     out.flush()?;
@@ -209,20 +256,37 @@ fn run_one(
     settle();
     progress.set_message(format!("{step}: set-up"));
     let mut workload = spec
-        .setup_with_progress(dir, args.punch_threshold, &mut |done| {
-            progress.set_position((done * 100.0) as u64)
-        })
+        .setup_with_policy(
+            dir,
+            args.punch_threshold,
+            !args.no_auto_compact,
+            &mut |done| progress.set_position((done * 100.0) as u64),
+        )
         .map_err(|error| format!("{spec}: set-up: {error}"))?;
     progress.set_message(format!("{step}: run"));
     progress.set_length(total);
     progress.set_position(0);
     let chunk = (total / 100).max(1);
     let mut measured = Measured::default();
+    // Up to an hour in nanoseconds, three significant digits.
+    let histogram =
+        || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+    let (mut writes, mut frees) = (histogram(), histogram());
+    let timed = args.latency && matches!(spec, Spec::Churn { .. });
     while measured.ops < total {
         let step = chunk.min(total - measured.ops);
-        measured += workload
-            .run(step)
-            .map_err(|error| format!("{spec}: {error}"))?;
+        let done = if timed {
+            workload.run_timing_each(step, &mut |op, took| {
+                let histogram = match op {
+                    Timed::Write => &mut writes,
+                    Timed::Free => &mut frees,
+                };
+                histogram.saturating_record(took.as_nanos() as u64);
+            })
+        } else {
+            workload.run(step)
+        };
+        measured += done.map_err(|error| format!("{spec}: {error}"))?;
         progress.inc(step);
     }
     let region = workload.region();
@@ -239,6 +303,10 @@ fn run_one(
         live_bytes: region.live_bytes(),
         file_size: region.capacity(),
         tail_writes: workload.tail_writes(),
+        latency: timed.then(|| Latency {
+            write: Percentiles::of(&writes),
+            free: Percentiles::of(&frees),
+        }),
     })
 }
 
@@ -275,6 +343,34 @@ fn print_table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
          of live payload. MB = 10^6 bytes of\npayload. Sizes in MiB. used/live: file bytes in \
          use per live payload byte. Region state is\nafter the run."
     )?;
+    let timed: Vec<(&Row, &Latency)> = rows
+        .iter()
+        .filter_map(|row| row.latency.as_ref().map(|latency| (row, latency)))
+        .collect();
+    if !timed.is_empty() {
+        writeln!(
+            out,
+            "\n{:<18} {:<6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (us)", "op", "count", "p50", "p99", "p99.9", "p99.99", "max"
+        )?;
+        for (row, latency) in timed {
+            for (op, percentiles) in [("write", &latency.write), ("free", &latency.free)] {
+                let us = |ns: u64| format!("{:.2}", ns as f64 / 1e3);
+                writeln!(
+                    out,
+                    "{:<18} {:<6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    row.name,
+                    op,
+                    percentiles.count,
+                    us(percentiles.p50_ns),
+                    us(percentiles.p99_ns),
+                    us(percentiles.p99_9_ns),
+                    us(percentiles.p99_99_ns),
+                    us(percentiles.max_ns),
+                )?;
+            }
+        }
+    }
     for row in rows.iter().filter(|row| row.tail_writes > 0) {
         writeln!(
             out,

@@ -31,10 +31,12 @@
 //! | churn | a new store (mmap regions start at 1 MiB), writes of log-uniform 16 B..64 KiB up to 32 MiB live, then untimed churn to a steady state | free a random live slot, write one of a random size |
 //! | reopen | the `read 64 B` stores (N slots) | close, then open again (ours recovers every slot; nodedb-mem 0.0.6 maps the file and forgets every slot; LMDB opens the env and database; the pwrite file cannot rebuild its index: n/a) |
 //!
-//! Churn runs a second region of ours beside the others, opened with hole
-//! punching off (`overflow_punch_hole_bytes = 0`), taking its turn right
-//! after ours: the diagnostic row shows what punching costs on the machine's
-//! file system (it is left out of the targets and the chart).
+//! Churn runs a second region of ours beside the others, opened with the
+//! give-back policy off (no hole punching, `overflow_punch_hole_bytes = 0`,
+//! and no automatic compaction, `overflow_auto_compact = false`), taking its
+//! turn right after ours: the diagnostic row shows what keeping the disk
+//! budget costs on the machine's file system (it is left out of the targets
+//! and the chart).
 //!
 //! After churn, each store's file size, used bytes and allocated blocks are
 //! divided by the live payload bytes (the fragmentation rows).
@@ -97,6 +99,10 @@ struct Args {
     /// (`overflow_punch_hole_bytes = 0`).
     #[arg(long)]
     no_punch: bool,
+    /// Diagnostic: open ours with automatic compaction off
+    /// (`overflow_auto_compact = false`).
+    #[arg(long)]
+    no_auto_compact: bool,
     /// Diagnostic: open ours with shrinking off (`overflow_shrink = false`).
     #[arg(long)]
     no_shrink: bool,
@@ -184,7 +190,8 @@ struct Ctx {
     only: Option<String>,
     /// The systems run (all unless `--systems`).
     kinds: Vec<Kind>,
-    /// `--no-punch`: ours already runs without hole punching.
+    /// `--no-punch` or `--no-auto-compact`: ours already runs with part of
+    /// the give-back policy off.
     no_punch: bool,
     rows: Vec<Row>,
     frag: Vec<Frag>,
@@ -256,6 +263,7 @@ fn main() {
     let started = Instant::now();
     stores::set_ours_tuning(stores::OursTuning {
         no_punch: args.no_punch,
+        no_auto_compact: args.no_auto_compact,
         no_shrink: args.no_shrink,
     });
     let base = std::env::temp_dir().join(format!("overflow-region-peers-{}", std::process::id()));
@@ -269,7 +277,7 @@ fn main() {
         reps: args.reps,
         only: args.only.clone(),
         kinds: args.systems.clone().unwrap_or_else(|| Kind::ALL.to_vec()),
-        no_punch: args.no_punch,
+        no_punch: args.no_punch || args.no_auto_compact,
         rows: Vec::new(),
         frag: Vec::new(),
         checks: Vec::new(),
@@ -289,7 +297,11 @@ fn main() {
 
     let elapsed = started.elapsed();
     ctx.progress("done");
-    let partial = args.only.is_some() || args.systems.is_some() || args.no_punch || args.no_shrink;
+    let partial = args.only.is_some()
+        || args.systems.is_some()
+        || args.no_punch
+        || args.no_auto_compact
+        || args.no_shrink;
     let out_dir = match &args.out_dir {
         Some(dir) => Some(dir.clone()),
         None if partial => None,
@@ -483,14 +495,16 @@ fn churn(ctx: &mut Ctx, scale: &Scale) {
             (kind, dir, store, live)
         })
         .collect();
-    // Diagnostic: ours with hole punching off, taking its turn right after
-    // ours, to show what punching costs on this file system.
-    let diag_name = format!("{name}, ours with hole punching off (diagnostic)");
+    // Diagnostic: ours with the give-back policy off, taking its turn right
+    // after ours, to show what keeping the disk budget costs on this file
+    // system.
+    let diag_name = format!("{name}, ours with punching and auto-compaction off (diagnostic)");
     let mut diag = (ctx.kinds.contains(&Kind::Ours) && !ctx.no_punch).then(|| {
         let dir = ctx.base.join("churn-ours-no-punch");
         std::fs::create_dir_all(&dir).expect("create store dir");
         let tuning = stores::OursTuning {
             no_punch: true,
+            no_auto_compact: true,
             no_shrink: false,
         };
         let mut ours = stores::Ours::create_tuned(&dir, CHURN_INITIAL, tuning);

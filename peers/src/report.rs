@@ -595,8 +595,8 @@ pub fn markdown(r: &Report) -> String {
              and the page cache must be refilled (with new blocks allocated) when the \
              space is written again. Ours pays it in churn, where freed neighbours \
              merge into extents large enough to punch; the others never punch. The \
-             churn row marked diagnostic is ours with punching off, run in turn with \
-             the others."
+             churn row marked diagnostic is ours with punching and automatic \
+             compaction off, run in turn with the others."
         );
     }
     out
@@ -741,10 +741,11 @@ const NOTES: &str = r#"
   commit) with no fault. Ours writes a payload of 96 KiB or more at its
   end with `pwrite` too (its middle in long folios), so the 1 MiB row
   compares two `pwrite`s, ours with a CRC32C of the MiB on top.
-- **The diagnostic churn row** is a second region of ours opened with hole
-  punching off (`overflow_punch_hole_bytes = 0`), taking its turn right
-  after ours; the other columns repeat the churn row. It is not a target
-  and not in the chart.
+- **The diagnostic churn row** is a second region of ours opened with the
+  give-back policy off (`overflow_punch_hole_bytes = 0`,
+  `overflow_auto_compact = false`), taking its turn right after ours; the
+  other columns repeat the churn row. It is not a target and not in the
+  chart.
 - The chart needs no system fonts: DejaVu Sans is embedded through the
   `dejavu` crate and drawn by plotters' `ab_glyph` backend.
 "#;

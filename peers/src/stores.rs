@@ -180,12 +180,15 @@ impl Reader for OursR<'_> {
     }
 }
 
-/// Diagnostic settings for ours (`--no-punch`, `--no-shrink`); the default
-/// run leaves both at the library's defaults.
+/// Diagnostic settings for ours (`--no-punch`, `--no-auto-compact`,
+/// `--no-shrink`); the default run leaves them at the library's defaults.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OursTuning {
     /// Open with `overflow_punch_hole_bytes = 0`: never punch free extents.
     pub no_punch: bool,
+    /// Open with `overflow_auto_compact = false`: never move extents by
+    /// itself.
+    pub no_auto_compact: bool,
     /// Open with `overflow_shrink = false`: never truncate the file.
     pub no_shrink: bool,
 }
@@ -199,7 +202,7 @@ pub fn set_ours_tuning(tuning: OursTuning) {
 
 impl Ours {
     /// A new region with explicit diagnostic settings (the `churn`
-    /// diagnostic row opens one with hole punching off).
+    /// diagnostic row opens one with the give-back policy off).
     pub fn create_tuned(dir: &Path, initial: usize, tuning: OursTuning) -> Ours {
         let path = dir.join("ours.region");
         Ours {
@@ -217,6 +220,9 @@ impl Ours {
         };
         if diag.no_punch {
             tuning.overflow_punch_hole_bytes = 0;
+        }
+        if diag.no_auto_compact {
+            tuning.overflow_auto_compact = false;
         }
         if diag.no_shrink {
             tuning.overflow_shrink = false;

@@ -25,12 +25,21 @@
 //!
 //! Freeing the old places (the top of the region) gives the end of the file
 //! back.
+//!
+//! Automatic compaction (`AutoCompaction`, `MemoryTuning::overflow_auto_compact`)
+//! moves extents the same way, a few at each `write` and `free`, without a
+//! sync of its own: a slot written since the last sync has its old place
+//! freed at once (nothing promised it to survive power loss yet; a process
+//! crash finds both copies or one), a slot synced before keeps its old place
+//! live on disk until the next sync.
+
+use std::cell::Cell;
 
 use serde::Serialize;
 
 use super::{OverflowRegion, Payload};
 use crate::error::Result;
-use crate::layout::{self, EXTENT_HEADER_LEN, LiveHeader, Tag};
+use crate::layout::{self, DATA_START, EXTENT_HEADER_LEN, LiveHeader, Tag};
 use crate::slots::LiveSlot;
 use crate::space::Extent;
 use crate::sys::checksum;
@@ -63,10 +72,135 @@ pub struct CompactReport {
     pub damaged_slots: Vec<usize>,
 }
 
+/// Automatic compaction starts only in a region that uses at least this
+/// much: below it, the gaps between live extents cost too little disk to
+/// be worth moving bytes for.
+const AUTO_MIN_USED: u64 = 256 << 10;
+
+/// Extents longer than this are never moved automatically: one move is part
+/// of the owner's `write` or `free`, and must stay short. (A free extent
+/// left beside a long one is mostly punched; `compact` moves them all.)
+const AUTO_MAX_MOVE: u64 = 1 << 20;
+
+/// How many slot-table entries one automatic step looks at, at most, so a
+/// step costs O(1) besides the bytes it moves.
+const AUTO_SCAN: usize = 256;
+
+/// Slots whose old places may wait for a sync at once (see
+/// `AutoCompaction::retired`); at the limit, slots whose payload has a
+/// checksum are left where they are.
+const AUTO_MAX_RETIRED: usize = 256;
+
+/// Automatic compaction: the region keeps the disk it holds below its end
+/// within a budget by moving a few live extents at the end of each `write`
+/// and `free`, never stopping the world.
+///
+/// The budget is the live extents plus their slack
+/// (`MemoryTuning::overflow_slack_percent`). When the bytes the region
+/// holds below its end (its used bytes, less punched holes and the free
+/// pages waiting to be punched, which give their disk back anyway) pass the
+/// live extents plus three quarters of the slack, a pass starts, to bring
+/// them back to half the slack: its limit is that much below the end. It
+/// has three parts, each a bounded amount of work per operation:
+///
+/// 1. **Merging** (`merge_gaps`): it walks the free extents below the
+///    limit, `AUTO_SCAN` per operation, and where a live extent sits
+///    between two free extents (or after one) and is no longer than the
+///    free space beside it, moves it into the best-fitting free space
+///    below the limit: the free space on both sides becomes one free extent
+///    long enough for an extent from the end. At most the excess is moved
+///    so.
+/// 2. **Listing** (`list_candidates_above`): it walks the slot table,
+///    `AUTO_SCAN` entries per operation, for live extents ending past the
+///    limit, and sorts them by offset.
+/// 3. **Evacuating** (`evacuate`): it moves them, highest first, into free
+///    space below them, until the end of the region is down to the limit
+///    and the tail is given back.
+///
+/// Each operation earns the bytes it wrote or freed as credit, and a move
+/// spends its extent's length, so the bytes moved never exceed the bytes
+/// the owner writes and frees. A pass that ends with the end of the region
+/// still above its limit (what is left fits nowhere below) lets the owner
+/// write and free a quarter of the slack before the next one starts.
+/// Extents over `AUTO_MAX_MOVE` are never moved automatically.
+///
+/// A move keeps every promise (see the module docs): the copy is written
+/// and committed first, then the old place is freed. A payload without a
+/// checksum was written since the last sync, so no power loss promise
+/// covers it yet, and its old place is freed at once (a process crash in
+/// between leaves two copies with the same bytes, and recovery keeps the
+/// newer). A payload with a checksum may be durable: its old place stays
+/// live on disk (`retired`) until a later sync has made the copy durable.
+#[derive(Debug, Default)]
+pub(super) struct AutoCompaction {
+    /// The pass under way, if any.
+    pass: Option<Pass>,
+    /// Old places of moved slots whose payloads have a checksum, in the
+    /// order they were moved: still live on disk, not free in memory, and
+    /// freed once a sync after the move succeeded (or with the slot, if it
+    /// is freed first). At most `AUTO_MAX_RETIRED`.
+    retired: Vec<Retired>,
+    /// Bytes the owner writes and frees before another pass may start,
+    /// after a pass that left the end of the region above its limit.
+    idle: u64,
+    /// Extents moved so far, and their bytes (`RegionStats`).
+    pub(super) moved_extents: u64,
+    pub(super) moved_bytes: u64,
+    /// Syncs that succeeded so far (a `Cell`: `sync` takes `&self`).
+    flushes: Cell<u64>,
+}
+
+impl AutoCompaction {
+    /// Counts a sync that made everything written before it durable.
+    pub(super) fn note_flush(&self) {
+        self.flushes.set(self.flushes.get() + 1);
+    }
+
+    /// The old places that wait for a sync.
+    pub(super) fn retired(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.retired.iter().map(|retired| retired.old.extent())
+    }
+}
+
+/// An automatic compaction pass.
+#[derive(Debug)]
+struct Pass {
+    /// Live extents ending past this offset are moved below it.
+    limit: u64,
+    /// Bytes the pass may still move to merge free extents.
+    merge_left: u64,
+    /// The next place of the free-extent index to look at while merging
+    /// free extents (`Space::free_extent_places`).
+    next_gap: usize,
+    /// The next slot index to look at while listing candidates.
+    next_index: usize,
+    /// The live extents found ending past `limit`, as (offset, slot
+    /// index), by offset once listed; moved from the end (highest first).
+    candidates: Vec<(u64, u32)>,
+    /// Bytes the pass may still move.
+    credit: u64,
+}
+
+/// The old place of a moved slot, waiting for a sync.
+#[derive(Debug, Clone, Copy)]
+struct Retired {
+    index: u32,
+    old: LiveSlot,
+    /// `AutoCompaction::flushes` when it was moved.
+    flushes: u64,
+}
+
+/// A move looks at this many free extents at most for one below its
+/// extent (`Space::allocate_below`).
+const MOVE_VISITS: usize = 32;
+
 /// What became of one slot compaction tried to move.
 enum Move {
-    /// Copied below; the old place is still live until the step's sync.
-    Moved,
+    /// Copied below; the old place is still live. `summed`: the payload
+    /// has a checksum, so it may have been made durable by a sync, and the
+    /// old place must stay live on disk until a sync makes the copy
+    /// durable too.
+    Moved { summed: bool },
     /// No free extent below could take it.
     NoRoom,
     /// Its header or payload no longer matches its checksum: not moved.
@@ -231,6 +365,9 @@ impl OverflowRegion {
             report.extents_moved = 0;
             report.bytes_moved = 0;
         }
+        // The old places automatic compaction keeps until a sync (this
+        // one, or an earlier one) may go.
+        self.release_retired();
         self.give_back_tail();
         report.used_bytes_after = self.used_bytes() as u64;
         report.file_size_after = self.capacity() as u64;
@@ -276,13 +413,9 @@ impl OverflowRegion {
                 continue;
             }
             let index = index as usize;
-            let slot = match self.slots.get(index) {
-                Ok(slot) if slot.offset == offset => slot,
-                // Freed, moved or written elsewhere since it was listed.
-                _ => {
-                    self.compact_queue.pop();
-                    continue;
-                }
+            let Some(slot) = self.still_at(index, offset) else {
+                self.compact_queue.pop();
+                continue;
             };
             let cost = slot.header_len() + slot.payload_len;
             if budget_bytes == 0
@@ -293,7 +426,7 @@ impl OverflowRegion {
             let outcome = self.move_below(index, slot, offset)?;
             self.compact_queue.pop();
             match outcome {
-                Move::Moved => {
+                Move::Moved { .. } => {
                     moved.push((index, slot));
                     report.extents_moved += 1;
                     report.bytes_moved += cost;
@@ -307,6 +440,15 @@ impl OverflowRegion {
             self.compact_queue = Vec::new();
         }
         Ok(())
+    }
+
+    /// Slot `index`, if it is still live at `offset`, where it was listed
+    /// as a candidate (not freed, moved or written elsewhere since).
+    fn still_at(&self, index: usize, offset: u64) -> Option<LiveSlot> {
+        self.slots
+            .get(index)
+            .ok()
+            .filter(|slot| slot.offset == offset)
     }
 
     /// Fills `compact_queue` with the live slots above `gap`, by offset.
@@ -333,18 +475,9 @@ impl OverflowRegion {
         };
         let needed = layout::extent_len_for(slot.payload_len, slot.header_len())
             .expect("a live payload fits the format");
-        let Ok(allocation) = self.space.allocate(needed) else {
+        let Some(allocation) = self.space.allocate_below(needed, below, MOVE_VISITS) else {
             return Ok(Move::NoRoom);
         };
-        if allocation.extent.offset >= below {
-            // Only free space above it, or the end of the region: leave it.
-            if allocation.from_tail {
-                self.space.undo_tail(allocation.extent);
-            } else {
-                self.space.release(allocation.extent);
-            }
-            return Ok(Move::NoRoom);
-        }
         // Moves go into free space below, never past the end: no
         // `write_direct`.
         self.make_writable(&allocation, false)?;
@@ -372,7 +505,9 @@ impl OverflowRegion {
             // The copy has a new generation: listed again under it.
             self.note_unsummed(index as u32, copy.generation);
         }
-        Ok(Move::Moved)
+        Ok(Move::Moved {
+            summed: stored.payload_crc.is_some(),
+        })
     }
 
     /// A live slot's header (with its user tag), if it is intact and the
@@ -414,5 +549,276 @@ impl OverflowRegion {
         }
         self.compact_from = cursor;
         None
+    }
+}
+
+impl OverflowRegion {
+    /// After a `write` or `free` that wrote or freed an extent of `bytes`:
+    /// frees the old places of moved slots that a sync has made safe to
+    /// free, and if the region is over its budget, moves a few live extents
+    /// down (see `AutoCompaction`). Nothing here fails the owner's
+    /// operation: a move that cannot get disk blocks ends the pass, and is
+    /// logged.
+    #[inline]
+    pub(super) fn keep_budget(&mut self, bytes: u64) {
+        if self.auto.pass.is_none() && self.auto.retired.is_empty() && self.over_budget().is_none()
+        {
+            return;
+        }
+        self.compact_some(bytes);
+    }
+
+    /// How many bytes the region holds below its end (its used bytes but
+    /// punched holes, which hold no disk) beyond its live extents and a
+    /// quarter of their slack, if it holds more than half their slack
+    /// beyond them, when automatic compaction is on and the region uses
+    /// at least `AUTO_MIN_USED`.
+    fn over_budget(&self) -> Option<u64> {
+        let cursor = self.space.cursor();
+        let used = cursor - DATA_START;
+        if !self.settings.auto_compact || used < AUTO_MIN_USED {
+            return None;
+        }
+        let live = self.accounting.extent_bytes();
+        let slack = self.settings.slack(live);
+        if used <= live + slack / 4 * 3 {
+            return None;
+        }
+        let punched = self.holes.bytes() - self.holes.bytes_from(cursor);
+        let given_back = punched + self.pending_punch.bytes();
+        let held = used - given_back.min(used);
+        (held > live + slack / 4 * 3).then(|| held - live - slack / 2)
+    }
+
+    /// Whether automatic compaction keeps the region's budget and the
+    /// blocks it holds below its end are within it (free pages waiting to
+    /// be punched included): then a batch of them need not be punched.
+    pub(super) fn holds_within_budget(&self) -> bool {
+        let cursor = self.space.cursor();
+        let used = cursor - DATA_START;
+        if !self.settings.auto_compact {
+            return false;
+        }
+        let live = self.accounting.extent_bytes();
+        let slack = self.settings.slack(live);
+        let punched = self.holes.bytes() - self.holes.bytes_from(cursor);
+        used - punched.min(used) <= live + slack
+    }
+
+    /// The slow part of `keep_budget`.
+    fn compact_some(&mut self, bytes: u64) {
+        self.release_retired();
+        let mut pass = match self.auto.pass.take() {
+            Some(pass) => pass,
+            None if self.auto.idle > 0 => {
+                self.auto.idle = self.auto.idle.saturating_sub(bytes);
+                return;
+            }
+            None => match self.over_budget() {
+                Some(excess) => Pass {
+                    limit: self.space.cursor() - excess,
+                    merge_left: excess,
+                    next_gap: 0,
+                    next_index: 0,
+                    candidates: Vec::new(),
+                    credit: 0,
+                },
+                None => return,
+            },
+        };
+        pass.credit = (pass.credit + bytes).min(2 * AUTO_MAX_MOVE);
+        let waiting = if pass.next_gap < self.space.free_extent_places() {
+            self.merge_gaps(&mut pass)
+        } else if pass.next_index < self.slots.len() {
+            self.list_candidates_above(&mut pass);
+            true
+        } else {
+            self.evacuate(&mut pass)
+        };
+        if waiting {
+            self.auto.pass = Some(pass);
+            return;
+        }
+        // Done. If the end is not down to the limit, what is left does not
+        // fit into the gaps below it: another pass waits until the owner
+        // has written or freed a quarter of the slack, so gaps can change.
+        if self.space.cursor() > pass.limit {
+            let live = self.accounting.extent_bytes();
+            self.auto.idle = self.settings.slack(live) / 4;
+        }
+    }
+
+    /// A pass's first part: looks at up to `AUTO_SCAN` free extents, and
+    /// where a free extent is followed by a live extent no longer than the
+    /// free space around it, moves that live extent away (into the
+    /// best-fitting free extent below the end), so the free space on both
+    /// sides becomes one longer free extent that an extent from the end
+    /// can take. True while the pass goes on.
+    fn merge_gaps(&mut self, pass: &mut Pass) -> bool {
+        let places = self.space.free_extent_places();
+        let end = places.min(pass.next_gap + AUTO_SCAN);
+        while pass.next_gap < end {
+            if self.auto.retired.len() >= AUTO_MAX_RETIRED {
+                return true;
+            }
+            let Some(gap) = self
+                .space
+                .free_extent_in(pass.next_gap)
+                .filter(|gap| gap.end() < pass.limit)
+            else {
+                pass.next_gap += 1;
+                continue;
+            };
+            let Some((index, slot)) = self.live_slot_at(gap.end()) else {
+                pass.next_gap += 1;
+                continue;
+            };
+            let after = self
+                .space
+                .free_starting_at(slot.offset + slot.extent_len)
+                .map_or(0, |free| free.len);
+            if slot.extent_len > gap.len + after || slot.extent_len > pass.merge_left {
+                pass.next_gap += 1;
+                continue;
+            }
+            if slot.extent_len > pass.credit {
+                // Wait for the operations to come.
+                return true;
+            }
+            pass.next_gap += 1;
+            let below = pass.limit;
+            let moved_before = self.auto.moved_bytes;
+            if !self.move_or_stop(pass, index, slot, below) {
+                return false;
+            }
+            pass.merge_left -= self.auto.moved_bytes - moved_before;
+        }
+        true
+    }
+
+    /// A pass's second part: lists the live extents that end past the
+    /// limit, `AUTO_SCAN` slot indices at a time, and sorts them when all
+    /// are listed. True: the pass goes on.
+    fn list_candidates_above(&mut self, pass: &mut Pass) {
+        let end = self.slots.len().min(pass.next_index + AUTO_SCAN);
+
+        for index in pass.next_index..end {
+            if let Ok(slot) = self.slots.get(index)
+                && slot.offset + slot.extent_len > pass.limit
+                && slot.extent_len <= AUTO_MAX_MOVE
+            {
+                pass.candidates.push((slot.offset, index as u32));
+            }
+        }
+        pass.next_index = end;
+        if end == self.slots.len() {
+            pass.candidates.sort_unstable();
+        }
+    }
+
+    /// A pass's last part: moves the listed extents, highest first, into
+    /// free space below them, until the end of the region is down to the
+    /// limit. True while the pass goes on.
+    fn evacuate(&mut self, pass: &mut Pass) -> bool {
+        while let Some(&(offset, index)) = pass.candidates.last() {
+            if self.space.cursor() <= pass.limit {
+                return false;
+            }
+            if self.auto.retired.len() >= AUTO_MAX_RETIRED {
+                return true;
+            }
+            let index = index as usize;
+            let Some(slot) = self.still_at(index, offset) else {
+                pass.candidates.pop();
+                continue;
+            };
+            if slot.extent_len > pass.credit {
+                return true;
+            }
+            pass.candidates.pop();
+            if !self.move_or_stop(pass, index, slot, offset) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Moves slot `index` into free space ending at or below `below`,
+    /// paying for it from the pass's credit, and frees its old place (or
+    /// keeps it until a sync, for a payload with a checksum: see
+    /// `AutoCompaction`). False if the pass must stop: a move failed (no
+    /// disk blocks for the copy), which is logged.
+    fn move_or_stop(&mut self, pass: &mut Pass, index: usize, slot: LiveSlot, below: u64) -> bool {
+        if self
+            .auto
+            .retired
+            .iter()
+            .any(|retired| retired.index == index as u32)
+        {
+            return true;
+        }
+        let outcome = self.move_below(index, slot, below);
+        if let Ok(Move::Moved { .. }) = outcome {
+            self.auto.moved_extents += 1;
+            self.auto.moved_bytes += slot.extent_len;
+        }
+        match outcome {
+            Ok(Move::Moved { summed: false }) => {
+                pass.credit -= slot.extent_len;
+                self.free_extent(slot.extent());
+            }
+            Ok(Move::Moved { summed: true }) => {
+                pass.credit -= slot.extent_len;
+                self.auto.retired.push(Retired {
+                    index: index as u32,
+                    old: slot,
+                    flushes: self.auto.flushes.get(),
+                });
+            }
+            Ok(Move::NoRoom | Move::Damaged) => {}
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, slot = index, "automatic compaction stopped: a move failed");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The live slot whose extent starts at `offset`, if one does (not a
+    /// free extent, nor the old place of a moved slot).
+    fn live_slot_at(&self, offset: u64) -> Option<(usize, LiveSlot)> {
+        // The slot table says which slot is there: the header's index is
+        // only a guess until the table confirms it, so no checksum needed.
+        let header = self.mapping.bytes(offset, 12)?;
+        let index = layout::slot_of_header(header) as usize;
+        let slot = self.slots.get(index).ok()?;
+        (slot.offset == offset).then_some((index, slot))
+    }
+
+    /// Frees the old places of moved slots that a sync since their move has
+    /// made safe to free.
+    pub(super) fn release_retired(&mut self) {
+        let flushes = self.auto.flushes.get();
+        while let Some(retired) = self.auto.retired.first().copied() {
+            if retired.flushes >= flushes {
+                break;
+            }
+            self.auto.retired.remove(0);
+            self.free_extent(retired.old.extent());
+        }
+    }
+
+    /// When slot `index` is freed: frees its old place too, if it waits for
+    /// a sync (the slot's bytes are no longer promised to anyone).
+    pub(super) fn free_retired(&mut self, index: usize) {
+        if let Some(at) = self
+            .auto
+            .retired
+            .iter()
+            .position(|retired| retired.index == index as u32)
+        {
+            let retired = self.auto.retired.remove(at);
+            self.free_extent(retired.old.extent());
+        }
     }
 }

@@ -207,7 +207,7 @@ impl OverflowRegion {
                 .large_folios
                 .next_from(freed.offset)
                 .is_some_and(|at| at < freed.end());
-            if long || self.pending_punch.bytes() >= batch {
+            if long || (self.pending_punch.bytes() >= batch && !self.holds_within_budget()) {
                 self.punch_pending();
             }
         }
@@ -341,6 +341,28 @@ impl OverflowRegion {
         self.punch((cursor + 8).next_multiple_of(page), self.mapping.len());
     }
 
+    /// Where the blocks the region holds past its end should stop: where
+    /// the live extents and their slack would end if they lay end to end
+    /// (`DATA_START` + live payloads and headers + the slack of the live
+    /// bytes), at least a page past the end of the region, at most
+    /// `MAX_GROWTH_STEP` past it, and not before the initial capacity. It
+    /// does not move with the region's end, so a region whose end moves up
+    /// and down within its slack (automatic compaction) does not punch and
+    /// refill its tail in turn. Space written ahead of use at the end stays
+    /// within it (`fill_holes`, `warm_tail`), and `give_back_tail` gives
+    /// back what lies past it.
+    pub(super) fn blocks_end(&self) -> u64 {
+        let page = mapping::page_size();
+        let cursor = self.space.cursor() + 8;
+        let live = self.accounting.live_bytes();
+        let budget_end =
+            DATA_START + live + self.accounting.header_bytes + self.settings.slack(live);
+        budget_end
+            .clamp(cursor + page, cursor + MAX_GROWTH_STEP)
+            .next_multiple_of(page)
+            .max(self.settings.initial)
+    }
+
     /// After the end of the region moved down: gives back the blocks past
     /// a headroom (what the slack of the live bytes leaves after the space
     /// held below the cursor beyond the live extents, at least a page) and
@@ -354,16 +376,6 @@ impl OverflowRegion {
         let cursor = self.space.cursor();
         let file_len = self.mapping.len();
         let live = self.accounting.live_bytes();
-        // The headroom comes out of the slack, after what the region
-        // already holds beyond its live extents below the cursor (free
-        // space not punched, the pages live extents share with holes).
-        let held = cursor - (self.holes.bytes() - self.holes.bytes_from(cursor));
-        let needed = DATA_START + live + self.accounting.header_bytes;
-        let headroom = self
-            .settings
-            .slack(live)
-            .saturating_sub(held.saturating_sub(needed))
-            .clamp(page, MAX_GROWTH_STEP);
         // An empty region (a spill that ended) goes back to its initial
         // size, whatever its recent peak.
         let peak = if self.slots.live() == 0 {
@@ -373,10 +385,7 @@ impl OverflowRegion {
         };
         // Blocks past the headroom are given back; the file's length keeps
         // the recent peak too.
-        let allocated_end = (cursor + 8 + headroom)
-            .next_multiple_of(page)
-            .max(self.settings.initial)
-            .min(file_len);
+        let allocated_end = self.blocks_end().min(file_len);
         let keep = allocated_end.max(peak.next_multiple_of(page).min(file_len));
         self.peak_end = cursor + (self.peak_end.max(cursor) - cursor) / 2;
         let excess = file_len - keep;
@@ -384,9 +393,12 @@ impl OverflowRegion {
         {
             return;
         }
+        // Not for every extent the end moves down by: a write at the end
+        // fills what is punched here again (`fill_holes`).
         let threshold = self.settings.punch_threshold;
+        let least = threshold.max(self.settings.slack(live) / 2);
         let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
-        if threshold != 0 && unpunched_end.saturating_sub(allocated_end) >= threshold {
+        if threshold != 0 && unpunched_end.saturating_sub(allocated_end) >= least {
             self.punch(allocated_end, unpunched_end);
         }
     }
