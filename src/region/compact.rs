@@ -190,6 +190,9 @@ struct Retired {
     flushes: u64,
 }
 
+/// The shortest extent there is (a header, rounded up to the granule).
+const MIN_EXTENT: u64 = EXTENT_HEADER_LEN;
+
 /// A move looks at this many free extents at most for one below its
 /// extent (`Space::allocate_below`).
 const MOVE_VISITS: usize = 32;
@@ -656,6 +659,11 @@ impl OverflowRegion {
     /// can take. True while the pass goes on.
     fn merge_gaps(&mut self, pass: &mut Pass) -> bool {
         let places = self.space.free_extent_places();
+        if pass.merge_left < MIN_EXTENT {
+            // Merged enough: on to the listing.
+            pass.next_gap = places;
+            return true;
+        }
         let end = places.min(pass.next_gap + AUTO_SCAN);
         while pass.next_gap < end {
             if self.auto.retired.len() >= AUTO_MAX_RETIRED {
