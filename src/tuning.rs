@@ -74,11 +74,11 @@ pub struct MemoryTuning {
     pub overflow_shrink: bool,
     /// Space the file may hold beyond its live bytes, in percent of them
     /// (default [`MemoryTuning::DEFAULT_SLACK_PERCENT`], 10). It bounds
-    /// three things: how far ahead the file grows (at least 1 MiB at a
-    /// time), how much free space waits to be punched in one batch, and
-    /// how much of the unused tail keeps its blocks when the region's end
-    /// moves down (what the slack leaves after the free space the region
-    /// holds below its end). A spill directory whose files are written once, read once and
+    /// four things: how far ahead the file grows (at least 1 MiB at a
+    /// time), how much free space waits to be punched in one batch, how
+    /// far past where the live extents would end the unused tail keeps its
+    /// blocks, and the free space between live extents that automatic
+    /// compaction allows (`overflow_auto_compact`). A spill directory whose files are written once, read once and
     /// dropped (a query engine's) wants a small value; a region under
     /// churn, whose freed space is written again soon, the default.
     ///

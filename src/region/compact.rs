@@ -685,7 +685,7 @@ impl OverflowRegion {
                 .space
                 .free_starting_at(slot.offset + slot.extent_len)
                 .map_or(0, |free| free.len);
-            if slot.extent_len > gap.len + after || slot.extent_len > pass.merge_left {
+            if 2 * slot.extent_len > gap.len + after || slot.extent_len > pass.merge_left {
                 pass.next_gap += 1;
                 continue;
             }

@@ -364,13 +364,12 @@ impl OverflowRegion {
     }
 
     /// After the end of the region moved down: gives back the blocks past
-    /// a headroom (what the slack of the live bytes leaves after the space
-    /// held below the cursor beyond the live extents, at least a page) and
+    /// `blocks_end` (where the live extents and their slack would end) and
     /// the initial capacity, by shrinking the file if it is much longer
-    /// than that and no reader maps it, or else by punching. The length
-    /// also keeps the recent peak (`peak_end`, unless nothing is live), so
-    /// a region that hovers at one size does not truncate and grow in
-    /// turn; its blocks past the headroom are punched all the same.
+    /// than that and no reader maps it, or else by punching once a slack's
+    /// worth lies past it. The length also keeps the recent peak
+    /// (`peak_end`, unless nothing is live), so a region that hovers at one
+    /// size does not truncate and grow in turn.
     pub(super) fn give_back_tail(&mut self) {
         let page = mapping::page_size();
         let cursor = self.space.cursor();
@@ -393,10 +392,12 @@ impl OverflowRegion {
         {
             return;
         }
-        // Not for every extent the end moves down by: a write at the end
-        // fills what is punched here again (`fill_holes`).
+        // Not for every extent the end moves down by, nor for every swing
+        // of the live bytes (`blocks_end` follows them): a write at the
+        // end fills what is punched here again (`fill_holes`). Measured
+        // under churn in docs/PERFORMANCE.md ("Automatic compaction").
         let threshold = self.settings.punch_threshold;
-        let least = threshold.max(self.settings.slack(live) / 2);
+        let least = threshold.max(self.settings.slack(live));
         let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
         if threshold != 0 && unpunched_end.saturating_sub(allocated_end) >= least {
             self.punch(allocated_end, unpunched_end);
