@@ -2,9 +2,11 @@
 //! log-uniform from 16 B to 64 KiB, a steady live set of 32 MiB, 200 k
 //! operations), then `compact`. Prints `used_bytes / live_bytes`, and the
 //! disk blocks the file holds (`st_blocks`) per live byte, before and after.
+//! The third argument, `off`, opens the region with automatic compaction
+//! off (`MemoryTuning::overflow_auto_compact`).
 //!
 //! ```sh
-//! cargo run --release --example fragmentation [-- DIR [PUNCH_THRESHOLD_BYTES]]
+//! cargo run --release --example fragmentation [-- DIR [PUNCH_THRESHOLD_BYTES [on|off]]]
 //! ```
 
 use std::os::unix::fs::MetadataExt;
@@ -46,13 +48,15 @@ fn main() -> overflow_region::Result<()> {
                 .expect("a hole punching threshold in bytes")
         })
         .unwrap_or(MemoryTuning::DEFAULT_PUNCH_HOLE_BYTES);
+    let auto_compact = std::env::args().nth(3).is_none_or(|auto| auto != "off");
     let tuning = MemoryTuning {
         overflow_initial_bytes: 1 << 20,
         overflow_max_bytes: 1 << 30,
         overflow_punch_hole_bytes: punch,
+        overflow_auto_compact: auto_compact,
         ..MemoryTuning::default()
     };
-    println!("hole punching threshold: {punch} bytes");
+    println!("hole punching threshold: {punch} bytes, automatic compaction {auto_compact}");
     let mut region = OverflowRegion::open_with_tuning(&path, &tuning)?;
     let mut rng = Rng(42);
     let data = vec![0x5Au8; 1 << 16];
@@ -86,10 +90,13 @@ fn main() -> overflow_region::Result<()> {
             stats.punched_bytes as f64 / (1 << 20) as f64,
         );
     };
+    let stats = region.stats();
     println!(
-        "200 k ops of churn in {:.2} s, {} live slots",
+        "200 k ops of churn in {:.2} s, {} live slots; automatic compaction moved {} extents, {:.1} MiB",
         churn.as_secs_f64(),
-        live.len()
+        live.len(),
+        stats.auto_moved_extents,
+        stats.auto_moved_bytes as f64 / (1 << 20) as f64
     );
     report("after churn", &region);
     region.sync()?;

@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use super::{OverflowRegion, Payload};
 use crate::error::Result;
-use crate::layout::{self, DATA_START, EXTENT_HEADER_LEN, LiveHeader, Tag};
+use crate::layout::{self, EXTENT_HEADER_LEN, LiveHeader, Tag};
 use crate::slots::LiveSlot;
 use crate::space::Extent;
 use crate::sys::checksum;
@@ -72,11 +72,6 @@ pub struct CompactReport {
     pub damaged_slots: Vec<usize>,
 }
 
-/// Automatic compaction starts only in a region that uses at least this
-/// much: below it, the gaps between live extents cost too little disk to
-/// be worth moving bytes for.
-const AUTO_MIN_USED: u64 = 256 << 10;
-
 /// Extents longer than this are never moved automatically: one move is part
 /// of the owner's `write` or `free`, and must stay short. (A free extent
 /// left beside a long one is mostly punched; `compact` moves them all.)
@@ -100,7 +95,8 @@ const AUTO_MAX_RETIRED: usize = 256;
 /// holds below its end (its used bytes, less punched holes and the free
 /// pages waiting to be punched, which give their disk back anyway) pass the
 /// live extents plus three quarters of the slack, a pass starts, to bring
-/// them back to half the slack: its limit is that much below the end. It
+/// them back to half the slack (`over_budget`; the thresholds are in
+/// region/giveback.rs): its limit is that much below the end. It
 /// has three parts, each a bounded amount of work per operation:
 ///
 /// 1. **Merging** (`merge_gaps`): it walks the free extents below the
@@ -569,43 +565,6 @@ impl OverflowRegion {
             return;
         }
         self.compact_some(bytes);
-    }
-
-    /// How many bytes the region holds below its end (its used bytes but
-    /// punched holes, which hold no disk) beyond its live extents and a
-    /// quarter of their slack, if it holds more than half their slack
-    /// beyond them, when automatic compaction is on and the region uses
-    /// at least `AUTO_MIN_USED`.
-    fn over_budget(&self) -> Option<u64> {
-        let cursor = self.space.cursor();
-        let used = cursor - DATA_START;
-        if !self.settings.auto_compact || used < AUTO_MIN_USED {
-            return None;
-        }
-        let live = self.accounting.extent_bytes();
-        let slack = self.settings.slack(live);
-        if used <= live + slack / 4 * 3 {
-            return None;
-        }
-        let punched = self.holes.bytes() - self.holes.bytes_from(cursor);
-        let given_back = punched + self.pending_punch.bytes();
-        let held = used - given_back.min(used);
-        (held > live + slack / 4 * 3).then(|| held - live - slack / 2)
-    }
-
-    /// Whether automatic compaction keeps the region's budget and the
-    /// blocks it holds below its end are within it (free pages waiting to
-    /// be punched included): then a batch of them need not be punched.
-    pub(super) fn holds_within_budget(&self) -> bool {
-        let cursor = self.space.cursor();
-        let used = cursor - DATA_START;
-        if !self.settings.auto_compact {
-            return false;
-        }
-        let live = self.accounting.extent_bytes();
-        let slack = self.settings.slack(live);
-        let punched = self.holes.bytes() - self.holes.bytes_from(cursor);
-        used - punched.min(used) <= live + slack
     }
 
     /// The slow part of `keep_budget`.

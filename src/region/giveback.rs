@@ -1,4 +1,9 @@
-//! Giving space back: hole punching and shrinking the file.
+//! Giving space back: the budget, hole punching and shrinking the file.
+//!
+//! The region keeps the disk it holds within a budget: its live extents
+//! plus their slack (`MemoryTuning::overflow_slack_percent`). The thresholds
+//! are here (`COMPACT_FROM`, `COMPACT_TO`, `PUNCH_FROM`, `blocks_end`);
+//! automatic compaction (region/compact.rs) acts on them.
 //!
 //! Free extents at least the punching threshold long are punched out of
 //! the file, in batches (`pending_punch`), in whole pages; the unused end
@@ -71,7 +76,70 @@ const PAGE_CUT_MIN_GRANULES: u64 = 8;
 /// and grows in turn.
 const MIN_SHRINK: u64 = 1 << 20;
 
+/// Automatic compaction starts only in a region that uses at least this
+/// much: below it, the gaps between live extents cost too little disk to
+/// be worth moving bytes for.
+const AUTO_MIN_USED: u64 = 256 << 10;
+
+/// The budget (all in quarters of the slack of the live extents, beyond
+/// them): automatic compaction starts a pass when the disk held below the
+/// end passes `COMPACT_FROM` quarters, and moves extents until it is back
+/// to `COMPACT_TO`; a batch of free pages is punched only past `PUNCH_FROM`
+/// (the whole slack: with automatic compaction holding the region below
+/// it, free space is written again before it is worth punching).
+const COMPACT_FROM: u64 = 3;
+const COMPACT_TO: u64 = 2;
+const PUNCH_FROM: u64 = 4;
+
 impl OverflowRegion {
+    /// The budget of the disk held below the end of the region, in
+    /// `quarters` of the slack beyond the live extents.
+    fn budget(&self, quarters: u64) -> u64 {
+        let live = self.accounting.extent_bytes();
+        live + self.settings.slack(live) / 4 * quarters
+    }
+
+    /// The bytes the region holds below its end: its used bytes but
+    /// punched holes (which hold no disk) and, with `pending`, but the
+    /// free pages waiting to be punched.
+    fn held_below_end(&self, pending: bool) -> u64 {
+        let cursor = self.space.cursor();
+        let used = cursor - DATA_START;
+        let mut given_back = self.holes.bytes() - self.holes.bytes_from(cursor);
+        if pending {
+            given_back += self.pending_punch.bytes();
+        }
+        used - given_back.min(used)
+    }
+
+    /// How many bytes automatic compaction should move to bring the disk
+    /// held below the end (less the free pages waiting to be punched,
+    /// which give theirs back anyway) down to `COMPACT_TO`, if it is past
+    /// `COMPACT_FROM` and the region uses at least `AUTO_MIN_USED`; `None`
+    /// with automatic compaction off. O(1) when the used bytes alone are
+    /// within the budget (the common case: checked at every write and
+    /// free).
+    pub(super) fn over_budget(&self) -> Option<u64> {
+        let used = self.space.cursor() - DATA_START;
+        if !self.settings.auto_compact || used < AUTO_MIN_USED {
+            return None;
+        }
+        let from = self.budget(COMPACT_FROM);
+        if used <= from {
+            return None;
+        }
+        let held = self.held_below_end(true);
+        (held > from).then(|| held - self.budget(COMPACT_TO))
+    }
+
+    /// Whether automatic compaction keeps the region's budget and the disk
+    /// held below the end (free pages waiting to be punched included) is
+    /// within `PUNCH_FROM`: then a batch of those pages need not be
+    /// punched.
+    pub(super) fn holds_within_budget(&self) -> bool {
+        self.settings.auto_compact && self.held_below_end(false) <= self.budget(PUNCH_FROM)
+    }
+
     /// Before a region that punches holes maps an existing file: if the
     /// writer before it wrote zeros in other pieces than this one will
     /// punch in, or left long folios outside the middles of live extents
