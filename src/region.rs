@@ -206,11 +206,14 @@ pub struct OverflowRegion {
     /// here. Invariant: `DATA_START <= compact_from <= space.cursor()`.
     compact_from: u64,
     /// Compaction's candidates, kept from step to step: (offset, slot
-    /// index) of live extents, by offset, taken from the end (highest
-    /// first). Entries go stale as slots are freed, moved or written again;
-    /// each is checked against the slot table when taken. Refilled when
-    /// empty (see region/compact.rs).
-    compact_queue: Vec<(u64, u32)>,
+    /// index) of live extents, a max-heap by offset (highest first).
+    /// Entries go stale as slots are freed, moved or written again; each is
+    /// checked against the slot table when taken (see region/compact.rs).
+    compact_queue: std::collections::BinaryHeap<(u64, u32)>,
+    /// While a pass of compaction over the slot table is under way: the
+    /// slot indices below this are still to be listed into
+    /// `compact_queue` (from the end of the table down).
+    compact_scan: Option<usize>,
     /// A recent high point of the cursor: it rises with every write at the
     /// end and decays halfway towards the cursor at every give-back. The file
     /// never shrinks below it, so a loop that writes past the end and frees
@@ -657,7 +660,8 @@ impl OverflowRegion {
             large_folios: Holes::default(),
             settings,
             compact_from: DATA_START,
-            compact_queue: Vec::new(),
+            compact_queue: std::collections::BinaryHeap::new(),
+            compact_scan: None,
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
@@ -775,7 +779,8 @@ impl OverflowRegion {
             large_folios: Holes::default(),
             settings,
             compact_from: DATA_START,
-            compact_queue: Vec::new(),
+            compact_queue: std::collections::BinaryHeap::new(),
+            compact_scan: None,
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,

@@ -34,6 +34,7 @@
 //! live on disk until the next sync.
 
 use std::cell::Cell;
+use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
@@ -189,6 +190,14 @@ struct Retired {
 /// The shortest extent there is (a header, rounded up to the granule).
 const MIN_EXTENT: u64 = EXTENT_HEADER_LEN;
 
+/// A compaction step lists one slot-table entry per this many bytes of its
+/// budget (`OverflowRegion::move_down`).
+const LIST_BYTES: u64 = 64;
+
+/// When a step's list of candidates runs dry, it lists this many more
+/// slot-table entries at a time.
+const LIST_CHUNK: usize = 1024;
+
 /// A move looks at this many free extents at most for one below its
 /// extent (`Space::allocate_below`).
 const MOVE_VISITS: usize = 32;
@@ -319,11 +328,14 @@ impl OverflowRegion {
     ///
     /// # Time complexity
     ///
-    /// The bytes it copies, plus the candidates it passes over (slots
-    /// freed or moved since they were listed, and extents no gap below can
-    /// take), plus one `sync`. The candidates are the live slots above the
-    /// lowest free extent, listed and sorted (O(n log n) for n of them) once
-    /// per pass over them, not at every step.
+    /// O(`budget_bytes`): the bytes it copies, one slot-table entry listed
+    /// per 64 bytes of budget (the candidates, the live slots above the
+    /// lowest free extent, go into a heap that lasts from step to step: a
+    /// logarithm per candidate), the candidates it passes over (slots freed
+    /// or moved since they were listed, and extents no gap below can take),
+    /// plus one `sync`. The exception is a step that finds nothing to move:
+    /// it lists the rest of the table (and at most once the whole of it)
+    /// before it says so.
     pub fn compact_step(&mut self, budget_bytes: u64) -> Result<CompactReport> {
         let mut report = CompactReport {
             used_bytes_before: self.used_bytes() as u64,
@@ -379,12 +391,15 @@ impl OverflowRegion {
     /// Returns the moved slots' indices and old places in `moved` (still
     /// live on disk).
     ///
-    /// The candidates come from `compact_queue`, which lasts from step to
-    /// step: a step costs what it moves (and the stale entries it skips),
-    /// and the live slots above the lowest gap are listed and sorted once
-    /// per pass over them, when the queue runs out. A step that finds the
-    /// queue empty, or empties it without moving anything, lists them
-    /// afresh (once), so a step that moves nothing means that no extent
+    /// The candidates are the live slots above the lowest gap, listed a
+    /// part of the slot table at a time, from its end (`compact_scan`:
+    /// `LIST_BYTES` of budget per entry, all of it for an unbounded step)
+    /// into a max-heap
+    /// by offset (`compact_queue`) that lasts from step to step: a step
+    /// costs what it lists and moves, never a sort of every live slot. When
+    /// the heap runs dry the listing goes on, and when the table is walked
+    /// the pass is over; a step that has moved nothing by then starts a
+    /// new pass (once), so a step that moves nothing means that no extent
     /// fits into the free space below it.
     fn move_down(
         &mut self,
@@ -393,17 +408,27 @@ impl OverflowRegion {
         moved: &mut Vec<(usize, LiveSlot)>,
     ) -> Result<()> {
         let Some(lowest_gap) = self.lowest_free_extent() else {
-            self.compact_queue = Vec::new();
+            self.compact_queue = BinaryHeap::new();
+            self.compact_scan = None;
             return Ok(());
         };
-        let mut listed = false;
+        let mut allowance = usize::try_from(budget_bytes / LIST_BYTES).unwrap_or(usize::MAX);
+        let mut restarted = false;
         loop {
-            let Some(&(offset, index)) = self.compact_queue.last() else {
-                if listed || report.extents_moved > 0 {
+            if let Some(next) = self.compact_scan
+                && (allowance > 0 || self.compact_queue.is_empty())
+            {
+                let entries = allowance.max(LIST_CHUNK);
+                self.list_candidates(next, entries, lowest_gap.offset);
+                allowance = allowance.saturating_sub(entries);
+                continue;
+            }
+            let Some(&(offset, index)) = self.compact_queue.peek() else {
+                if restarted || report.extents_moved > 0 {
                     break;
                 }
-                self.list_candidates(lowest_gap.offset);
-                listed = true;
+                self.compact_scan = Some(self.slots.len());
+                restarted = true;
                 continue;
             };
             if offset <= lowest_gap.offset {
@@ -434,9 +459,9 @@ impl OverflowRegion {
                 Move::Damaged => report.damaged_slots.push(index),
             }
         }
-        if self.compact_queue.is_empty() {
+        if self.compact_queue.is_empty() && self.compact_scan.is_none() {
             // Its memory is not kept between passes.
-            self.compact_queue = Vec::new();
+            self.compact_queue = BinaryHeap::new();
         }
         Ok(())
     }
@@ -450,16 +475,21 @@ impl OverflowRegion {
             .filter(|slot| slot.offset == offset)
     }
 
-    /// Fills `compact_queue` with the live slots above `gap`, by offset.
-    fn list_candidates(&mut self, gap: u64) {
-        let mut candidates: Vec<(u64, u32)> = self
-            .slots
-            .iter_live()
-            .filter(|(_, slot)| slot.offset > gap)
-            .map(|(index, slot)| (slot.offset, index as u32))
-            .collect();
-        candidates.sort_unstable();
-        self.compact_queue = candidates;
+    /// Lists up to `entries` slot-table entries below `end` (the highest
+    /// first: slots written later tend to lie higher) into
+    /// `compact_queue`: the live slots above `gap`. Ends the listing
+    /// (`compact_scan`) at index 0.
+    fn list_candidates(&mut self, end: usize, entries: usize, gap: u64) {
+        let end = end.min(self.slots.len());
+        let start = end.saturating_sub(entries);
+        for index in start..end {
+            if let Ok(slot) = self.slots.get(index)
+                && slot.offset > gap
+            {
+                self.compact_queue.push((slot.offset, index as u32));
+            }
+        }
+        self.compact_scan = (start > 0).then_some(start);
     }
 
     /// Copies a live slot into free space below `below`, if some free extent
