@@ -102,8 +102,8 @@ const AUTO_MAX_RETIRED: usize = 256;
 ///
 /// 1. **Merging** (`merge_gaps`): it walks the free extents below the
 ///    limit, `AUTO_SCAN` per operation, and where a live extent sits
-///    between two free extents (or after one) and is no longer than the
-///    free space beside it, moves it into the best-fitting free space
+///    between two free extents (or after one) and is at most half as long
+///    as the free space beside it, moves it into the best-fitting free space
 ///    below the limit: the free space on both sides becomes one free extent
 ///    long enough for an extent from the end. At most the excess is moved
 ///    so.
@@ -641,9 +641,9 @@ impl OverflowRegion {
     }
 
     /// A pass's first part: looks at up to `AUTO_SCAN` free extents, and
-    /// where a free extent is followed by a live extent no longer than the
-    /// free space around it, moves that live extent away (into the
-    /// best-fitting free extent below the end), so the free space on both
+    /// where a free extent is followed by a live extent at most half as
+    /// long as the free space around it, moves that live extent away (into
+    /// the best-fitting free extent below the limit), so the free space on both
     /// sides becomes one longer free extent that an extent from the end
     /// can take. True while the pass goes on.
     fn merge_gaps(&mut self, pass: &mut Pass) -> bool {
