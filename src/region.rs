@@ -1814,10 +1814,12 @@ impl OverflowRegion {
         .expect("a walk over memory cannot fail");
         // The old places of moved slots that wait for a sync are live on
         // disk: the walk finds them as older copies, to be freed.
-        let mut older_copies = walked.to_free.clone();
-        let mut retired: Vec<Extent> = self.auto.retired().collect();
-        older_copies.sort_by_key(|extent| extent.offset);
-        retired.sort_by_key(|extent| extent.offset);
+        let by_offset = |mut extents: Vec<Extent>| {
+            extents.sort_by_key(|extent| extent.offset);
+            extents
+        };
+        let older_copies = by_offset(walked.to_free.clone());
+        let retired = by_offset(self.auto.retired().collect());
         if older_copies != retired {
             return Err(format!(
                 "older copies in the file {older_copies:?}, waiting for a sync {retired:?}"
@@ -1836,10 +1838,8 @@ impl OverflowRegion {
                 self.space.cursor()
             ));
         }
-        let mut on_disk: Vec<Extent> = walked.space.free_extents().collect();
-        let mut in_memory: Vec<Extent> = self.space.free_extents().collect();
-        on_disk.sort_by_key(|extent| extent.offset);
-        in_memory.sort_by_key(|extent| extent.offset);
+        let on_disk = by_offset(walked.space.free_extents().collect());
+        let in_memory = by_offset(self.space.free_extents().collect());
         if on_disk != in_memory {
             return Err(format!(
                 "free extents differ: file {on_disk:?}, memory {in_memory:?}"
