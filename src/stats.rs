@@ -112,13 +112,17 @@ pub(crate) struct Accounting {
     pub slack_bytes: u64,
     /// Sum of the headers (and user tags) of live slots.
     pub header_bytes: u64,
+    /// Sum of the live slots' extent lengths (payloads, headers and
+    /// slack), kept apart so that reading it is one load: automatic
+    /// compaction checks it at every write and free.
+    extents: u64,
 }
 
 impl Accounting {
     /// The bytes of the live slots' extents: payloads, headers and slack.
     #[inline]
     pub(crate) fn extent_bytes(&self) -> u64 {
-        self.live_bytes() + self.header_bytes + self.slack_bytes
+        self.extents
     }
 
     /// Counts a live slot.
@@ -126,6 +130,7 @@ impl Accounting {
         let stats = &mut self.engines[slot.engine.as_u8() as usize];
         stats.live_slots += 1;
         stats.live_bytes += slot.payload_len;
+        self.extents += slot.extent_len;
         self.header_bytes += slot.header_len();
         self.slack_bytes += slot.extent_len - slot.header_len() - slot.payload_len;
     }
@@ -135,6 +140,7 @@ impl Accounting {
         let stats = &mut self.engines[slot.engine.as_u8() as usize];
         stats.live_slots -= 1;
         stats.live_bytes -= slot.payload_len;
+        self.extents -= slot.extent_len;
         self.header_bytes -= slot.header_len();
         self.slack_bytes -= slot.extent_len - slot.header_len() - slot.payload_len;
     }
