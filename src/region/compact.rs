@@ -109,7 +109,7 @@ const AUTO_MAX_RETIRED: usize = 256;
 ///    so.
 /// 2. **Listing** (`list_candidates_above`): it walks the slot table,
 ///    `AUTO_SCAN` entries per operation, for live extents ending past the
-///    limit, and sorts them by offset.
+///    limit, into a heap by offset.
 /// 3. **Evacuating** (`evacuate`): it moves them, highest first, into free
 ///    space below them, until the end of the region is down to the limit
 ///    and the tail is given back.
@@ -169,11 +169,12 @@ struct Pass {
     /// The next place of the free-extent index to look at while merging
     /// free extents (`Space::free_extent_places`).
     next_gap: usize,
-    /// The next slot index to look at while listing candidates.
-    next_index: usize,
+    /// While listing candidates: the slot indices below this are still to
+    /// be looked at (from the end of the table down).
+    unlisted: usize,
     /// The live extents found ending past `limit`, as (offset, slot
-    /// index), by offset once listed; moved from the end (highest first).
-    candidates: Vec<(u64, u32)>,
+    /// index): a max-heap, moved highest first.
+    candidates: BinaryHeap<(u64, u32)>,
     /// Bytes the pass may still move.
     credit: u64,
 }
@@ -480,16 +481,32 @@ impl OverflowRegion {
     /// `compact_queue`: the live slots above `gap`. Ends the listing
     /// (`compact_scan`) at index 0.
     fn list_candidates(&mut self, end: usize, entries: usize, gap: u64) {
+        let mut queue = std::mem::take(&mut self.compact_queue);
+        let start = self.list_live(end, entries, &mut queue, |slot| slot.offset > gap);
+        self.compact_queue = queue;
+        self.compact_scan = (start > 0).then_some(start);
+    }
+
+    /// Pushes into `heap` the (offset, index) of the live slots among the
+    /// `entries` slot-table entries below `end` that `keep` accepts, and
+    /// returns the first index looked at (0 when the table is walked).
+    fn list_live(
+        &self,
+        end: usize,
+        entries: usize,
+        heap: &mut BinaryHeap<(u64, u32)>,
+        keep: impl Fn(&LiveSlot) -> bool,
+    ) -> usize {
         let end = end.min(self.slots.len());
         let start = end.saturating_sub(entries);
         for index in start..end {
             if let Ok(slot) = self.slots.get(index)
-                && slot.offset > gap
+                && keep(&slot)
             {
-                self.compact_queue.push((slot.offset, index as u32));
+                heap.push((slot.offset, index as u32));
             }
         }
-        self.compact_scan = (start > 0).then_some(start);
+        start
     }
 
     /// Copies a live slot into free space below `below`, if some free extent
@@ -611,8 +628,8 @@ impl OverflowRegion {
                     limit: self.space.cursor() - excess,
                     merge_left: excess,
                     next_gap: 0,
-                    next_index: 0,
-                    candidates: Vec::new(),
+                    unlisted: self.slots.len(),
+                    candidates: BinaryHeap::new(),
                     credit: 0,
                 },
                 None => return,
@@ -621,7 +638,7 @@ impl OverflowRegion {
         pass.credit = (pass.credit + bytes).min(2 * AUTO_MAX_MOVE);
         let waiting = if pass.next_gap < self.space.free_extent_places() {
             self.merge_gaps(&mut pass)
-        } else if pass.next_index < self.slots.len() {
+        } else if pass.unlisted > 0 {
             self.list_candidates_above(&mut pass);
             true
         } else {
@@ -683,41 +700,29 @@ impl OverflowRegion {
                 return true;
             }
             pass.next_gap += 1;
-            let below = pass.limit;
-            let moved_before = self.auto.moved_bytes;
-            if !self.move_or_stop(pass, index, slot, below) {
+            let Some(moved) = self.move_or_stop(pass, index, slot, pass.limit) else {
                 return false;
-            }
-            pass.merge_left -= self.auto.moved_bytes - moved_before;
+            };
+            pass.merge_left -= moved;
         }
         true
     }
 
     /// A pass's second part: lists the live extents that end past the
-    /// limit, `AUTO_SCAN` slot indices at a time, and sorts them when all
-    /// are listed. True: the pass goes on.
+    /// limit, `AUTO_SCAN` slot indices at a time (from the end of the
+    /// table down), into a heap by offset.
     fn list_candidates_above(&mut self, pass: &mut Pass) {
-        let end = self.slots.len().min(pass.next_index + AUTO_SCAN);
-
-        for index in pass.next_index..end {
-            if let Ok(slot) = self.slots.get(index)
-                && slot.offset + slot.extent_len > pass.limit
-                && slot.extent_len <= AUTO_MAX_MOVE
-            {
-                pass.candidates.push((slot.offset, index as u32));
-            }
-        }
-        pass.next_index = end;
-        if end == self.slots.len() {
-            pass.candidates.sort_unstable();
-        }
+        let limit = pass.limit;
+        pass.unlisted = self.list_live(pass.unlisted, AUTO_SCAN, &mut pass.candidates, |slot| {
+            slot.offset + slot.extent_len > limit && slot.extent_len <= AUTO_MAX_MOVE
+        });
     }
 
     /// A pass's last part: moves the listed extents, highest first, into
     /// free space below them, until the end of the region is down to the
     /// limit. True while the pass goes on.
     fn evacuate(&mut self, pass: &mut Pass) -> bool {
-        while let Some(&(offset, index)) = pass.candidates.last() {
+        while let Some(&(offset, index)) = pass.candidates.peek() {
             if self.space.cursor() <= pass.limit {
                 return false;
             }
@@ -733,7 +738,7 @@ impl OverflowRegion {
                 return true;
             }
             pass.candidates.pop();
-            if !self.move_or_stop(pass, index, slot, offset) {
+            if self.move_or_stop(pass, index, slot, offset).is_none() {
                 return false;
             }
         }
@@ -743,42 +748,46 @@ impl OverflowRegion {
     /// Moves slot `index` into free space ending at or below `below`,
     /// paying for it from the pass's credit, and frees its old place (or
     /// keeps it until a sync, for a payload with a checksum: see
-    /// `AutoCompaction`). False if the pass must stop: a move failed (no
-    /// disk blocks for the copy), which is logged.
-    fn move_or_stop(&mut self, pass: &mut Pass, index: usize, slot: LiveSlot, below: u64) -> bool {
+    /// `AutoCompaction`). Returns the bytes moved (0 if the slot stays),
+    /// or `None` if the pass must stop: a move failed (no disk blocks for
+    /// the copy), which is logged.
+    fn move_or_stop(
+        &mut self,
+        pass: &mut Pass,
+        index: usize,
+        slot: LiveSlot,
+        below: u64,
+    ) -> Option<u64> {
         if self
             .auto
             .retired
             .iter()
             .any(|retired| retired.index == index as u32)
         {
-            return true;
+            return Some(0);
         }
-        let outcome = self.move_below(index, slot, below);
-        if let Ok(Move::Moved { .. }) = outcome {
-            self.auto.moved_extents += 1;
-            self.auto.moved_bytes += slot.extent_len;
-        }
-        match outcome {
-            Ok(Move::Moved { summed: false }) => {
+        match self.move_below(index, slot, below) {
+            Ok(Move::Moved { summed }) => {
                 pass.credit -= slot.extent_len;
-                self.free_extent(slot.extent());
+                self.auto.moved_extents += 1;
+                self.auto.moved_bytes += slot.extent_len;
+                if summed {
+                    self.auto.retired.push(Retired {
+                        index: index as u32,
+                        old: slot,
+                        flushes: self.auto.flushes.get(),
+                    });
+                } else {
+                    self.free_extent(slot.extent());
+                }
+                Some(slot.extent_len)
             }
-            Ok(Move::Moved { summed: true }) => {
-                pass.credit -= slot.extent_len;
-                self.auto.retired.push(Retired {
-                    index: index as u32,
-                    old: slot,
-                    flushes: self.auto.flushes.get(),
-                });
-            }
-            Ok(Move::NoRoom | Move::Damaged) => {}
+            Ok(Move::NoRoom | Move::Damaged) => Some(0),
             Err(error) => {
                 tracing::warn!(path = %self.path.display(), %error, slot = index, "automatic compaction stopped: a move failed");
-                return false;
+                None
             }
         }
-        true
     }
 
     /// The live slot whose extent starts at `offset`, if one does (not a
@@ -796,11 +805,15 @@ impl OverflowRegion {
     /// made safe to free.
     pub(super) fn release_retired(&mut self) {
         let flushes = self.auto.flushes.get();
-        while let Some(retired) = self.auto.retired.first().copied() {
-            if retired.flushes >= flushes {
-                break;
-            }
-            self.auto.retired.remove(0);
+        // In the order they were moved: those before the last sync first.
+        let safe = self
+            .auto
+            .retired
+            .iter()
+            .take_while(|retired| retired.flushes < flushes)
+            .count();
+        let released: Vec<Retired> = self.auto.retired.drain(..safe).collect();
+        for retired in released {
             self.free_extent(retired.old.extent());
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! The region keeps the disk it holds within a budget: its live extents
 //! plus their slack (`MemoryTuning::overflow_slack_percent`). The thresholds
-//! are here (`COMPACT_FROM`, `COMPACT_TO`, `PUNCH_FROM`, `blocks_end`);
+//! are here (`COMPACT_FROM`, `COMPACT_TO`, `WHOLE_SLACK`, `blocks_end`);
 //! automatic compaction (region/compact.rs) acts on them.
 //!
 //! Free extents at least the punching threshold long are punched out of
@@ -84,12 +84,14 @@ const AUTO_MIN_USED: u64 = 256 << 10;
 /// The budget (all in quarters of the slack of the live extents, beyond
 /// them): automatic compaction starts a pass when the disk held below the
 /// end passes `COMPACT_FROM` quarters, and moves extents until it is back
-/// to `COMPACT_TO`; a batch of free pages is punched only past `PUNCH_FROM`
-/// (the whole slack: with automatic compaction holding the region below
-/// it, free space is written again before it is worth punching).
+/// to `COMPACT_TO`. The whole slack (`WHOLE_SLACK`) bounds the rest: a batch
+/// of free pages is punched only past it (with automatic compaction holding
+/// the region below it, free space is written again before it is worth
+/// punching), and the tail keeps blocks up to where the live extents and it
+/// would end (`blocks_end`).
 const COMPACT_FROM: u64 = 3;
 const COMPACT_TO: u64 = 2;
-const PUNCH_FROM: u64 = 4;
+const WHOLE_SLACK: u64 = 4;
 
 impl OverflowRegion {
     /// The budget of the disk held below the end of the region, in
@@ -134,10 +136,10 @@ impl OverflowRegion {
 
     /// Whether automatic compaction keeps the region's budget and the disk
     /// held below the end (free pages waiting to be punched included) is
-    /// within `PUNCH_FROM`: then a batch of those pages need not be
+    /// within the whole slack: then a batch of those pages need not be
     /// punched.
     pub(super) fn holds_within_budget(&self) -> bool {
-        self.settings.auto_compact && self.held_below_end(false) <= self.budget(PUNCH_FROM)
+        self.settings.auto_compact && self.held_below_end(false) <= self.budget(WHOLE_SLACK)
     }
 
     /// Before a region that punches holes maps an existing file: if the
@@ -411,8 +413,8 @@ impl OverflowRegion {
 
     /// Where the blocks the region holds past its end should stop: where
     /// the live extents and their slack would end if they lay end to end
-    /// (`DATA_START` + live payloads and headers + the slack of the live
-    /// bytes), at least a page past the end of the region, at most
+    /// (`DATA_START` + the budget), at least a page past the end of the
+    /// region, at most
     /// `MAX_GROWTH_STEP` past it, and not before the initial capacity. It
     /// does not move with the region's end, so a region whose end moves up
     /// and down within its slack (automatic compaction) does not punch and
@@ -422,10 +424,7 @@ impl OverflowRegion {
     pub(super) fn blocks_end(&self) -> u64 {
         let page = mapping::page_size();
         let cursor = self.space.cursor() + 8;
-        let live = self.accounting.live_bytes();
-        let budget_end =
-            DATA_START + live + self.accounting.header_bytes + self.settings.slack(live);
-        budget_end
+        (DATA_START + self.budget(WHOLE_SLACK))
             .clamp(cursor + page, cursor + MAX_GROWTH_STEP)
             .next_multiple_of(page)
             .max(self.settings.initial)
