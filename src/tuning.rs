@@ -77,10 +77,13 @@ pub struct MemoryTuning {
     /// four things: how far ahead the file grows (at least 1 MiB at a
     /// time), how much free space waits to be punched in one batch, how
     /// far past where the live extents would end the unused tail keeps its
-    /// blocks, and the free space between live extents that automatic
-    /// compaction allows (`overflow_auto_compact`). A spill directory whose files are written once, read once and
-    /// dropped (a query engine's) wants a small value; a region under
-    /// churn, whose freed space is written again soon, the default.
+    /// blocks (what lies past that is punched once it is two slacks long,
+    /// so that the swings of the live bytes under churn do not punch and
+    /// refill it in turn), and the free space between live extents that
+    /// automatic compaction allows (`overflow_auto_compact`). A spill
+    /// directory whose files are written once, read once and dropped (a
+    /// query engine's) wants a small value; a region under churn, whose
+    /// freed space is written again soon, the default.
     ///
     /// With 0 the file holds nothing ahead of use: it grows by what each
     /// write at its end needs (one `fallocate` per such write) and fills

@@ -93,6 +93,16 @@ const COMPACT_FROM: u64 = 3;
 const COMPACT_TO: u64 = 2;
 const WHOLE_SLACK: u64 = 4;
 
+/// The tail past `blocks_end` is punched only once it is this many
+/// quarters of the slack long (two slacks). Under churn the live bytes
+/// swing by about a slack (a random slot freed, one of a random size
+/// written), and `blocks_end` with them: a tail punched at every downswing
+/// was written again at the next upswing, zeros first (`fill_holes`),
+/// which cost 18 % of churn throughput (docs/PERFORMANCE.md, "The tail
+/// keeps two slacks"). A region whose live bytes really fall gives its
+/// tail back by shrinking the file, or by this punch.
+const TAIL_EXCESS: u64 = 8;
+
 impl OverflowRegion {
     /// The budget of the disk held below the end of the region, in
     /// `quarters` of the slack beyond the live extents.
@@ -461,10 +471,10 @@ impl OverflowRegion {
         }
         // Not for every extent the end moves down by, nor for every swing
         // of the live bytes (`blocks_end` follows them): a write at the
-        // end fills what is punched here again (`fill_holes`). Measured
-        // under churn in docs/PERFORMANCE.md ("Automatic compaction").
+        // end fills what is punched here again (`fill_holes`). See
+        // `TAIL_EXCESS`.
         let threshold = self.settings.punch_threshold;
-        let least = threshold.max(self.settings.slack(live));
+        let least = threshold.max(self.settings.slack(live) / 4 * TAIL_EXCESS);
         let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
         if threshold != 0 && unpunched_end.saturating_sub(allocated_end) >= least {
             self.punch(allocated_end, unpunched_end);
