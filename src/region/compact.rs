@@ -82,6 +82,13 @@ const AUTO_MAX_MOVE: u64 = 1 << 20;
 /// step costs O(1) besides the bytes it moves.
 const AUTO_SCAN: usize = 256;
 
+/// Merging moves a live extent between free extents only if they are at
+/// least this many times as long as it: at 2, churn of 16 B to 64 KiB
+/// payloads moved 8 % more bytes for the same used bytes (the merges whose
+/// free space is shortest gain the least; docs/PERFORMANCE.md, "Fewer
+/// moves").
+const MERGE_RATIO: u64 = 4;
+
 /// Slots whose old places may wait for a sync at once (see
 /// `AutoCompaction::retired`); at the limit, slots whose payload has a
 /// checksum are left where they are.
@@ -102,11 +109,12 @@ const AUTO_MAX_RETIRED: usize = 256;
 ///
 /// 1. **Merging** (`merge_gaps`): it walks the free extents below the
 ///    limit, `AUTO_SCAN` per operation, and where a live extent sits
-///    between two free extents (or after one) and is at most half as long
-///    as the free space beside it, moves it into the best-fitting free space
-///    below the limit: the free space on both sides becomes one free extent
-///    long enough for an extent from the end. At most the excess is moved
-///    so. The walk also finds the free extent nearest below the limit.
+///    between two free extents (or after one) and is at most a quarter as
+///    long as the free space beside it (`MERGE_RATIO`), moves it into the
+///    best-fitting free space below the limit: the free space on both
+///    sides becomes one free extent long enough for an extent from the
+///    end. At most the excess is moved so. The walk also finds the free
+///    extent nearest below the limit.
 /// 2. **Listing** (`list_candidates_above`): from that free extent up to
 ///    the end of the region, it walks the extents by their tags,
 ///    `AUTO_SCAN` per operation, and lists the live ones ending past the
@@ -661,11 +669,11 @@ impl OverflowRegion {
     }
 
     /// A pass's first part: looks at up to `AUTO_SCAN` free extents, and
-    /// where a free extent is followed by a live extent at most half as
-    /// long as the free space around it, moves that live extent away (into
-    /// the best-fitting free extent below the limit), so the free space on both
-    /// sides becomes one longer free extent that an extent from the end
-    /// can take. Notes the free extent starting nearest below the limit
+    /// where a free extent is followed by a live extent at most a quarter
+    /// as long as the free space around it (`MERGE_RATIO`), moves that
+    /// live extent away (into the best-fitting free extent below the
+    /// limit), so the free space on both sides becomes one longer free
+    /// extent that an extent from the end can take. Notes the free extent starting nearest below the limit
     /// (`Pass::near_limit`), and once enough is merged goes on only for
     /// that. True while the pass goes on.
     fn merge_gaps(&mut self, pass: &mut Pass) -> bool {
@@ -696,7 +704,8 @@ impl OverflowRegion {
                 .space
                 .free_starting_at(slot.offset + slot.extent_len)
                 .map_or(0, |free| free.len);
-            if 2 * slot.extent_len > gap.len + after || slot.extent_len > pass.merge_left {
+            if MERGE_RATIO * slot.extent_len > gap.len + after || slot.extent_len > pass.merge_left
+            {
                 pass.next_gap += 1;
                 continue;
             }
