@@ -45,8 +45,10 @@ pub enum Error {
     },
 
     /// A [`SlotRef`](crate::SlotRef) no longer names the bytes it was made
-    /// for: the slot was freed or reused (or the file is damaged there).
+    /// for: the slot was freed, reused or moved by compaction (or the file
+    /// is damaged there).
     #[error("slot {slot} (generation {generation}) changed: {reason}")]
+    #[non_exhaustive]
     SlotChanged {
         /// The slot index of the handle.
         slot: usize,
@@ -54,6 +56,13 @@ pub enum Error {
         generation: u64,
         /// What the reader found.
         reason: &'static str,
+        /// True when the slot was moved by compaction: it still holds the
+        /// same bytes, at a new place, and the owner can hand out a new
+        /// [`SlotRef`](crate::SlotRef) for it
+        /// ([`OverflowRegion::slot_ref`](crate::OverflowRegion::slot_ref)).
+        /// False when it was freed or reused, or when the reader could not
+        /// tell (the old place was written again since the move).
+        moved: bool,
     },
 
     /// Every slot index the on-disk format can hold is in use.

@@ -387,6 +387,7 @@ impl RegionFile {
                 slot: slot_index,
                 generation: u64::from(slot.generation),
                 reason: "its bytes no longer match their checksum or header: the file changed since it was opened",
+                moved: false,
             });
         }
         Ok(bytes)

@@ -25,6 +25,12 @@ pub(crate) const EXTENT_HEADER_LEN: u64 = 32;
 pub(crate) const CHECKSUM_WORD_OFFSET: u64 = 24;
 /// Length of the file header's immutable, checksummed part.
 const FILE_HEADER_FIXED_LEN: usize = 24;
+/// Bytes 24..28 of the header at the old place of a slot that compaction
+/// moved, stored with the copy's generation in bytes 28..32 just before
+/// that place is freed (`moved_mark`): a reader holding a handle to the old
+/// place can tell that the slot moved. Only a header that does not check
+/// out is read for it (its checksums were where the mark is).
+const MOVED_MAGIC: [u8; 4] = *b"MOVD";
 /// Offset of the file header's "slot indices handed out" counter (one `u64`).
 pub(crate) const SLOT_HIGH_WATER_OFFSET: u64 = 64;
 /// Offset of the file header's "next generation" counter (one `u64`).
@@ -345,6 +351,40 @@ impl LiveHeader {
 /// it is (unchecked: for a caller that confirms it elsewhere).
 pub(crate) fn slot_of_header(header: &[u8]) -> u32 {
     u32::from_le_bytes(header[8..12].try_into().expect("a header's first 12 bytes"))
+}
+
+/// The word stored at `CHECKSUM_WORD_OFFSET` of the old place of a slot
+/// that compaction moved, just before that place is freed: `MOVED_MAGIC`
+/// and the generation of the copy.
+pub(crate) fn moved_mark(copy_generation: u32) -> u64 {
+    let mut word = [0u8; 8];
+    word[..4].copy_from_slice(&MOVED_MAGIC);
+    word[4..].copy_from_slice(&copy_generation.to_le_bytes());
+    u64::from_le_bytes(word)
+}
+
+/// If `header` (at least 32 bytes, one that does not check out as a live
+/// header) is the old place of slot `slot`, generation `generation`, which
+/// compaction moved: the generation of the copy. The header names them
+/// (unchecked) and carries `moved_mark` where its checksums were; its tag
+/// may be live still (the free comes right after the mark) or free.
+pub(crate) fn moved_from(header: &[u8], slot: u32, generation: u32) -> Option<u32> {
+    let word = |at: usize| {
+        header
+            .get(at..at + 4)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    (marked_moved(header) && word(8) == Some(slot) && word(12) == Some(generation))
+        .then(|| word(28))
+        .flatten()
+}
+
+/// Whether `header` carries `moved_mark` where its checksums were: the old
+/// place of a moved slot, if the header does not check out (recovery frees
+/// a live one: the process stopped between the mark and the free).
+pub(crate) fn marked_moved(header: &[u8]) -> bool {
+    header.get(24..28) == Some(&MOVED_MAGIC[..])
 }
 
 /// Whether the first 32 bytes of a header say a user tag follows them (so

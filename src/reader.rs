@@ -184,9 +184,11 @@ impl OverflowReader {
     ///
     /// # Errors
     ///
-    /// [`Error::SlotChanged`] if the slot was freed or reused (or the file is
-    /// damaged there), [`Error::Io`] if the file's length cannot be read.
-    /// `out` is left with unspecified contents on error.
+    /// [`Error::SlotChanged`] if the slot was freed, reused or moved by
+    /// compaction (or the file is damaged there), [`Error::Io`] if the
+    /// file's length cannot be read. A moved slot says so (`moved: true`,
+    /// as long as its old place was not written again): ask the owner for
+    /// a new handle. `out` is left with unspecified contents on error.
     ///
     /// # Time complexity
     ///
@@ -196,6 +198,7 @@ impl OverflowReader {
             slot: slot.slot(),
             generation: slot.generation,
             reason,
+            moved: false,
         };
         let extent_len = EXTENT_HEADER_LEN.saturating_add(slot.payload_len);
         let in_file = self
@@ -238,9 +241,19 @@ impl OverflowReader {
         let before = self
             .load_header(slot.offset)
             .ok_or(changed("its header is out of bounds"))?;
-        let header = LiveHeader::decode(&before).map_err(|damage| match damage {
-            HeaderDamage::NotLive => changed("it was freed (its extent is no longer live)"),
-            _ => changed("its extent header does not check out (reused or damaged)"),
+        let header = LiveHeader::decode(&before).map_err(|damage| {
+            if layout::moved_from(&before, slot.slot, slot.generation as u32).is_some() {
+                return Error::SlotChanged {
+                    slot: slot.slot(),
+                    generation: slot.generation,
+                    reason: MOVED,
+                    moved: true,
+                };
+            }
+            match damage {
+                HeaderDamage::NotLive => changed("it was freed (its extent is no longer live)"),
+                _ => changed("its extent header does not check out (reused or damaged)"),
+            }
         })?;
         if header.slot != slot.slot
             || header.generation != slot.generation as u32
@@ -310,6 +323,10 @@ impl OverflowReader {
         Some(loaded)
     }
 }
+
+/// The reason a handle to a moved slot gives.
+pub(crate) const MOVED: &str =
+    "it was moved by compaction: the owner holds it at a new place (ask it for a new handle)";
 
 /// Header bytes a reader loaded: 32, or 40 with a user tag.
 struct LoadedHeader {

@@ -1428,7 +1428,9 @@ impl OverflowRegion {
     ///
     /// [`Error::SlotChanged`] if the slot was freed, reused or moved by
     /// compaction since the handle was made, or the handle belongs to
-    /// another file.
+    /// another file. A slot that moved and still holds the same bytes says
+    /// so (`moved: true`, as long as its old place was not written again):
+    /// [`slot_ref`](Self::slot_ref) gives a handle to the new place.
     ///
     /// # Time complexity
     ///
@@ -1438,6 +1440,7 @@ impl OverflowRegion {
             slot: handle.slot(),
             generation: handle.generation,
             reason,
+            moved: false,
         };
         if handle.file != self.identity {
             return Err(changed("the handle belongs to another region file"));
@@ -1450,14 +1453,36 @@ impl OverflowRegion {
             || slot.offset != handle.offset
             || slot.payload_len != handle.payload_len
         {
-            return Err(changed(
-                "its index now holds another write, or it was moved",
-            ));
+            if self.moved_from(handle) == Some(slot.generation) {
+                return Err(Error::SlotChanged {
+                    slot: handle.slot(),
+                    generation: handle.generation,
+                    reason: crate::reader::MOVED,
+                    moved: true,
+                });
+            }
+            return Err(changed("its index now holds another write"));
         }
         Ok(self
             .mapping
             .bytes(slot.payload_offset(), slot.payload_len)
             .expect("live extents lie inside the file"))
+    }
+
+    /// If the place `handle` names holds the mark compaction leaves at the
+    /// old place of a slot it moved (`layout::moved_from`): the generation
+    /// of the copy. Reads nothing past the end of the region or in a
+    /// punched hole (where on tmpfs even a read needs a new page).
+    fn moved_from(&self, handle: &SlotRef) -> Option<u32> {
+        let (start, end) = (handle.offset, handle.offset + EXTENT_HEADER_LEN);
+        if end > self.space.cursor() || self.holes.next_from(start).is_some_and(|hole| hole < end) {
+            return None;
+        }
+        let header = self.mapping.bytes(start, EXTENT_HEADER_LEN)?;
+        if LiveHeader::decode(header).is_ok() {
+            return None;
+        }
+        layout::moved_from(header, handle.slot, handle.generation as u32)
     }
 
     /// Frees a slot: its index will be handed out again and its extent is

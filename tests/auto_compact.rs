@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use overflow_region::{EngineId, Error, MemoryTuning, OverflowRegion};
+use overflow_region::{EngineId, Error, MemoryTuning, OverflowReader, OverflowRegion};
 
 mod common;
 use common::{Rng, mix};
@@ -150,6 +150,62 @@ fn a_handle_to_a_moved_slot_never_reads_other_bytes() {
         }
     }
     assert!(changed_but_live > 0, "no slot of the first fill was moved");
+    check(&region, &model);
+}
+
+/// A handle to a slot that compaction moved says so (`moved: true`), from
+/// the owner and from a reader, and a fresh handle from the owner reads the
+/// same bytes; a handle to a freed slot never says the owner still has it.
+#[test]
+fn a_handle_to_a_moved_slot_says_it_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path, true);
+    let mut rng = Rng(12);
+    let mut model = Model::new();
+    fill(&mut region, &mut rng, &mut model, 4 * MIB);
+    let reader = OverflowReader::open(&path).unwrap();
+    let mut buf = Vec::new();
+    let (mut moved, mut moved_by_reader) = (0, 0);
+    // Handles to every live slot, then a few operations, then the
+    // handles are read: a moved slot's old place keeps its mark until the
+    // space is written again.
+    for _ in 0..50 {
+        let handles: Vec<_> = model
+            .keys()
+            .map(|&slot| (slot, region.slot_ref(slot).unwrap()))
+            .collect();
+        churn(&mut region, &mut rng, &mut model, 400);
+        for (slot, handle) in handles {
+            let owner_says_moved = match region.read_ref(&handle) {
+                Err(Error::SlotChanged { moved, .. }) => moved,
+                Ok(_) => false,
+                Err(error) => panic!("slot {slot}: {error}"),
+            };
+            let reader_says_moved = match reader.read_into(&handle, &mut buf) {
+                Err(Error::SlotChanged { moved, .. }) => moved,
+                Ok(()) => false,
+                Err(error) => panic!("slot {slot}: {error}"),
+            };
+            moved_by_reader += usize::from(reader_says_moved);
+            if !owner_says_moved {
+                continue;
+            }
+            moved += 1;
+            // The mark the owner found is the one the reader reads.
+            assert!(reader_says_moved, "slot {slot}");
+            let &(seed, len) = model
+                .get(&slot)
+                .unwrap_or_else(|| panic!("slot {slot} is free but said to have moved"));
+            let fresh = region.slot_ref(slot).unwrap();
+            assert!(region.read_ref(&fresh).unwrap() == &payload(seed, len)[..]);
+            reader.read_into(&fresh, &mut buf).unwrap();
+            assert!(buf == payload(seed, len));
+        }
+    }
+    assert!(region.stats().auto_moved_extents > 0);
+    assert!(moved > 0, "no handle said its slot moved");
+    assert!(moved_by_reader >= moved);
     check(&region, &model);
 }
 

@@ -380,8 +380,8 @@ impl OverflowRegion {
         };
         self.compacting = false;
         if synced.is_ok() {
-            for (_, old) in moved {
-                self.free_extent(old.extent());
+            for (index, old) in moved {
+                self.free_old_place(index, old);
             }
         } else {
             // The copies may not be durable: undo every move, so the slot
@@ -845,7 +845,7 @@ impl OverflowRegion {
                         flushes: self.auto.flushes.get(),
                     });
                 } else {
-                    self.free_extent(slot.extent());
+                    self.free_old_place(index, slot);
                 }
                 Some(slot.extent_len)
             }
@@ -881,8 +881,25 @@ impl OverflowRegion {
             .count();
         let released: Vec<Retired> = self.auto.retired.drain(..safe).collect();
         for retired in released {
-            self.free_extent(retired.old.extent());
+            self.free_old_place(retired.index as usize, retired.old);
         }
+    }
+
+    /// Frees the old place of slot `index`, which was moved (its copy
+    /// committed, and durable if the old place may have been), marking it
+    /// first with the copy's generation (`layout::moved_mark`) so that a
+    /// reader holding a handle to it is told the slot moved. The mark is
+    /// stored while the tag is still live, so its page holds blocks (live
+    /// extents are never punched) and the store cannot fault; a concurrent
+    /// reader sees the header fail its check, and recovery frees a live
+    /// header with the mark (a process stopped between the two stores).
+    fn free_old_place(&mut self, index: usize, old: LiveSlot) {
+        let copy = self.slots.get(index).expect("a moved slot is live");
+        self.mapping.store_checksum_word(
+            old.offset + layout::CHECKSUM_WORD_OFFSET,
+            layout::moved_mark(copy.generation),
+        );
+        self.free_extent(old.extent());
     }
 
     /// When slot `index` is freed: frees its old place too, if it waits for
