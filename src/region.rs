@@ -38,26 +38,9 @@ use crate::tuning::MemoryTuning;
 /// hold at least a header, and one this small would only fragment the index.
 const MIN_SPLIT: u64 = 64;
 
-/// The file grows by at least this fraction of its size (1/2), so growth
-/// steps are few, and by at most this many bytes, so one step never commits
-/// far more disk than the region needs.
-const MAX_GROWTH_STEP: u64 = 256 << 20;
-
 /// `OverflowRegion::header_map_changes` when the map must be written at
 /// the next chance (after an open, whatever the file next to it holds).
 const HEADER_MAP_MISSING: u64 = u64::MAX / 2;
-
-/// The least a growing file grows by, so a small region does not call
-/// `fallocate` for every write.
-const MIN_GROWTH_STEP: u64 = 1 << 20;
-
-/// Writes at the end of the region find the pages this far ahead of them
-/// already in the page cache: the region writes zeros there with `pwrite`
-/// (see `Mapping::write_zeros`) once per this many bytes, which costs far
-/// less than a page fault per page. The stretches end on multiples of this,
-/// or earlier at the end of the file or at a punched hole. (Long payloads
-/// skip this: `write_direct`.)
-const WARM_AHEAD: u64 = 2 << 20;
 
 /// Payloads of extents at least this long (96 KiB) written at the end of a
 /// region that punches holes go into the file with `pwrite` instead of
@@ -66,13 +49,6 @@ const WARM_AHEAD: u64 = 2 << 20;
 /// are faster (their 32 KiB pieces are written ahead, many payloads at a
 /// time), at 96 KiB `pwrite` is (docs/PERFORMANCE.md).
 const DIRECT_MIN: u64 = 96 << 10;
-
-/// When a write at the end of the region meets punched holes, they are
-/// filled (blocks allocated, zeros written) this far past it at once rather
-/// than one system call per page. (Some file systems, ext4 among them,
-/// report allocated but never written space as holes, so after a reopen the
-/// whole unused tail may be in the hole map.)
-const TAIL_FILL_AHEAD: u64 = 1 << 20;
 
 /// How long `open` waits for a writer's lock before it reports
 /// `Error::Locked` (see `OverflowRegion::lock`).
@@ -351,24 +327,6 @@ impl Settings {
             slack_percent: u64::from(tuning.overflow_slack_percent),
             auto_compact: tuning.overflow_auto_compact,
         })
-    }
-
-    /// The slack for `live` bytes: the space the file may hold beyond them.
-    fn slack(&self, live: u64) -> u64 {
-        // `live` is below 2^44 (the largest reservation): no overflow.
-        live / 100 * self.slack_percent + live % 100 * self.slack_percent / 100
-    }
-
-    /// How far a growing file grows past what a write needs, for `live`
-    /// bytes: their slack, at least `MIN_GROWTH_STEP` (so a small region
-    /// does not call `fallocate` for every write) and at most
-    /// `MAX_GROWTH_STEP`. With no slack, nothing: the file grows by what
-    /// each write needs.
-    fn growth_step(&self, live: u64) -> u64 {
-        if self.slack_percent == 0 {
-            return 0;
-        }
-        self.slack(live).clamp(MIN_GROWTH_STEP, MAX_GROWTH_STEP)
     }
 
     /// The error for a mapping of the file that failed: a reservation the
@@ -984,123 +942,6 @@ impl OverflowRegion {
         self.note_unsummed(slot as u32, live.generation);
         self.keep_budget(live.extent_len);
         Ok(slot)
-    }
-
-    /// Makes the allocated extent (and the 8 bytes after it, where an end or
-    /// remainder tag may go) safe to store into: grows the file over it,
-    /// allocates blocks for any punched page in it, takes its pages out of
-    /// the punching batch, and for a write at the end writes zeros ahead
-    /// (`warm_tail`; not for a payload `write_direct` will write: `direct`).
-    /// On error the allocation is undone and the region is unchanged.
-    fn make_writable(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
-        let extent = allocation.extent;
-        let mut result = Ok(());
-        if extent.end() > self.mapping.len() {
-            result = self.grow_to_fit(extent.end());
-        }
-        if result.is_ok() && !self.holes.is_empty() {
-            // Space at the end is used front to back: fill a stretch ahead
-            // at once rather than one system call per page.
-            // Filled holes are blocks held ahead of use, as growth is:
-            // they come out of the same allowance.
-            // Both within the blocks the tail may hold, or a retraction
-            // would punch them again (`give_back_tail`).
-            let ahead = if allocation.from_tail {
-                TAIL_FILL_AHEAD
-                    .min(self.settings.growth_step(self.accounting.live_bytes()))
-                    .min(self.blocks_end().saturating_sub(extent.end() + 8))
-            } else {
-                0
-            };
-            result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
-        }
-        if result.is_ok() && !self.pending_punch.is_empty() {
-            let (start, end) = pages_touching(extent.offset, extent.end() + 8);
-            self.pending_punch.take(start, end);
-        }
-        if result.is_ok() && allocation.from_tail {
-            self.peak_end = self.peak_end.max(extent.end());
-            if !direct {
-                self.warm_tail(extent);
-            }
-        }
-        if result.is_err() {
-            if allocation.from_tail {
-                self.space.undo_tail(extent);
-            } else {
-                // Merges back with its remainder: the free extent it came from.
-                self.space.release(extent);
-            }
-        }
-        result
-    }
-
-    /// Allocates disk blocks for every punched page that `start..end`
-    /// touches, by writing the zeros they read as (which also puts them in
-    /// the page cache).
-    ///
-    /// Whole punching granules are refilled, not just the pages touched: a
-    /// store into a page-cache folio needs blocks for all of it, and a
-    /// refill that covered only part of a folio left there by an earlier,
-    /// failed refill would let that store fault on a full disk. A refill
-    /// that fails punches its hole again, so the page cache holds nothing
-    /// half written over it.
-    fn fill_holes(&mut self, start: u64, end: u64) -> Result<()> {
-        let unit = self
-            .settings
-            .punch_granule()
-            .unwrap_or_else(mapping::page_size);
-        let start = start / unit * unit;
-        let end = end.next_multiple_of(unit).min(self.mapping.len());
-        let mut taken = self.holes.take(start, end).into_iter();
-        while let Some((hole_start, hole_end)) = taken.next() {
-            if let Err(source) = self.mapping.write_zeros(hole_start, hole_end) {
-                if let Err(error) = self.mapping.punch_hole(hole_start, hole_end - hole_start) {
-                    tracing::warn!(path = %self.path.display(), %error, hole_start, hole_end, "punching a failed refill again failed");
-                }
-                self.holes.insert(hole_start, hole_end);
-                for (rest_start, rest_end) in taken {
-                    self.holes.insert(rest_start, rest_end);
-                }
-                return Err(self.io_error("pwrite", source));
-            }
-        }
-        Ok(())
-    }
-
-    /// Before a write at the end of the region into `extent`: if the pages
-    /// it touches were not written ahead yet, writes zeros from where the
-    /// last stretch ended, or the old end of the region (`extent.offset`;
-    /// nothing at or past it is live) if that is later, to the first
-    /// multiple of `WARM_AHEAD` at least `WARM_AHEAD` past the extent, or to
-    /// the first punched hole. Failure costs only speed: the stores then
-    /// take ordinary page faults into blocks `grow` allocated.
-    fn warm_tail(&mut self, extent: Extent) {
-        let needed = extent.end() + 8;
-        if needed <= self.warm_end {
-            return;
-        }
-        let from = self.warm_end.max(extent.offset);
-        // Not into punched holes: the tail past the headroom `give_back_tail`
-        // keeps is punched on purpose, and `fill_holes` refills what the
-        // writes reach.
-        // Nor past the blocks the tail may hold (`blocks_end`), which a
-        // retraction would punch.
-        let to = (needed + WARM_AHEAD)
-            .next_multiple_of(WARM_AHEAD)
-            .min(self.mapping.len())
-            .min(self.holes.next_from(from).unwrap_or(u64::MAX))
-            .min(
-                self.blocks_end()
-                    .max(needed.next_multiple_of(mapping::page_size())),
-            );
-        if from >= to {
-            return;
-        }
-        if let Err(error) = self.mapping.write_zeros(from, to) {
-            tracing::debug!(path = %self.path.display(), %error, from, to, "writing ahead failed");
-        }
-        self.warm_end = to;
     }
 
     /// Whether `write_direct` writes the payload of `allocation`: a long
@@ -1926,65 +1767,6 @@ impl OverflowRegion {
             path: self.path.clone(),
             operation,
             source,
-        }
-    }
-
-    /// Grows the file so `end` fits: by `Settings::growth_step` past the
-    /// file's length, at least to `end`, never past the maximum; only to
-    /// `end` when the file system cannot take the step. Growth ahead comes
-    /// out of the slack, so a growing file holds at most its live bytes and
-    /// their slack (plus one minimum step; with no slack, nothing ahead).
-    fn grow_to_fit(&mut self, end: u64) -> Result<()> {
-        let current = self.mapping.len();
-        let page = mapping::page_size();
-        let step = self.settings.growth_step(self.accounting.live_bytes());
-        let target = end
-            .max(current + step)
-            .next_multiple_of(page)
-            .min(self.space.limit());
-        debug_assert!(
-            target >= end,
-            "the space layer never allocates past the limit"
-        );
-        let needed = end.next_multiple_of(page).min(target);
-        let mut target = self.charge_budget(current, needed, target)?;
-        let mut grown = self.mapping.grow(target);
-        if grown.is_err() && target > needed {
-            // Near a full disk the step may not fit where the write does.
-            if let Some(budget) = &self.budget {
-                budget.release(target - needed);
-            }
-            target = needed;
-            grown = self.mapping.grow(target);
-        }
-        if grown.is_err()
-            && let Some(budget) = &self.budget
-        {
-            budget.release(target - current);
-        }
-        grown.map_err(|source| self.io_error("fallocate", source))
-    }
-
-    /// Before the file grows from `current` to `target` (or at least to
-    /// `needed`, when the whole step does not fit): takes the growth from
-    /// the disk budget, if the region has one, and returns the length the
-    /// file may grow to. Nothing is touched when it fails.
-    fn charge_budget(&self, current: u64, needed: u64, target: u64) -> Result<u64> {
-        let Some(budget) = &self.budget else {
-            return Ok(target);
-        };
-        if budget.charge(target - current).is_ok() {
-            return Ok(target);
-        }
-        let needed = needed.min(target);
-        match budget.charge(needed - current) {
-            Ok(()) => Ok(needed),
-            Err(used) => Err(Error::BudgetExceeded {
-                path: self.path.clone(),
-                budget: budget.limit(),
-                used,
-                requested: needed - current,
-            }),
         }
     }
 
