@@ -15,6 +15,10 @@
 //! - `reader/read_into_4KiB/owner_churning`: the same while the owner
 //!   writes and frees other 4 KiB slots as fast as it can.
 //! - `reader/with_slot_4KiB/owner_idle`: the same through `with_slot`.
+//! - `reader/slab_copy_4KiB`: the baseline of issue "restart and
+//!   checksums" (`read_into` within 1.5x of it): the same random 4 KiB
+//!   copies into a `Vec`, from an in-memory slab of 4096 boxed slots (a
+//!   `Vec<Box<[u8]>>`, 16 MiB) instead of the region.
 //! - `owner/write_free_4KiB/readers_N`: the owner (criterion's thread) frees
 //!   a 4 KiB slot and writes another into its place, in a ring of 1024,
 //!   while N reader threads read the prefilled slots as fast as they can.
@@ -206,6 +210,24 @@ fn reads(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .sample_size(20)
         .throughput(Throughput::Elements(1));
+    {
+        // The baseline: the same copies from memory the process owns.
+        let slab: Vec<Box<[u8]>> = (0..PREFILLED)
+            .map(|i| vec![i as u8; SLOT_LEN].into_boxed_slice())
+            .collect();
+        let order = random_order(PREFILLED, 1);
+        let mut next = 0usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(SLOT_LEN);
+        group.bench_function("slab_copy_4KiB", |b| {
+            b.iter(|| {
+                let slot = &slab[order[next & 0xFFFF] as usize];
+                next += 1;
+                buf.clear();
+                buf.extend_from_slice(slot);
+                black_box(&buf);
+            })
+        });
+    }
     for (name, churn, via_with_slot, hot) in [
         ("read_into_4KiB/owner_idle", false, false, PREFILLED),
         ("read_into_4KiB/owner_idle_hot", false, false, HOT),
