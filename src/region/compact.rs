@@ -113,13 +113,12 @@ const AUTO_MAX_RETIRED: usize = 256;
 ///    long as the free space beside it (`MERGE_RATIO`), moves it into the
 ///    best-fitting free space below the limit: the free space on both
 ///    sides becomes one free extent long enough for an extent from the
-///    end. At most the excess is moved so. The walk also finds the free
-///    extent nearest below the limit.
-/// 2. **Listing** (`list_candidates_above`): from that free extent up to
-///    the end of the region, it walks the extents by their tags,
-///    `AUTO_SCAN` per operation, and lists the live ones ending past the
-///    limit, in the order they lie: about the excess in bytes, whatever
-///    the number of slots.
+///    end. At most the excess is moved so.
+/// 2. **Listing** (`list_candidates_above`): it walks the slot table,
+///    `AUTO_SCAN` entries per operation, for live extents ending past the
+///    limit, into a heap by offset. (Walking the extents themselves, by
+///    their tags, from the limit up costs a cache miss per extent: far more
+///    than the table when the excess is large; docs/PERFORMANCE.md.)
 /// 3. **Evacuating** (`evacuate`): it moves them, highest first, into free
 ///    space below them, until the end of the region is down to the limit
 ///    and the tail is given back, or an extent finds no room below (then
@@ -181,28 +180,18 @@ struct Pass {
     /// The next place of the free-extent index to look at while merging
     /// free extents (`Space::free_extent_places`).
     next_gap: usize,
-    /// The free extent starting nearest below the limit that the merging
-    /// walk saw: the listing starts there.
-    near_limit: Option<Extent>,
-    /// The listing: `Walk::Start` until it starts, then the offset of the
-    /// next extent to look at, `Walk::Done` when it reached the end.
-    walk: Walk,
+    /// While listing candidates: the slot indices below this are still to
+    /// be looked at (from the end of the table down).
+    unlisted: usize,
     /// The live extents found ending past `limit`, as (offset, slot
-    /// index), in the order they lie: moved from the last.
-    candidates: Vec<(u64, u32)>,
+    /// index): a max-heap, moved highest first.
+    candidates: BinaryHeap<(u64, u32)>,
+    /// The highest live extent past the limit that is too long to move
+    /// automatically (`AUTO_MAX_MOVE`) starts here: the end cannot come
+    /// down past it, so the candidates below it are not moved.
+    floor: u64,
     /// Bytes the pass may still move.
     credit: u64,
-}
-
-/// Where a pass's listing is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Walk {
-    /// Not started.
-    Start,
-    /// The next extent to look at starts here.
-    At(u64),
-    /// Done: the pass is evacuating.
-    Done,
 }
 
 /// The old place of a moved slot, waiting for a sync.
@@ -507,16 +496,33 @@ impl OverflowRegion {
     /// `compact_queue`: the live slots above `gap`. Ends the listing
     /// (`compact_scan`) at index 0.
     fn list_candidates(&mut self, end: usize, entries: usize, gap: u64) {
+        let mut queue = std::mem::take(&mut self.compact_queue);
+        let start = self.list_live(end, entries, |index, slot| {
+            if slot.offset > gap {
+                queue.push((slot.offset, index as u32));
+            }
+        });
+        self.compact_queue = queue;
+        self.compact_scan = (start > 0).then_some(start);
+    }
+
+    /// Calls `each` with the index and place of the live slots among the
+    /// `entries` slot-table entries below `end`, and returns the first
+    /// index looked at (0 when the table is walked).
+    fn list_live(
+        &self,
+        end: usize,
+        entries: usize,
+        mut each: impl FnMut(usize, &LiveSlot),
+    ) -> usize {
         let end = end.min(self.slots.len());
         let start = end.saturating_sub(entries);
         for index in start..end {
-            if let Ok(slot) = self.slots.get(index)
-                && slot.offset > gap
-            {
-                self.compact_queue.push((slot.offset, index as u32));
+            if let Ok(slot) = self.slots.get(index) {
+                each(index, &slot);
             }
         }
-        self.compact_scan = (start > 0).then_some(start);
+        start
     }
 
     /// Copies a live slot into free space below `below`, if some free extent
@@ -638,9 +644,9 @@ impl OverflowRegion {
                     limit: self.space.cursor() - excess,
                     merge_left: excess,
                     next_gap: 0,
-                    near_limit: None,
-                    walk: Walk::Start,
-                    candidates: Vec::new(),
+                    unlisted: self.slots.len(),
+                    candidates: BinaryHeap::new(),
+                    floor: 0,
                     credit: 0,
                 },
                 None => return,
@@ -649,7 +655,7 @@ impl OverflowRegion {
         pass.credit = (pass.credit + bytes).min(2 * AUTO_MAX_MOVE);
         let waiting = if pass.next_gap < self.space.free_extent_places() {
             self.merge_gaps(&mut pass)
-        } else if pass.walk != Walk::Done {
+        } else if pass.unlisted > 0 {
             self.list_candidates_above(&mut pass);
             true
         } else {
@@ -673,29 +679,28 @@ impl OverflowRegion {
     /// as long as the free space around it (`MERGE_RATIO`), moves that
     /// live extent away (into the best-fitting free extent below the
     /// limit), so the free space on both sides becomes one longer free
-    /// extent that an extent from the end can take. Notes the free extent starting nearest below the limit
-    /// (`Pass::near_limit`), and once enough is merged goes on only for
-    /// that. True while the pass goes on.
+    /// extent that an extent from the end can take. True while the pass
+    /// goes on.
     fn merge_gaps(&mut self, pass: &mut Pass) -> bool {
         let places = self.space.free_extent_places();
+        if pass.merge_left < MIN_EXTENT {
+            // Merged enough: on to the listing.
+            pass.next_gap = places;
+            return true;
+        }
         let end = places.min(pass.next_gap + AUTO_SCAN);
         while pass.next_gap < end {
-            let Some(gap) = self.space.free_extent_in(pass.next_gap) else {
-                pass.next_gap += 1;
-                continue;
-            };
-            if gap.offset <= pass.limit
-                && pass.near_limit.is_none_or(|near| near.offset < gap.offset)
-            {
-                pass.near_limit = Some(gap);
-            }
-            if gap.end() >= pass.limit || pass.merge_left < MIN_EXTENT {
-                pass.next_gap += 1;
-                continue;
-            }
             if self.auto.retired.len() >= AUTO_MAX_RETIRED {
                 return true;
             }
+            let Some(gap) = self
+                .space
+                .free_extent_in(pass.next_gap)
+                .filter(|gap| gap.end() < pass.limit)
+            else {
+                pass.next_gap += 1;
+                continue;
+            };
             let Some((index, slot)) = self.live_slot_at(gap.end()) else {
                 pass.next_gap += 1;
                 continue;
@@ -722,71 +727,35 @@ impl OverflowRegion {
         true
     }
 
-    /// A pass's second part: walks the extents by their tags, `AUTO_SCAN`
-    /// at a time, from the free extent nearest below the limit to the end
-    /// of the region, and lists the live ones that end past the limit (of
-    /// `AUTO_MAX_MOVE` or less, and above any longer one). Between
-    /// operations the extents may change:
-    /// the walk goes on only from an offset where an extent still starts,
-    /// and otherwise ends with what it listed.
+    /// A pass's second part: lists the live extents that end past the
+    /// limit, `AUTO_SCAN` slot indices at a time (from the end of the
+    /// table down), into a heap by offset; notes the highest one too long
+    /// to move (`Pass::floor`).
     fn list_candidates_above(&mut self, pass: &mut Pass) {
-        let start = match pass.walk {
-            Walk::At(at) => Some(at),
-            Walk::Start => pass
-                .near_limit
-                .into_iter()
-                .flat_map(|near| [near.offset, near.end()])
-                .find(|&at| self.extent_starts_at(at)),
-            Walk::Done => None,
-        };
-        let Some(mut at) = start.filter(|&at| self.extent_starts_at(at)) else {
-            pass.walk = Walk::Done;
-            return;
-        };
-        let cursor = self.space.cursor();
-        for _ in 0..AUTO_SCAN {
-            let tag = self.mapping.load_word(at).and_then(Tag::decode);
-            let len = match tag {
-                Some(Tag::Live { len } | Tag::Free { len }) if at < cursor => len,
-                _ => {
-                    pass.walk = Walk::Done;
-                    return;
-                }
-            };
-            if at + len > pass.limit
-                && let Some((index, _)) = self.live_slot_at(at)
-            {
-                if len <= AUTO_MAX_MOVE {
-                    pass.candidates.push((at, index as u32));
-                } else {
-                    // It stays: the end cannot come down past it, so
-                    // moving the extents below it would only move gaps.
-                    pass.candidates.clear();
-                }
+        let limit = pass.limit;
+        let (candidates, floor) = (&mut pass.candidates, &mut pass.floor);
+        pass.unlisted = self.list_live(pass.unlisted, AUTO_SCAN, |index, slot| {
+            if slot.offset + slot.extent_len <= limit {
+                return;
             }
-            at += len;
-        }
-        pass.walk = Walk::At(at);
-    }
-
-    /// Whether an extent (live, free, or the old place of a moved slot)
-    /// starts at `at`, or the end of the region is there.
-    fn extent_starts_at(&self, at: u64) -> bool {
-        at == self.space.cursor()
-            || self.space.free_starting_at(at).is_some()
-            || self.live_slot_at(at).is_some()
-            || self
-                .auto
-                .retired
-                .iter()
-                .any(|retired| retired.old.offset == at)
+            if slot.extent_len <= AUTO_MAX_MOVE {
+                candidates.push((slot.offset, index as u32));
+            } else {
+                *floor = (*floor).max(slot.offset);
+            }
+        });
     }
 
     /// A pass's last part: moves the listed extents, highest first, into
     /// free space below them, until the end of the region is down to the
     /// limit or an extent finds no room below. True while the pass goes on.
     fn evacuate(&mut self, pass: &mut Pass) -> bool {
-        while let Some(&(offset, index)) = pass.candidates.last() {
+        while let Some(&(offset, index)) = pass.candidates.peek() {
+            if offset < pass.floor {
+                // Below an extent that stays: moving it would only move a
+                // gap.
+                return false;
+            }
             if self.space.cursor() <= pass.limit {
                 return false;
             }
