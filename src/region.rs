@@ -266,7 +266,9 @@ impl std::fmt::Debug for OverflowRegion {
 /// file is about to be removed.
 impl Drop for OverflowRegion {
     fn drop(&mut self) {
-        if !self.ephemeral {
+        // After a failed store nothing more is stored: the next open
+        // recovers what the file holds.
+        if !self.ephemeral && self.mapping.store_failed().is_none() {
             // A clean shutdown writes the page cache back: with their
             // checksums the slots written since the last sync survive it too.
             self.sum_unsummed();
@@ -307,6 +309,9 @@ struct Settings {
     slack_percent: u64,
     /// Whether the region compacts itself (`MemoryTuning::overflow_auto_compact`).
     auto_compact: bool,
+    /// Whether every store is a `pwrite` (`MemoryTuning::overflow_pwrite_stores`;
+    /// on btrfs whatever it says).
+    pwrite_stores: bool,
 }
 
 impl Settings {
@@ -326,6 +331,7 @@ impl Settings {
             shrink: tuning.overflow_shrink,
             slack_percent: u64::from(tuning.overflow_slack_percent),
             auto_compact: tuning.overflow_auto_compact,
+            pwrite_stores: tuning.overflow_pwrite_stores,
         })
     }
 
@@ -504,6 +510,8 @@ impl OverflowRegion {
         if let Some(identity) = new_identity {
             region.record_identity(identity);
         }
+        // The repairs and the header's counters were stores too.
+        region.check_stores()?;
         Ok(region)
     }
 
@@ -652,8 +660,10 @@ impl OverflowRegion {
     /// Maps the file over a reservation of the maximum capacity, with zeros
     /// written in `Settings::write_piece`s.
     fn map(file: File, settings: &Settings) -> io::Result<Mapping> {
+        let pwrite_stores = settings.pwrite_stores || file::on_btrfs(&file)?;
         let mut mapping = Mapping::new(file, settings.max)?;
         mapping.set_write_piece(settings.write_piece());
+        mapping.set_pwrite_stores(pwrite_stores);
         Ok(mapping)
     }
 
@@ -890,6 +900,7 @@ impl OverflowRegion {
     /// docs/PERFORMANCE.md).
     #[inline(always)]
     fn write_parts(&mut self, parts: &[&[u8]], engine: EngineId, user_tag: u64) -> Result<usize> {
+        self.refuse_after_failed_store()?;
         let payload_len: u64 = parts.iter().map(|part| part.len() as u64).sum();
         let header_len = layout::header_len(user_tag);
         let extent_len = layout::extent_len_for(payload_len, header_len)
@@ -941,7 +952,38 @@ impl OverflowRegion {
         self.note_header_change();
         self.note_unsummed(slot as u32, live.generation);
         self.keep_budget(live.extent_len);
+        self.check_stores()?;
         Ok(slot)
+    }
+
+    /// After an operation's stores: if a `pwrite` store failed
+    /// (`Mapping::set_pwrite_stores`), the file may not hold what memory
+    /// says (a tag not stored, a payload half written), so the operation
+    /// reports the error and the region refuses every later write, free,
+    /// sync and compaction (`refuse_after_failed_store`). Reopening it
+    /// runs recovery on what the file holds: every acknowledged operation
+    /// is there, since none was acknowledged after the failure.
+    fn check_stores(&self) -> Result<()> {
+        if let Some(source) = self.mapping.take_store_error() {
+            tracing::error!(path = %self.path.display(), %source, "a store into the file failed; the region refuses changes until it is reopened");
+            return Err(self.io_error("pwrite", source));
+        }
+        Ok(())
+    }
+
+    /// `Err` once a store has failed (`check_stores`; no store is made
+    /// after it: `Mapping::store_failed`).
+    fn refuse_after_failed_store(&self) -> Result<()> {
+        match self.mapping.store_failed() {
+            None => Ok(()),
+            Some(kind) => Err(self.io_error(
+                "pwrite",
+                io::Error::new(
+                    kind,
+                    "an earlier store into the file failed: the region refuses changes until it is reopened",
+                ),
+            )),
+        }
     }
 
     /// Whether `write_direct` writes the payload of `allocation`: a long
@@ -991,14 +1033,8 @@ impl OverflowRegion {
             at = to;
         }
         self.warm_end = self.warm_end.max(payload_end);
-        if payload_offset < warm {
-            let into = self
-                .mapping
-                .bytes_mut(payload_offset, warm - payload_offset)
-                .expect("allocated extents lie inside the file");
-            for (within, bytes) in part_ranges(parts, 0, warm - payload_offset) {
-                into[within as usize..][..bytes.len()].copy_from_slice(bytes);
-            }
+        for (within, bytes) in part_ranges(parts, 0, warm.saturating_sub(payload_offset)) {
+            self.mapping.store_bytes(payload_offset + within, bytes);
         }
         Ok(())
     }
@@ -1023,45 +1059,25 @@ impl OverflowRegion {
         }
         let header_len = header.header_len();
         let payload_offset = extent.offset + header_len;
-        let body = self
-            .mapping
-            .bytes_mut(extent.offset + 8, header_len - 8)
-            .expect("allocated extents lie inside the file");
         let (live_tag, encoded) = header.encode(&mut self.live_tags);
         // Two fixed lengths, so neither copy is a call to `memcpy`.
         if header_len == EXTENT_HEADER_LEN {
-            body.copy_from_slice(&encoded[..24]);
+            self.mapping.store_bytes(extent.offset + 8, &encoded[..24]);
         } else {
-            body.copy_from_slice(&encoded[..32]);
+            self.mapping.store_bytes(extent.offset + 8, &encoded[..32]);
         }
         match payload {
             Payload::Written => {}
-            Payload::Parts([data]) => self
-                .mapping
-                .bytes_mut(payload_offset, header.payload_len)
-                .expect("allocated extents lie inside the file")
-                .copy_from_slice(data),
             Payload::Parts(parts) => {
-                let into = self
-                    .mapping
-                    .bytes_mut(payload_offset, header.payload_len)
-                    .expect("allocated extents lie inside the file");
-                let mut at = 0;
+                let mut at = payload_offset;
                 for part in parts {
-                    into[at..at + part.len()].copy_from_slice(part);
-                    at += part.len();
+                    self.mapping.store_bytes(at, part);
+                    at += part.len() as u64;
                 }
             }
             Payload::Within { offset } => {
-                let len = header.payload_len as usize;
-                let file = self
-                    .mapping
-                    .bytes_mut(0, self.mapping.len())
-                    .expect("the whole file is in bounds");
-                file.copy_within(
-                    offset as usize..offset as usize + len,
-                    payload_offset as usize,
-                );
+                self.mapping
+                    .copy_in_file(offset, payload_offset, header.payload_len);
             }
         }
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -1340,6 +1356,7 @@ impl OverflowRegion {
     ///
     /// O(1).
     pub fn free(&mut self, slot_index: usize) -> Result<()> {
+        self.refuse_after_failed_store()?;
         let handed_out = self.slots.len();
         let slot = self
             .slots
@@ -1356,7 +1373,7 @@ impl OverflowRegion {
         self.free_extent(slot.extent());
         self.free_retired(slot_index);
         self.keep_budget(slot.extent_len);
-        Ok(())
+        self.check_stores()
     }
 
     /// Marks a live extent free on disk (the commit point: one tag store),
@@ -1573,7 +1590,9 @@ impl OverflowRegion {
     /// path: payload checksums first, so everything it makes durable can be
     /// checked after a machine crash.
     fn flush(&self) -> Result<()> {
+        self.refuse_after_failed_store()?;
         self.sum_unsummed();
+        self.check_stores()?;
         self.mapping
             .sync()
             .map_err(|source| self.io_error("msync/fsync", source))?;

@@ -107,6 +107,18 @@ pub struct MemoryTuning {
     /// between live extents is reused by writes only, and waits to be
     /// punched in batches of the slack.
     pub overflow_auto_compact: bool,
+    /// Whether the region writes its file with `pwrite` on every file
+    /// system (default false: only on btrfs). Reads always go through the
+    /// mapping. On a full btrfs a store into a mapped page that was
+    /// written back since can wait in the kernel's space reservation for
+    /// minutes (`btrfs_page_mkwrite`), where a `pwrite` of the region's
+    /// no-copy-on-write file overwrites the blocks it has; so there the
+    /// region always writes with `pwrite`. Each header and tag store then
+    /// costs a system call (docs/PERFORMANCE.md in the source repository
+    /// has the figures). A write that a `pwrite` refused (`Error::Io`)
+    /// leaves the region refusing every later write, free, sync and
+    /// compaction: reopen it, and recovery finds what the file holds.
+    pub overflow_pwrite_stores: bool,
 }
 
 impl MemoryTuning {
@@ -139,6 +151,8 @@ struct TuningTable {
     overflow_slack_percent: Option<u32>,
     #[serde(default)]
     overflow_auto_compact: Option<bool>,
+    #[serde(default)]
+    overflow_pwrite_stores: Option<bool>,
 }
 
 impl From<TuningTable> for MemoryTuning {
@@ -162,6 +176,9 @@ impl From<TuningTable> for MemoryTuning {
             overflow_auto_compact: table
                 .overflow_auto_compact
                 .unwrap_or(defaults.overflow_auto_compact),
+            overflow_pwrite_stores: table
+                .overflow_pwrite_stores
+                .unwrap_or(defaults.overflow_pwrite_stores),
         }
     }
 }
@@ -262,6 +279,7 @@ impl Default for MemoryTuning {
             overflow_shrink: true,
             overflow_slack_percent: MemoryTuning::DEFAULT_SLACK_PERCENT,
             overflow_auto_compact: true,
+            overflow_pwrite_stores: false,
         }
     }
 }
@@ -279,7 +297,8 @@ mod tests {
         let tuning = parse(
             "overflow_initial_bytes = \"1 MiB\"\noverflow_max_bytes = \"1GiB\"\n\
              overflow_punch_hole_bytes = 131072\noverflow_shrink = false\n\
-             overflow_slack_percent = 2\noverflow_auto_compact = false\n",
+             overflow_slack_percent = 2\noverflow_auto_compact = false\n\
+             overflow_pwrite_stores = true\n",
         )
         .unwrap();
         assert_eq!(
@@ -291,6 +310,7 @@ mod tests {
                 overflow_shrink: false,
                 overflow_slack_percent: 2,
                 overflow_auto_compact: false,
+                overflow_pwrite_stores: true,
             }
         );
         let error = parse("overflow_max_bytes = \"lots\"\n").unwrap_err();
@@ -311,6 +331,7 @@ mod tests {
             overflow_shrink: true,
             overflow_slack_percent: 101,
             overflow_auto_compact: true,
+            overflow_pwrite_stores: false,
         };
         let Err(Error::InvalidConfig { reason }) = tuning.validate() else {
             panic!("accepted {tuning:?}");

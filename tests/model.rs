@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use overflow_region::{EngineId, Error, OverflowRegion};
+use overflow_region::{EngineId, Error, MemoryTuning, OverflowRegion};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -141,8 +141,20 @@ fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+thread_local! {
+    /// Whether this thread's regions write with `pwrite`
+    /// (`MemoryTuning::overflow_pwrite_stores`).
+    static PWRITE_STORES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn open(path: &Path) -> Result<OverflowRegion, TestCaseError> {
-    OverflowRegion::open_with_config(path, INITIAL, MAX)
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: INITIAL,
+        overflow_max_bytes: MAX,
+        overflow_pwrite_stores: PWRITE_STORES.get(),
+        ..MemoryTuning::default()
+    };
+    OverflowRegion::open_with_tuning(path, &tuning)
         .map_err(|error| TestCaseError::fail(format!("open: {error}")))
 }
 
@@ -353,8 +365,19 @@ fn run(ops: &[Op], coverage: &Coverage) -> Result<(), TestCaseError> {
 
 #[test]
 fn region_agrees_with_a_shadow_model() {
+    agrees_with_a_shadow_model(200);
+}
+
+/// The same with every store a `pwrite` (as on btrfs).
+#[test]
+fn region_agrees_with_a_shadow_model_when_it_writes_with_pwrite() {
+    PWRITE_STORES.set(true);
+    agrees_with_a_shadow_model(100);
+}
+
+fn agrees_with_a_shadow_model(cases: u32) {
     let config = Config {
-        cases: 200,
+        cases,
         // Failing cases are printed, not written into the source tree.
         failure_persistence: None,
         ..Config::default()

@@ -169,11 +169,24 @@ struct ReaderCounts {
 /// read back its own bytes or `SlotChanged`, never anything else.
 #[test]
 fn readers_never_see_wrong_bytes_while_the_owner_churns() {
+    readers_while_the_owner_churns(false);
+}
+
+/// The same with the owner writing with `pwrite` (as on btrfs): a reader
+/// may see a tag or header half copied into the page cache, and must take
+/// it for a change, never return other bytes.
+#[test]
+fn readers_never_see_wrong_bytes_while_the_owner_churns_with_pwrite() {
+    readers_while_the_owner_churns(true);
+}
+
+fn readers_while_the_owner_churns(pwrite_stores: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("churn");
     let tuning = MemoryTuning {
         overflow_initial_bytes: 64 << 10,
         overflow_max_bytes: 256 << 20,
+        overflow_pwrite_stores: pwrite_stores,
         ..MemoryTuning::default()
     };
     let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();

@@ -353,6 +353,7 @@ impl OverflowRegion {
     /// it lists the rest of the table (and at most once the whole of it)
     /// before it says so.
     pub fn compact_step(&mut self, budget_bytes: u64) -> Result<CompactReport> {
+        self.refuse_after_failed_store()?;
         let mut report = CompactReport {
             used_bytes_before: self.used_bytes() as u64,
             file_size_before: self.capacity() as u64,
@@ -399,7 +400,8 @@ impl OverflowRegion {
         report.used_bytes_after = self.used_bytes() as u64;
         report.file_size_after = self.capacity() as u64;
         report.complete = self.space.free_extent_count() == 0;
-        result.and(synced).map(|()| report)
+        let stored = self.check_stores();
+        result.and(synced).and(stored).map(|()| report)
     }
 
     /// Moves live extents, highest first, into free space below them until

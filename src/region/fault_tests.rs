@@ -380,3 +380,95 @@ fn a_process_stopped_between_the_mark_and_the_free_of_a_moved_slot_loses_nothing
     assert_eq!(reopened.stats().live_slots, 4);
     reopened.check_consistency().unwrap();
 }
+
+fn open_pwrite_stores(path: &Path) -> OverflowRegion {
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: MIB,
+        overflow_max_bytes: 64 * MIB,
+        overflow_pwrite_stores: true,
+        ..MemoryTuning::default()
+    };
+    OverflowRegion::open_with_tuning(path, &tuning).unwrap()
+}
+
+/// With every store a `pwrite` (btrfs, or `overflow_pwrite_stores`): a
+/// store that fails at any point of a write or a free makes that call an
+/// error, nothing is stored after it, and the region refuses changes until
+/// it is reopened. The reopened region holds every acknowledged write with
+/// its bytes and none of the acknowledged frees, and a slot whose write or
+/// free failed reads its own bytes or is gone: never other bytes.
+#[test]
+fn a_failed_pwrite_store_stops_every_store_after_it_and_loses_nothing_acknowledged() {
+    let mut refused = 0;
+    for skip in 0..16 {
+        for failing_free in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let mut region = open_pwrite_stores(&path);
+            let mut model: Vec<(usize, Vec<u8>)> = (0..20)
+                .map(|i| {
+                    let bytes = pattern(i, 1000 + i);
+                    (region.write(&bytes, EngineId::Query).unwrap(), bytes)
+                })
+                .collect();
+            region.sync().unwrap();
+            let (freed, _) = model.swap_remove(3);
+            region.free(freed).unwrap();
+            let mut doubtful = Vec::new();
+            fault::fail_after(Call::Pwrite, skip, libc::EIO);
+            let failed = if failing_free {
+                let (slot, bytes) = model.swap_remove(7);
+                let result = region.free(slot);
+                if result.is_err() {
+                    doubtful.push((slot, bytes));
+                }
+                result.is_err()
+            } else {
+                let bytes = pattern(99, 5000);
+                let next = region.slots.next_index();
+                match region.write(&bytes, EngineId::Query) {
+                    Ok(slot) => {
+                        model.push((slot, bytes));
+                        false
+                    }
+                    Err(error) => {
+                        assert!(matches!(error, Error::Io { .. }), "{error}");
+                        doubtful.push((next, bytes));
+                        true
+                    }
+                }
+            };
+            fault::disarm();
+            if failed && region.mapping.store_failed().is_some() {
+                refused += 1;
+                let error = region.write(b"later", EngineId::Query).unwrap_err();
+                assert!(error.to_string().contains("reopened"), "{error}");
+                assert!(region.free(model[0].0).is_err());
+                assert!(region.sync().is_err());
+                assert!(region.compact_step(u64::MAX).is_err());
+            }
+            drop(region);
+            let reopened = open(&path);
+            for (slot, bytes) in &model {
+                assert_eq!(reopened.read(*slot).unwrap(), &bytes[..], "skip {skip}");
+            }
+            if !model
+                .iter()
+                .chain(&doubtful)
+                .any(|(slot, _)| *slot == freed)
+            {
+                assert!(
+                    reopened.read(freed).is_err(),
+                    "skip {skip}: a free came back"
+                );
+            }
+            for (slot, bytes) in &doubtful {
+                if let Ok(read) = reopened.read(*slot) {
+                    assert_eq!(read, &bytes[..], "skip {skip}: slot {slot}");
+                }
+            }
+            reopened.check_consistency().unwrap();
+        }
+    }
+    assert!(refused > 0, "no failed store was ever reached");
+}

@@ -127,14 +127,20 @@ const BTRFS_MAGIC: i64 = 0x9123_683e;
 /// other file systems (nothing to do). The attribute only takes effect on
 /// an empty file, so this is called before the first byte is written.
 pub(crate) fn no_copy_on_write(file: &File) -> io::Result<bool> {
-    let statfs = rustix::fs::fstatfs(file)?;
-    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
-    if statfs.f_type as i64 != BTRFS_MAGIC {
+    if !on_btrfs(file)? {
         return Ok(false);
     }
     let flags = rustix::fs::ioctl_getflags(file)?;
     rustix::fs::ioctl_setflags(file, flags | rustix::fs::IFlags::NOCOW)?;
     Ok(true)
+}
+
+/// Whether `file` is on btrfs, where the region also writes with `pwrite`
+/// instead of storing through its mapping (`Mapping::set_pwrite_stores`).
+pub(crate) fn on_btrfs(file: &File) -> io::Result<bool> {
+    let statfs = rustix::fs::fstatfs(file)?;
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
+    Ok(statfs.f_type as i64 == BTRFS_MAGIC)
 }
 
 /// Whether `file` is on tmpfs, where even a read fault on a punched page

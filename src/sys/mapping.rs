@@ -59,6 +59,22 @@ pub(crate) struct Mapping {
     /// this with one `pwrite` each (a power of two, at most
     /// `MAX_WRITE_PIECE`).
     write_piece: u64,
+    /// When true, every store (`store_word`, `store_checksum_word`,
+    /// `store_bytes`, `copy_in_file`) is a `pwrite` of the file instead of a
+    /// store through the mapping (which still serves every read: one page
+    /// cache). On a full btrfs, a store into a mapped page that was written
+    /// back can wait in the kernel's space reservation for minutes
+    /// (`btrfs_page_mkwrite`), where `pwrite` of a no-copy-on-write file
+    /// overwrites the blocks it has.
+    pwrite_stores: bool,
+    /// The first error a `pwrite` store met, until the region takes it
+    /// (`take_store_error`): stores cannot fail through the mapping, so
+    /// their callers learn of one afterwards.
+    store_error: std::cell::Cell<Option<io::Error>>,
+    /// Set by the first `pwrite` store that failed, for good: no store is
+    /// made after it (a commit's last store, its tag, must never land
+    /// after a store before it failed), until the file is mapped again.
+    store_failed: std::cell::Cell<Option<io::ErrorKind>>,
 }
 
 /// Maps `file` from offset 0 over a fresh reservation of `reserved` bytes (a
@@ -137,6 +153,9 @@ impl Mapping {
             file_len,
             file,
             write_piece: DEFAULT_WRITE_PIECE,
+            pwrite_stores: false,
+            store_error: std::cell::Cell::new(None),
+            store_failed: std::cell::Cell::new(None),
         })
     }
 
@@ -416,13 +435,83 @@ impl Mapping {
     ///
     /// If `offset` is unaligned or past the end of the file (a bug in the caller).
     pub(crate) fn store_word(&mut self, offset: u64, value: u64) {
-        let word = self.word(offset).unwrap_or_else(|| {
-            panic!(
-                "word store at {offset} outside a {}-byte file",
+        self.store_checksum_word(offset, value);
+    }
+
+    /// Makes every store a `pwrite` (see `pwrite_stores`), or not.
+    pub(crate) fn set_pwrite_stores(&mut self, on: bool) {
+        self.pwrite_stores = on;
+    }
+
+    /// The first error a `pwrite` store met, if any and not taken yet.
+    pub(crate) fn take_store_error(&self) -> Option<io::Error> {
+        self.store_error.take()
+    }
+
+    /// The kind of the first error a `pwrite` store met, if one did: no
+    /// store has been made since.
+    pub(crate) fn store_failed(&self) -> Option<io::ErrorKind> {
+        self.store_failed.get()
+    }
+
+    /// With `pwrite_stores`: writes `data` at `offset` with `pwrite`,
+    /// unless a store failed before (`store_failed`); keeps the first
+    /// error for `take_store_error`.
+    fn pwrite_store(&self, offset: u64, data: &[u8]) {
+        if self.store_failed.get().is_some() {
+            return;
+        }
+        let written =
+            fault::check(Call::Pwrite).and_then(|()| self.file.write_all_at(data, offset));
+        if let Err(error) = written {
+            self.store_failed.set(Some(error.kind()));
+            self.store_error.set(Some(error));
+        }
+    }
+
+    /// Stores `data` at `offset`: copied through the mapping, or written
+    /// with `pwrite` (`pwrite_stores`).
+    ///
+    /// # Panics
+    ///
+    /// If the range lies past the end of the file (a bug in the caller).
+    #[inline]
+    pub(crate) fn store_bytes(&mut self, offset: u64, data: &[u8]) {
+        if self.pwrite_stores {
+            assert!(
+                offset + data.len() as u64 <= self.file_len,
+                "store at {offset} past a {}-byte file",
                 self.file_len
-            )
-        });
-        word.store(value.to_le(), Ordering::Release);
+            );
+            self.pwrite_store(offset, data);
+            return;
+        }
+        let file_len = self.file_len;
+        self.bytes_mut(offset, data.len() as u64)
+            .unwrap_or_else(|| panic!("store at {offset} past a {file_len}-byte file"))
+            .copy_from_slice(data);
+    }
+
+    /// Copies the `len` bytes at `from` to `to` within the file (ranges
+    /// that do not overlap): through the mapping, or with one `pwrite` of
+    /// the mapped source (`pwrite_stores`).
+    ///
+    /// # Panics
+    ///
+    /// If either range lies past the end of the file (a bug in the caller).
+    pub(crate) fn copy_in_file(&mut self, from: u64, to: u64, len: u64) {
+        if self.pwrite_stores {
+            let source = self
+                .bytes(from, len)
+                .unwrap_or_else(|| panic!("copy from {from} past a {}-byte file", self.file_len));
+            assert!(to + len <= self.file_len, "copy to {to} past the file");
+            self.pwrite_store(to, source);
+            return;
+        }
+        let file = self
+            .bytes_mut(0, self.file_len)
+            .expect("the whole file is in bounds");
+        file.copy_within(from as usize..(from + len) as usize, to as usize);
     }
 
     /// Stores an extent header's checksum word (payload and header
@@ -443,6 +532,14 @@ impl Mapping {
                 self.file_len
             )
         });
+        if self.pwrite_stores {
+            // One `pwrite` of the aligned word: ordered after every earlier
+            // store (each `pwrite` has copied its bytes into the page cache
+            // before it returns). A reader racing with it may see it torn;
+            // a tag's check bits and a header's checksum catch that.
+            self.pwrite_store(offset, &value.to_le_bytes());
+            return;
+        }
         word.store(value.to_le(), Ordering::Release);
     }
 
