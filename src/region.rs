@@ -310,8 +310,8 @@ struct Settings {
     /// Whether the region compacts itself (`MemoryTuning::overflow_auto_compact`).
     auto_compact: bool,
     /// Whether every store is a `pwrite` (`MemoryTuning::overflow_pwrite_stores`;
-    /// on btrfs whatever it says).
-    pwrite_stores: bool,
+    /// `None`: on btrfs only).
+    pwrite_stores: Option<bool>,
 }
 
 impl Settings {
@@ -660,7 +660,10 @@ impl OverflowRegion {
     /// Maps the file over a reservation of the maximum capacity, with zeros
     /// written in `Settings::write_piece`s.
     fn map(file: File, settings: &Settings) -> io::Result<Mapping> {
-        let pwrite_stores = settings.pwrite_stores || file::on_btrfs(&file)?;
+        let pwrite_stores = match settings.pwrite_stores {
+            Some(choice) => choice,
+            None => file::on_btrfs(&file)?,
+        };
         let mut mapping = Mapping::new(file, settings.max)?;
         mapping.set_write_piece(settings.write_piece());
         mapping.set_pwrite_stores(pwrite_stores);

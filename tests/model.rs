@@ -151,7 +151,7 @@ fn open(path: &Path) -> Result<OverflowRegion, TestCaseError> {
     let tuning = MemoryTuning {
         overflow_initial_bytes: INITIAL,
         overflow_max_bytes: MAX,
-        overflow_pwrite_stores: PWRITE_STORES.get(),
+        overflow_pwrite_stores: Some(PWRITE_STORES.get()),
         ..MemoryTuning::default()
     };
     OverflowRegion::open_with_tuning(path, &tuning)

@@ -186,7 +186,7 @@ fn readers_while_the_owner_churns(pwrite_stores: bool) {
     let tuning = MemoryTuning {
         overflow_initial_bytes: 64 << 10,
         overflow_max_bytes: 256 << 20,
-        overflow_pwrite_stores: pwrite_stores,
+        overflow_pwrite_stores: Some(pwrite_stores),
         ..MemoryTuning::default()
     };
     let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();

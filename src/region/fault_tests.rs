@@ -385,7 +385,7 @@ fn open_pwrite_stores(path: &Path) -> OverflowRegion {
     let tuning = MemoryTuning {
         overflow_initial_bytes: MIB,
         overflow_max_bytes: 64 * MIB,
-        overflow_pwrite_stores: true,
+        overflow_pwrite_stores: Some(true),
         ..MemoryTuning::default()
     };
     OverflowRegion::open_with_tuning(path, &tuning).unwrap()
