@@ -323,6 +323,11 @@ mod tests {
         // Written back as plain integers, and read again.
         let text = toml::to_string(&tuning).unwrap();
         assert_eq!(parse(&text).unwrap(), tuning);
+        // A key left to its default (`None`) is left out, and read as such.
+        let defaults = MemoryTuning::default();
+        let text = toml::to_string(&defaults).unwrap();
+        assert!(!text.contains("overflow_pwrite_stores"), "{text}");
+        assert_eq!(parse(&text).unwrap(), defaults);
     }
 
     #[test]
