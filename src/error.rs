@@ -179,6 +179,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::SlotChanged`] for a handle to a slot that compaction moved
+    /// (the mark at its old place says so): ask the owner for a new handle.
+    pub(crate) fn slot_moved(slot: usize, generation: u64) -> Error {
+        Error::SlotChanged {
+            slot,
+            generation,
+            reason: "it was moved by compaction: the owner holds it at a new place (ask it for a new handle)",
+            moved: true,
+        }
+    }
+
     /// Turns an I/O error of `operation` on the file at `path` into
     /// [`Error::Io`]: `.map_err(Error::io(path, "open"))`.
     pub(crate) fn io<'a>(

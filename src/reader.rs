@@ -243,12 +243,7 @@ impl OverflowReader {
             .ok_or(changed("its header is out of bounds"))?;
         let header = LiveHeader::decode(&before).map_err(|damage| {
             if layout::moved_from(&before, slot.slot, slot.generation as u32).is_some() {
-                return Error::SlotChanged {
-                    slot: slot.slot(),
-                    generation: slot.generation,
-                    reason: MOVED,
-                    moved: true,
-                };
+                return Error::slot_moved(slot.slot(), slot.generation);
             }
             match damage {
                 HeaderDamage::NotLive => changed("it was freed (its extent is no longer live)"),
@@ -323,10 +318,6 @@ impl OverflowReader {
         Some(loaded)
     }
 }
-
-/// The reason a handle to a moved slot gives.
-pub(crate) const MOVED: &str =
-    "it was moved by compaction: the owner holds it at a new place (ask it for a new handle)";
 
 /// Header bytes a reader loaded: 32, or 40 with a user tag.
 struct LoadedHeader {

@@ -1314,12 +1314,7 @@ impl OverflowRegion {
             || slot.payload_len != handle.payload_len
         {
             if self.moved_from(handle) == Some(slot.generation) {
-                return Err(Error::SlotChanged {
-                    slot: handle.slot(),
-                    generation: handle.generation,
-                    reason: crate::reader::MOVED,
-                    moved: true,
-                });
+                return Err(Error::slot_moved(handle.slot(), handle.generation));
             }
             return Err(changed("its index now holds another write"));
         }

@@ -435,7 +435,7 @@ impl Mapping {
     ///
     /// If `offset` is unaligned or past the end of the file (a bug in the caller).
     pub(crate) fn store_word(&mut self, offset: u64, value: u64) {
-        self.store_checksum_word(offset, value);
+        self.store(offset, value);
     }
 
     /// Makes every store a `pwrite` (see `pwrite_stores`), or not.
@@ -444,7 +444,10 @@ impl Mapping {
     }
 
     /// The first error a `pwrite` store met, if any and not taken yet.
+    #[inline]
     pub(crate) fn take_store_error(&self) -> Option<io::Error> {
+        // Read only, in the common case (every write and free asks).
+        self.store_failed.get()?;
         self.store_error.take()
     }
 
@@ -526,6 +529,13 @@ impl Mapping {
     ///
     /// If `offset` is unaligned or past the end of the file (a bug in the caller).
     pub(crate) fn store_checksum_word(&self, offset: u64, value: u64) {
+        self.store(offset, value);
+    }
+
+    /// One store of the little-endian word at the 8-byte aligned `offset`:
+    /// atomic through the mapping (Release), or a `pwrite`
+    /// (`pwrite_stores`). Panics as `store_word` does.
+    fn store(&self, offset: u64, value: u64) {
         let word = self.word(offset).unwrap_or_else(|| {
             panic!(
                 "word store at {offset} outside a {}-byte file",
@@ -716,73 +726,71 @@ impl SharedMapping {
         out.clear();
         out.reserve(len);
         let source = self.base.as_ptr().wrapping_add(offset as usize);
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            // SAFETY: `offset..end` lies inside the file-backed prefix of the
-            // live mapping (checked above; struct invariants), and
-            // `reserve(len)` made `len` bytes of spare capacity in `out`,
-            // which nothing else refers to.
-            unsafe { copy_bytewise_atomic(source, out.as_mut_ptr(), len) };
-            // SAFETY: the copy initialised the first `len` spare bytes.
-            unsafe { out.set_len(len) };
-            std::sync::atomic::fence(Ordering::Acquire);
-            return true;
-        }
-        #[cfg_attr(all(target_arch = "x86_64", not(miri)), allow(unreachable_code))]
-        let target = out.spare_capacity_mut();
-        let words = len / 8;
-        for (i, slot) in target[..8 * words].chunks_exact_mut(8).enumerate() {
-            // SAFETY: `offset + 8 * i + 8 <= end <= file_len`, and `offset` is
-            // 8-byte aligned: an aligned word inside the file-backed prefix of
-            // the live mapping, only ever accessed atomically in this process.
-            let word = unsafe { AtomicU64::from_ptr(source.add(8 * i).cast::<u64>()) };
-            let word = word.load(Ordering::Relaxed);
-            // SAFETY: `slot` is 8 bytes of `out`'s spare capacity; an
-            // unaligned store of a `u64` writes exactly those bytes.
-            unsafe { slot.as_mut_ptr().cast::<u64>().write_unaligned(word) };
-        }
-        for (i, slot) in target.iter_mut().enumerate().take(len).skip(8 * words) {
-            // SAFETY: `offset + i < end <= file_len`: inside the file-backed
-            // prefix of the live mapping; atomic access only (u8 needs no
-            // alignment).
-            let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(source.add(i)) };
-            slot.write(byte.load(Ordering::Relaxed));
-        }
-        // SAFETY: the loops above initialised every one of the first `len`
-        // spare bytes, and `reserve(len)` made room for them.
+        // SAFETY: `offset..end` lies inside the file-backed prefix of the
+        // live mapping (checked above; struct invariants), `offset` is
+        // 8-byte aligned, and `reserve(len)` made the `len` bytes of spare
+        // capacity in `out` that the copy writes.
+        unsafe { copy_atomic(source, &mut out.spare_capacity_mut()[..len]) };
+        // SAFETY: the copy initialised the first `len` spare bytes.
         unsafe { out.set_len(len) };
         std::sync::atomic::fence(Ordering::Acquire);
         true
     }
 }
 
-/// Copies `len` bytes from `source` to `target` with `rep movsb`: a copy
-/// as fast as `memcpy` for a few KiB, where a loop of atomic word loads
-/// (which the compiler may not merge into vector loads) takes about a cycle
-/// per word. On x86-64 every load the instruction makes is an atomic load
-/// of the bytes it reads (no byte is read torn), so the copy is a byte-wise
-/// atomic memcpy (C++ P1478): racing stores of the writer make it read old
-/// or new bytes, never undefined behaviour, and the caller's seqlock
-/// (header before and after) rejects a mixed copy. The assembly is opaque
-/// to the compiler, which must assume it reads and writes memory.
+/// Copies `target.len()` bytes from `source` into `target` with loads the
+/// writer's racing stores cannot make undefined: a byte-wise atomic memcpy
+/// (C++ P1478). They may read old or new bytes; the caller's seqlock
+/// (header before and after) rejects a mixed copy.
+///
+/// On x86-64 it is one `rep movsb`: as fast as `memcpy` for a few KiB, and
+/// every load the instruction makes is an atomic load of the bytes it reads
+/// (none is read torn); the assembly is opaque to the compiler, which must
+/// assume it reads and writes memory. Elsewhere, and under Miri, it is a
+/// loop of relaxed atomic word loads, which the compiler may not merge
+/// into vector loads: about a cycle per word (measured in
+/// docs/PERFORMANCE.md, "`read_into` copies with `rep movsb`").
 ///
 /// # Safety
 ///
-/// `source..source + len` must lie in a live mapping, and `target..target
-/// + len` must be valid for writes and not overlap it.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
-unsafe fn copy_bytewise_atomic(source: *const u8, target: *mut u8, len: usize) {
-    // SAFETY: the caller's contract; the direction flag is clear on entry
-    // to any Rust code (the ABI), so `rep movsb` copies forwards, and it
-    // changes no flags.
+/// `source` must be 8-byte aligned, `source..source + target.len()` must
+/// lie in a live mapping accessed only atomically in this process, and not
+/// overlap `target`.
+unsafe fn copy_atomic(source: *const u8, target: &mut [std::mem::MaybeUninit<u8>]) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: the caller's contract, and `target` is valid for writes of
+    // its length; the direction flag is clear on entry to any Rust code
+    // (the ABI), so `rep movsb` copies forwards, and it changes no flags.
     unsafe {
         std::arch::asm!(
             "rep movsb",
-            inout("rcx") len => _,
+            inout("rcx") target.len() => _,
             inout("rsi") source => _,
-            inout("rdi") target => _,
+            inout("rdi") target.as_mut_ptr() => _,
             options(nostack, preserves_flags)
         );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    {
+        let words = target.len() / 8;
+        let (whole, rest) = target.split_at_mut(8 * words);
+        for (i, slot) in whole.chunks_exact_mut(8).enumerate() {
+            // SAFETY: an aligned word inside the source range (the caller's
+            // contract), only ever accessed atomically in this process.
+            let word = unsafe { AtomicU64::from_ptr(source.add(8 * i).cast_mut().cast::<u64>()) };
+            let word = word.load(Ordering::Relaxed);
+            // SAFETY: `slot` is 8 bytes of `target`; an unaligned store of
+            // a `u64` writes exactly those bytes.
+            unsafe { slot.as_mut_ptr().cast::<u64>().write_unaligned(word) };
+        }
+        for (i, slot) in rest.iter_mut().enumerate() {
+            // SAFETY: inside the source range; atomic access only (u8 needs
+            // no alignment).
+            let byte = unsafe {
+                std::sync::atomic::AtomicU8::from_ptr(source.add(8 * words + i).cast_mut())
+            };
+            slot.write(byte.load(Ordering::Relaxed));
+        }
     }
 }
 
