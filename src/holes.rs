@@ -67,7 +67,7 @@ impl Holes {
     /// allocate before it stores into `[start, end)`.
     pub(crate) fn take(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut taken = Vec::new();
-        if start >= end || self.ranges.is_empty() {
+        if start >= end || !self.overlaps(start, end) {
             return taken;
         }
         let first = match self.ranges.range(..=start).next_back() {
@@ -90,6 +90,17 @@ impl Holes {
             taken.push((s.max(start), e.min(end)));
         }
         taken
+    }
+
+    /// Whether any range overlaps `[start, end)`: one look-up, the range
+    /// that starts last before `end` (ranges are disjoint, so if it ends
+    /// at or before `start`, every earlier one does too). Most writes touch
+    /// no hole nor pending punch, and ask this first.
+    pub(crate) fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.ranges
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &range_end)| range_end > start)
     }
 
     /// Forgets everything at or past `len` (the file was truncated there).
@@ -207,8 +218,9 @@ mod tests {
                     holes.insert(start, end);
                     model[start as usize..end as usize].fill(true);
                 } else {
-                    let taken = holes.take(start, end);
                     let expected: Vec<u64> = (start..end).filter(|&i| model[i as usize]).collect();
+                    prop_assert_eq!(holes.overlaps(start, end), !expected.is_empty());
+                    let taken = holes.take(start, end);
                     let got: Vec<u64> = taken.iter().flat_map(|&(s, e)| s..e).collect();
                     prop_assert_eq!(got, expected);
                     model[start as usize..end as usize].fill(false);

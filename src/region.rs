@@ -1094,6 +1094,7 @@ impl OverflowRegion {
                 .store_word(SLOT_HIGH_WATER_OFFSET, u64::from(header.slot) + 1);
         }
         self.mapping.store_word(extent.offset, live_tag);
+        self.auto.note_written(header.slot, extent);
         LiveSlot::new(extent, &header)
     }
 

@@ -68,6 +68,14 @@ const FL_COUNT: usize = u64::BITS as usize;
 /// Number of size classes.
 const CLASS_COUNT: usize = FL_COUNT * SL_COUNT;
 
+/// An allocation from a class takes the extent lowest in the file among this many at the
+/// front of its list, not just the head: extents low in the file are used first, so the end
+/// of the region is freed more often. Under churn of 16 B to 64 KiB payloads (32 MiB live)
+/// with automatic compaction off, `used_bytes`/live fell from 1.24 to 1.16 on average (4;
+/// 16 and 64 did worse), and with it on, compaction moved 12 % fewer bytes
+/// (docs/PERFORMANCE.md, "Fewer moves, cheaper passes").
+const LOW_PICK: usize = 4;
+
 /// A contiguous byte range of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Extent {
@@ -194,7 +202,8 @@ impl Space {
     /// never from the cursor.
     ///
     /// The search first rounds the request up to the smallest class whose lengths all fit and
-    /// takes the head of the first non-empty class at or above it (two bitmap look-ups). If
+    /// takes, from the first non-empty class at or above it (two bitmap look-ups), the extent
+    /// lowest in the file among the first `LOW_PICK` of its list. If
     /// there is none, the only extents that may still fit are in the request's own class
     /// (when `len` is not the lowest length of its class, which happens only from 64 granules
     /// on): that list is then walked first-fit. Each list keeps an upper bound on its longest
@@ -942,13 +951,30 @@ impl FreeIndex {
         let granules = len / GRANULE;
         let fitting = Class::smallest_fitting(granules);
         if let Some(class) = self.first_nonempty_from(fitting) {
-            return Some(self.lists[class.index()].head);
+            return Some(self.lowest_of_first(class));
         }
         let own = Class::containing(granules);
         if own == fitting {
             return None;
         }
         self.first_fit_in(own, len)
+    }
+
+    /// The extent lowest in the file among the first `LOW_PICK` of `class`'s list (which
+    /// must not be empty).
+    fn lowest_of_first(&self, class: Class) -> NodeId {
+        let mut id = self.lists[class.index()].head;
+        let mut lowest = id;
+        for _ in 1..LOW_PICK {
+            id = self.slab[id].next;
+            if id == NIL {
+                break;
+            }
+            if self.slab[id].extent.offset < self.slab[lowest].extent.offset {
+                lowest = id;
+            }
+        }
+        lowest
     }
 
     /// A free extent of at least `len` bytes (granular, > 0) whose first `len` bytes end at
