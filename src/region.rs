@@ -17,7 +17,6 @@ use crate::budget::DiskBudget;
 use crate::engine::EngineId;
 use crate::error::{Error, Result};
 use crate::header_map;
-use crate::holes::Holes;
 use crate::layout::{
     self, BOOT_ID_OFFSET, CHAIN_END_OFFSET, Counters, DATA_START, EXTENT_HEADER_LEN,
     FILE_HEADER_PROBE_LEN, IDENTITY_OFFSET, LiveHeader, LiveTagMemo, MAX_CAPACITY_OFFSET,
@@ -154,59 +153,12 @@ pub struct OverflowRegion {
     next_generation: u64,
     /// What the last open found.
     recovery: RecoveryReport,
-    /// Page ranges that may hold no disk blocks (punched). Invariant: every
-    /// page of the file that may be a hole is in it, so storing anywhere
-    /// outside it cannot need a new block.
-    holes: Holes,
-    /// Whole pages (whole granules, in free extents shorter than
-    /// `PAGE_CUT_MIN_GRANULES` of them) inside free extents that are due to
-    /// be punched. Punching waits until they
-    /// add up to a batch (the slack, a tenth of the live bytes by default,
-    /// within bounds: see `PUNCH_BATCH` in region/giveback.rs), so a free extent that is written
-    /// again soon (churn) is neither punched nor refilled; a write takes the
-    /// pages it uses out of this map.
-    pending_punch: Holes,
-    /// Ranges of the file where the page cache may hold folios longer than a
-    /// punching granule outside live extents' middles: the middles of freed
-    /// extents (which `write_direct` may have written in long pieces; parts
-    /// may hold new extents since), until holes or a truncation take them.
-    /// A hole or truncation that would start or end strictly inside one
-    /// writes the folio there back first (see region/giveback.rs). While it
-    /// is not empty the file header says so (`LONG_FOLIOS`). All is
-    /// forgotten when the file system refuses to punch; empty for a region
-    /// that never punches.
-    large_folios: Holes,
+    /// The space policy's state: holes, the punching batch, long folios,
+    /// growth and zeros ahead, the disk budget, and compaction's (see
+    /// region/giveback.rs, which makes every decision on it).
+    policy: giveback::Policy,
     /// Sizes, hole punching and shrinking, as opened.
     settings: Settings,
-    /// No free extent starts below this offset: compaction's scan starts
-    /// here. Invariant: `DATA_START <= compact_from <= space.cursor()`.
-    compact_from: u64,
-    /// Compaction's candidates, kept from step to step: (offset, slot
-    /// index) of live extents, a max-heap by offset (highest first).
-    /// Entries go stale as slots are freed, moved or written again; each is
-    /// checked against the slot table when taken (see region/compact.rs).
-    compact_queue: std::collections::BinaryHeap<(u64, u32)>,
-    /// While a pass of compaction over the slot table is under way: the
-    /// slot indices below this are still to be listed into
-    /// `compact_queue` (from the end of the table down).
-    compact_scan: Option<usize>,
-    /// A recent high point of the cursor: it rises with every write at the
-    /// end and decays halfway towards the cursor at every give-back. The file
-    /// never shrinks below it, so a loop that writes past the end and frees
-    /// it again does not truncate and regrow the file each time.
-    peak_end: u64,
-    /// The pages from the end of the region up to here were written with
-    /// zeros ahead of use (`WARM_AHEAD`). A hint for speed only.
-    warm_end: u64,
-    /// True while compaction moves extents: it does not punch holes it is
-    /// about to fill again.
-    compacting: bool,
-    /// Automatic compaction: the pass under way, and old places of moved
-    /// slots waiting for a sync. Invariant: those old places are neither
-    /// free nor a live slot's extent, and still carry their live headers
-    /// (so the free extents, the live slots' extents and these tile the
-    /// data area).
-    auto: compact::AutoCompaction,
     /// The live tag of the last extent length written.
     live_tags: LiveTagMemo,
     /// A write-back error that `Mapping::write_back` reported (and so took
@@ -217,14 +169,6 @@ pub struct OverflowRegion {
     /// file was written (`header_map`); `HEADER_MAP_MISSING` when it must be
     /// written at the next `sync` or close whatever the count.
     header_map_changes: std::cell::Cell<u64>,
-    /// Set at open when the page cache may hold long folios this writer
-    /// does not know of and dropping it failed: the header keeps saying so
-    /// (`LONG_FOLIOS`) for the next writer.
-    unknown_long_folios: bool,
-    /// The disk budget the file's length is charged to, for a region of a
-    /// `SpillDir`. Invariant: while set, `mapping.len()` bytes of it are
-    /// this region's.
-    budget: Option<Arc<DiskBudget>>,
     /// Slots (index and generation) whose payload checksum is not computed
     /// yet: written (or moved, unsummed) since the last `sync`, which
     /// computes them (as does dropping the region). Invariant: every live
@@ -276,7 +220,7 @@ impl Drop for OverflowRegion {
             self.give_back_long_folio_tail();
             self.write_header_map(true);
         }
-        if let Some(budget) = &self.budget {
+        if let Some(budget) = &self.policy.disk_budget {
             budget.release(self.mapping.len());
         }
     }
@@ -621,22 +565,11 @@ impl OverflowRegion {
                 initialised: true,
                 ..RecoveryReport::default()
             },
-            holes: Holes::default(),
-            pending_punch: Holes::default(),
-            large_folios: Holes::default(),
             settings,
-            compact_from: DATA_START,
-            compact_queue: std::collections::BinaryHeap::new(),
-            compact_scan: None,
-            peak_end: DATA_START,
-            warm_end: DATA_START,
-            compacting: false,
-            auto: compact::AutoCompaction::default(),
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
-            unknown_long_folios: false,
-            budget: None,
+            policy: giveback::Policy::new(false),
             unsummed: std::cell::Cell::default(),
             sums_at_write: boot_id.is_none(),
             ephemeral: false,
@@ -745,38 +678,27 @@ impl OverflowRegion {
             accounting,
             next_generation: recovered.next_generation,
             recovery: recovered.report,
-            holes: Holes::default(),
-            pending_punch: Holes::default(),
-            large_folios: Holes::default(),
             settings,
-            compact_from: DATA_START,
-            compact_queue: std::collections::BinaryHeap::new(),
-            compact_scan: None,
-            peak_end: DATA_START,
-            warm_end: DATA_START,
-            compacting: false,
-            auto: compact::AutoCompaction::default(),
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
-            unknown_long_folios,
-            budget: None,
+            policy: giveback::Policy::new(unknown_long_folios),
             unsummed: std::cell::Cell::new(recovered.unsummed),
             sums_at_write: boot_id.is_none(),
             ephemeral: false,
         };
         for (start, end) in holes {
-            region.holes.insert(start, end);
+            region.policy.holes.insert(start, end);
         }
         // The holes were found before the repairs above stored their tags:
         // a page that holds one no longer reads as zeros, and zeros must
         // never be written over it to refill it.
         for &(offset, _) in &recovered.repairs {
             let (start, end) = pages_touching(offset, offset + 8);
-            region.holes.take(start, end);
+            region.policy.holes.take(start, end);
         }
-        region.peak_end = region.space.cursor();
-        region.warm_end = region.space.cursor();
+        region.policy.peak_end = region.space.cursor();
+        region.policy.warm_end = region.space.cursor();
         for extent in recovered.to_free {
             region.free_extent(extent);
         }
@@ -1020,7 +942,7 @@ impl OverflowRegion {
             payload_offset.next_multiple_of(piece).min(payload_end),
             (extent.end() / piece * piece).clamp(payload_offset, payload_end),
         );
-        let warm = self.warm_end.clamp(payload_offset, payload_end);
+        let warm = self.policy.warm_end.clamp(payload_offset, payload_end);
         let mut at = warm;
         while at < payload_end {
             let to = if at < middle.0 {
@@ -1035,7 +957,7 @@ impl OverflowRegion {
             }
             at = to;
         }
-        self.warm_end = self.warm_end.max(payload_end);
+        self.policy.warm_end = self.policy.warm_end.max(payload_end);
         for (within, bytes) in part_ranges(parts, 0, warm.saturating_sub(payload_offset)) {
             self.mapping.store_bytes(payload_offset + within, bytes);
         }
@@ -1094,7 +1016,7 @@ impl OverflowRegion {
                 .store_word(SLOT_HIGH_WATER_OFFSET, u64::from(header.slot) + 1);
         }
         self.mapping.store_word(extent.offset, live_tag);
-        self.auto.note_written(header.slot, extent);
+        self.policy.auto.note_written(header.slot, extent);
         LiveSlot::new(extent, &header)
     }
 
@@ -1331,7 +1253,13 @@ impl OverflowRegion {
     /// punched hole (where on tmpfs even a read needs a new page).
     fn moved_from(&self, handle: &SlotRef) -> Option<u32> {
         let (start, end) = (handle.offset, handle.offset + EXTENT_HEADER_LEN);
-        if end > self.space.cursor() || self.holes.next_from(start).is_some_and(|hole| hole < end) {
+        if end > self.space.cursor()
+            || self
+                .policy
+                .holes
+                .next_from(start)
+                .is_some_and(|hole| hole < end)
+        {
             return None;
         }
         let header = self.mapping.bytes(start, EXTENT_HEADER_LEN)?;
@@ -1388,16 +1316,16 @@ impl OverflowRegion {
                     self.mapping
                         .store_word(merged.offset, Tag::Free { len: merged.len }.encode());
                 }
-                self.compact_from = self.compact_from.min(merged.offset);
+                self.policy.compact_from = self.policy.compact_from.min(merged.offset);
                 self.punch_free_extent(extent, merged);
             }
             Released::Retracted { cursor } => {
                 // The tail past the cursor is given back below, or kept as
                 // headroom: either way not punched piecemeal.
-                self.pending_punch.take(cursor, u64::MAX);
+                self.policy.pending_punch.take(cursor, u64::MAX);
                 self.mapping.store_word(cursor, Tag::End.encode());
                 self.mapping.store_word(CHAIN_END_OFFSET, cursor);
-                self.compact_from = self.compact_from.min(cursor);
+                self.policy.compact_from = self.policy.compact_from.min(cursor);
                 self.give_back_tail();
             }
         }
@@ -1598,7 +1526,7 @@ impl OverflowRegion {
         match self.write_back_error.take() {
             Some(source) => Err(self.io_error("sync_file_range", source)),
             None => {
-                self.auto.note_flush();
+                self.policy.auto.note_flush();
                 Ok(())
             }
         }
@@ -1623,12 +1551,12 @@ impl OverflowRegion {
             largest_free_extent: self.space.largest_free().unwrap_or(0),
             slack_bytes: self.accounting.slack_bytes,
             header_bytes: self.accounting.header_bytes,
-            punched_bytes: self.holes.bytes(),
+            punched_bytes: self.policy.holes.bytes(),
             used_bytes: self.space.cursor() - DATA_START,
             file_size: self.mapping.len(),
-            auto_moved_extents: self.auto.moved_extents,
-            auto_moved_bytes: self.auto.moved_bytes,
-            retired_bytes: self.auto.retired().map(|extent| extent.len).sum(),
+            auto_moved_extents: self.policy.auto.moved_extents,
+            auto_moved_bytes: self.policy.auto.moved_bytes,
+            retired_bytes: self.policy.auto.retired().map(|extent| extent.len).sum(),
             max_capacity: self.space.limit(),
         }
     }
@@ -1703,7 +1631,7 @@ impl OverflowRegion {
             extents
         };
         let older_copies = by_offset(walked.to_free.clone());
-        let retired = by_offset(self.auto.retired().collect());
+        let retired = by_offset(self.policy.auto.retired().collect());
         if older_copies != retired {
             return Err(format!(
                 "older copies in the file {older_copies:?}, waiting for a sync {retired:?}"
@@ -1800,7 +1728,7 @@ impl OverflowRegion {
     /// charged whatever the limit, its growth only while it fits.
     pub(crate) fn attach_budget(&mut self, budget: Arc<DiskBudget>) {
         budget.charge_existing(self.mapping.len());
-        self.budget = Some(budget);
+        self.policy.disk_budget = Some(budget);
     }
 }
 

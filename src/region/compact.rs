@@ -345,7 +345,7 @@ impl OverflowRegion {
     fn give_back_after_compaction(&mut self) {
         let page = crate::sys::mapping::page_size();
         // Every free granule is punched below.
-        self.pending_punch = crate::holes::Holes::default();
+        self.policy.pending_punch = crate::holes::Holes::default();
         if self.settings.punch_threshold != 0 {
             let gaps: Vec<Extent> = self.space.free_extents().collect();
             for gap in gaps {
@@ -357,7 +357,7 @@ impl OverflowRegion {
             }
         }
         let cursor = self.space.cursor();
-        self.peak_end = cursor;
+        self.policy.peak_end = cursor;
         let file_len = self.mapping.len();
         let keep = (cursor + 8)
             .next_multiple_of(page)
@@ -367,7 +367,7 @@ impl OverflowRegion {
             return;
         }
         if self.settings.punch_threshold != 0 {
-            let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
+            let unpunched_end = self.policy.holes.tail_start(file_len).unwrap_or(file_len);
             if unpunched_end > keep {
                 self.punch(keep, unpunched_end);
             }
@@ -402,7 +402,7 @@ impl OverflowRegion {
             file_size_before: self.capacity() as u64,
             ..CompactReport::default()
         };
-        self.compacting = true;
+        self.policy.compacting = true;
         let mut moved = Vec::new();
         let result = self.move_down(budget_bytes, &mut report, &mut moved);
         // Every copy reaches stable storage before any old place is freed.
@@ -411,7 +411,7 @@ impl OverflowRegion {
         } else {
             self.flush()
         };
-        self.compacting = false;
+        self.policy.compacting = false;
         if synced.is_ok() {
             for (index, old) in moved {
                 self.free_old_place(index, old);
@@ -424,7 +424,7 @@ impl OverflowRegion {
             // next open, when recovery finds the old place still live.)
             tracing::warn!(path = %self.path.display(), "sync failed during compaction; moves undone");
             // The old places are live again without a write: listed anew.
-            self.auto.forget_listing();
+            self.policy.auto.forget_listing();
             for (index, old) in moved {
                 let copy = self.slots.get(index).expect("moved slots are live");
                 self.slots.relocate(index, old);
@@ -471,37 +471,37 @@ impl OverflowRegion {
         moved: &mut Vec<(usize, LiveSlot)>,
     ) -> Result<()> {
         let Some(lowest_gap) = self.lowest_free_extent() else {
-            self.compact_queue = BinaryHeap::new();
-            self.compact_scan = None;
+            self.policy.compact_queue = BinaryHeap::new();
+            self.policy.compact_scan = None;
             return Ok(());
         };
         let mut allowance = usize::try_from(budget_bytes / LIST_BYTES).unwrap_or(usize::MAX);
         let mut restarted = false;
         loop {
-            if let Some(next) = self.compact_scan
-                && (allowance > 0 || self.compact_queue.is_empty())
+            if let Some(next) = self.policy.compact_scan
+                && (allowance > 0 || self.policy.compact_queue.is_empty())
             {
                 let entries = allowance.max(LIST_CHUNK);
                 self.list_candidates(next, entries, lowest_gap.offset);
                 allowance = allowance.saturating_sub(entries);
                 continue;
             }
-            let Some(&(offset, index)) = self.compact_queue.peek() else {
+            let Some(&(offset, index)) = self.policy.compact_queue.peek() else {
                 if restarted || report.extents_moved > 0 {
                     break;
                 }
-                self.compact_scan = Some(self.slots.len());
+                self.policy.compact_scan = Some(self.slots.len());
                 restarted = true;
                 continue;
             };
             if offset <= lowest_gap.offset {
                 // The rest lie below every gap: nothing can take them lower.
-                self.compact_queue.clear();
+                self.policy.compact_queue.clear();
                 continue;
             }
             let index = index as usize;
             let Some(slot) = self.still_at(index, offset) else {
-                self.compact_queue.pop();
+                self.policy.compact_queue.pop();
                 continue;
             };
             let cost = slot.header_len() + slot.payload_len;
@@ -511,7 +511,7 @@ impl OverflowRegion {
                 break;
             }
             let outcome = self.move_below(index, slot, offset)?;
-            self.compact_queue.pop();
+            self.policy.compact_queue.pop();
             match outcome {
                 Move::Moved { .. } => {
                     moved.push((index, slot));
@@ -522,9 +522,9 @@ impl OverflowRegion {
                 Move::Damaged => report.damaged_slots.push(index),
             }
         }
-        if self.compact_queue.is_empty() && self.compact_scan.is_none() {
+        if self.policy.compact_queue.is_empty() && self.policy.compact_scan.is_none() {
             // Its memory is not kept between passes.
-            self.compact_queue = BinaryHeap::new();
+            self.policy.compact_queue = BinaryHeap::new();
         }
         Ok(())
     }
@@ -543,14 +543,14 @@ impl OverflowRegion {
     /// `compact_queue`: the live slots above `gap`. Ends the listing
     /// (`compact_scan`) at index 0.
     fn list_candidates(&mut self, end: usize, entries: usize, gap: u64) {
-        let mut queue = std::mem::take(&mut self.compact_queue);
+        let mut queue = std::mem::take(&mut self.policy.compact_queue);
         let start = list_live(&self.slots, end, entries, |index, slot| {
             if slot.offset > gap {
                 queue.push((slot.offset, index as u32));
             }
         });
-        self.compact_queue = queue;
-        self.compact_scan = (start > 0).then_some(start);
+        self.policy.compact_queue = queue;
+        self.policy.compact_scan = (start > 0).then_some(start);
     }
 
     /// Copies a live slot into free space below `below`, if some free extent
@@ -622,7 +622,7 @@ impl OverflowRegion {
     /// from `compact_from` (below which nothing is free).
     fn lowest_free_extent(&mut self) -> Option<Extent> {
         let cursor = self.space.cursor();
-        let mut at = self.compact_from;
+        let mut at = self.policy.compact_from;
         while at < cursor {
             let word = self
                 .mapping
@@ -631,13 +631,13 @@ impl OverflowRegion {
             match Tag::decode(word) {
                 Some(Tag::Live { len }) => at += len,
                 Some(Tag::Free { len }) => {
-                    self.compact_from = at;
+                    self.policy.compact_from = at;
                     return Some(Extent { offset: at, len });
                 }
                 other => unreachable!("tag {other:?} at {at} inside the region (cursor {cursor})"),
             }
         }
-        self.compact_from = cursor;
+        self.policy.compact_from = cursor;
         None
     }
 }
@@ -651,7 +651,9 @@ impl OverflowRegion {
     /// logged.
     #[inline]
     pub(super) fn keep_budget(&mut self, bytes: u64) {
-        if self.auto.pass.is_none() && self.auto.retired.is_empty() && self.over_budget().is_none()
+        if self.policy.auto.pass.is_none()
+            && self.policy.auto.retired.is_empty()
+            && self.over_budget().is_none()
         {
             return;
         }
@@ -661,10 +663,10 @@ impl OverflowRegion {
     /// The slow part of `keep_budget`.
     fn compact_some(&mut self, bytes: u64) {
         self.release_retired();
-        let mut pass = match self.auto.pass.take() {
+        let mut pass = match self.policy.auto.pass.take() {
             Some(pass) => pass,
-            None if self.auto.idle > 0 => {
-                self.auto.idle = self.auto.idle.saturating_sub(bytes);
+            None if self.policy.auto.idle > 0 => {
+                self.policy.auto.idle = self.policy.auto.idle.saturating_sub(bytes);
                 return;
             }
             None => match self.over_budget() {
@@ -691,7 +693,7 @@ impl OverflowRegion {
             self.evacuate(&mut pass)
         };
         if waiting {
-            self.auto.pass = Some(pass);
+            self.policy.auto.pass = Some(pass);
             return;
         }
         // Done. If the end is not down to the limit, what is left does not
@@ -699,7 +701,7 @@ impl OverflowRegion {
         // has written or freed a quarter of the slack, so gaps can change.
         if self.space.cursor() > pass.limit {
             let live = self.accounting.extent_bytes();
-            self.auto.idle = self.settings.slack(live) / 4;
+            self.policy.auto.idle = self.settings.slack(live) / 4;
         }
     }
 
@@ -719,7 +721,7 @@ impl OverflowRegion {
         }
         let end = places.min(pass.next_gap + AUTO_SCAN);
         while pass.next_gap < end {
-            if self.auto.retired.len() >= AUTO_MAX_RETIRED {
+            if self.policy.auto.retired.len() >= AUTO_MAX_RETIRED {
                 return true;
             }
             let Some(gap) = self
@@ -762,7 +764,7 @@ impl OverflowRegion {
     /// below the limit, so the passes after it, whose limits move with the
     /// live bytes, mostly need none.
     fn start_listing(&mut self, limit: u64) -> usize {
-        let auto = &mut self.auto;
+        let auto = &mut self.policy.auto;
         // Stale entries pile up as slots are freed and written again;
         // listed again once they outnumber the live slots.
         if auto.watch <= limit && auto.listed.len() <= 2 * self.slots.live() + AUTO_SCAN {
@@ -780,7 +782,7 @@ impl OverflowRegion {
     /// `AutoCompaction::watch`, `AUTO_SCAN` slot indices at a time (from
     /// the end of the table down), into `AutoCompaction::listed`.
     fn list_candidates_above(&mut self, pass: &mut Pass) {
-        let auto = &mut self.auto;
+        let auto = &mut self.policy.auto;
         let watch = auto.watch;
         let listed = &mut auto.listed;
         pass.unlisted = list_live(&self.slots, pass.unlisted, AUTO_SCAN, |index, slot| {
@@ -794,15 +796,15 @@ impl OverflowRegion {
     /// free space below them, until the end of the region is down to the
     /// limit or an extent finds no room below. True while the pass goes on.
     fn evacuate(&mut self, pass: &mut Pass) -> bool {
-        while let Some(&(offset, index)) = self.auto.listed.peek() {
+        while let Some(&(offset, index)) = self.policy.auto.listed.peek() {
             if self.space.cursor() <= pass.limit {
                 return false;
             }
-            if self.auto.retired.len() >= AUTO_MAX_RETIRED {
+            if self.policy.auto.retired.len() >= AUTO_MAX_RETIRED {
                 return true;
             }
             let Some(slot) = self.still_at(index as usize, offset) else {
-                self.auto.listed.pop();
+                self.policy.auto.listed.pop();
                 continue;
             };
             if slot.offset + slot.extent_len <= pass.limit || slot.extent_len > AUTO_MAX_MOVE {
@@ -814,12 +816,12 @@ impl OverflowRegion {
             if slot.extent_len > pass.credit {
                 return true;
             }
-            self.auto.listed.pop();
+            self.policy.auto.listed.pop();
             if self.move_or_stop(pass, index as usize, slot, offset) != Some(slot.extent_len) {
                 // Failed, or no room below for the highest extent: the end
                 // cannot come down past it, and moving the ones below it
                 // would only move gaps around. It stays listed.
-                self.auto.listed.push((offset, index));
+                self.policy.auto.listed.push((offset, index));
                 return false;
             }
         }
@@ -840,6 +842,7 @@ impl OverflowRegion {
         below: u64,
     ) -> Option<u64> {
         if self
+            .policy
             .auto
             .retired
             .iter()
@@ -850,13 +853,13 @@ impl OverflowRegion {
         match self.move_below(index, slot, below) {
             Ok(Move::Moved { summed }) => {
                 pass.credit -= slot.extent_len;
-                self.auto.moved_extents += 1;
-                self.auto.moved_bytes += slot.extent_len;
+                self.policy.auto.moved_extents += 1;
+                self.policy.auto.moved_bytes += slot.extent_len;
                 if summed {
-                    self.auto.retired.push(Retired {
+                    self.policy.auto.retired.push(Retired {
                         index: index as u32,
                         old: slot,
-                        flushes: self.auto.flushes.get(),
+                        flushes: self.policy.auto.flushes.get(),
                     });
                 } else {
                     self.free_old_place(index, slot);
@@ -885,15 +888,16 @@ impl OverflowRegion {
     /// Frees the old places of moved slots that a sync since their move has
     /// made safe to free.
     pub(super) fn release_retired(&mut self) {
-        let flushes = self.auto.flushes.get();
+        let flushes = self.policy.auto.flushes.get();
         // In the order they were moved: those before the last sync first.
         let safe = self
+            .policy
             .auto
             .retired
             .iter()
             .take_while(|retired| retired.flushes < flushes)
             .count();
-        let released: Vec<Retired> = self.auto.retired.drain(..safe).collect();
+        let released: Vec<Retired> = self.policy.auto.retired.drain(..safe).collect();
         for retired in released {
             self.free_old_place(retired.index as usize, retired.old);
         }
@@ -920,12 +924,13 @@ impl OverflowRegion {
     /// a sync (the slot's bytes are no longer promised to anyone).
     pub(super) fn free_retired(&mut self, index: usize) {
         if let Some(at) = self
+            .policy
             .auto
             .retired
             .iter()
             .position(|retired| retired.index == index as u32)
         {
-            let retired = self.auto.retired.remove(at);
+            let retired = self.policy.auto.retired.remove(at);
             self.free_extent(retired.old.extent());
         }
     }

@@ -179,7 +179,7 @@ fn a_failed_refill_is_an_error_and_the_space_stays_usable() {
         region.stats().punched_bytes > 0,
         "the freed extent was punched"
     );
-    let holes_before = region.holes.bytes();
+    let holes_before = region.policy.holes.bytes();
 
     fault::fail_after(Call::Pwrite, 0, libc::ENOSPC);
     let error = region
@@ -196,7 +196,7 @@ fn a_failed_refill_is_an_error_and_the_space_stays_usable() {
         ),
         "{error}"
     );
-    assert_eq!(region.holes.bytes(), holes_before);
+    assert_eq!(region.policy.holes.bytes(), holes_before);
     region.check_consistency().unwrap();
 
     let slot = region.write(&vec![4u8; 40 << 10], EngineId::Query).unwrap();
@@ -280,6 +280,7 @@ fn free_a_run_beside_live_slots(region: &mut OverflowRegion) {
 fn cuts_inside_granules(region: &OverflowRegion) -> Vec<u64> {
     let granule = region.settings.punch_granule().unwrap();
     region
+        .policy
         .holes
         .iter()
         .flat_map(|(start, end)| [start, end])
@@ -301,7 +302,7 @@ fn a_cut_inside_a_granule_is_made_only_after_its_write_back() {
     assert!(
         !cuts_inside_granules(&region).is_empty(),
         "holes {:?}",
-        region.holes
+        region.policy.holes
     );
     region.sync().unwrap();
 
@@ -316,7 +317,7 @@ fn a_cut_inside_a_granule_is_made_only_after_its_write_back() {
         cuts_inside_granules(&region),
         [],
         "holes {:?}",
-        region.holes
+        region.policy.holes
     );
     assert!(
         region.stats().punched_bytes > 0,

@@ -11,6 +11,10 @@
 //!   extents when `over_budget` says so);
 //! - at close: `punch_pending`, `give_back_long_folio_tail`.
 //!
+//! All of the policy's state is one value, [`Policy`] (the region's
+//! `policy` field): the holes, the punching batch, long folios, growth and
+//! zeros ahead, the disk budget, and compaction's listing and pass.
+//!
 //! The region keeps the disk it holds within a budget: its live extents
 //! plus their slack (`MemoryTuning::overflow_slack_percent`). The thresholds
 //! are here (`COMPACT_FROM`, `COMPACT_TO`, `WHOLE_SLACK`, `TAIL_EXCESS`,
@@ -54,16 +58,108 @@
 //! long folios left in the tail are punched (`give_back_long_folio_tail`),
 //! so usually the bit is clear and the next writer keeps the page cache.
 
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
+use super::compact::AutoCompaction;
 use super::{DIRECT_MIN, OverflowRegion, Settings, pages_touching};
+use crate::budget::DiskBudget;
 use crate::error::{Error, Result};
+use crate::holes::Holes;
 use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WRITE_PIECE_OFFSET};
 use crate::space::Allocation;
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
+
+/// The space policy's state, kept between the region's events (the
+/// region holds it as `OverflowRegion::policy`; the decisions on it are the
+/// `impl OverflowRegion` blocks of this module and of region/compact.rs).
+#[derive(Debug)]
+pub(super) struct Policy {
+    /// Page ranges that may hold no disk blocks (punched). Invariant: every
+    /// page of the file that may be a hole is in it, so storing anywhere
+    /// outside it cannot need a new block.
+    pub(super) holes: Holes,
+    /// Whole pages (whole granules, in free extents shorter than
+    /// `PAGE_CUT_MIN_GRANULES` of them) inside free extents that are due to
+    /// be punched. Punching waits until they
+    /// add up to a batch (the slack, a tenth of the live bytes by default,
+    /// within bounds: see `PUNCH_BATCH` in region/giveback.rs), so a free extent that is written
+    /// again soon (churn) is neither punched nor refilled; a write takes the
+    /// pages it uses out of this map.
+    pub(super) pending_punch: Holes,
+    /// Ranges of the file where the page cache may hold folios longer than a
+    /// punching granule outside live extents' middles: the middles of freed
+    /// extents (which `write_direct` may have written in long pieces; parts
+    /// may hold new extents since), until holes or a truncation take them.
+    /// A hole or truncation that would start or end strictly inside one
+    /// writes the folio there back first (see region/giveback.rs). While it
+    /// is not empty the file header says so (`LONG_FOLIOS`). All is
+    /// forgotten when the file system refuses to punch; empty for a region
+    /// that never punches.
+    pub(super) large_folios: Holes,
+    /// No free extent starts below this offset: compaction's scan starts
+    /// here. Invariant: `DATA_START <= compact_from <= space.cursor()`.
+    pub(super) compact_from: u64,
+    /// Compaction's candidates, kept from step to step: (offset, slot
+    /// index) of live extents, a max-heap by offset (highest first).
+    /// Entries go stale as slots are freed, moved or written again; each is
+    /// checked against the slot table when taken (see region/compact.rs).
+    pub(super) compact_queue: BinaryHeap<(u64, u32)>,
+    /// While a pass of compaction over the slot table is under way: the
+    /// slot indices below this are still to be listed into
+    /// `compact_queue` (from the end of the table down).
+    pub(super) compact_scan: Option<usize>,
+    /// A recent high point of the cursor: it rises with every write at the
+    /// end and decays halfway towards the cursor at every give-back. The file
+    /// never shrinks below it, so a loop that writes past the end and frees
+    /// it again does not truncate and regrow the file each time.
+    pub(super) peak_end: u64,
+    /// The pages from the end of the region up to here were written with
+    /// zeros ahead of use (`WARM_AHEAD`). A hint for speed only.
+    pub(super) warm_end: u64,
+    /// True while compaction moves extents: it does not punch holes it is
+    /// about to fill again.
+    pub(super) compacting: bool,
+    /// Automatic compaction: the pass under way, and old places of moved
+    /// slots waiting for a sync. Invariant: those old places are neither
+    /// free nor a live slot's extent, and still carry their live headers
+    /// (so the free extents, the live slots' extents and these tile the
+    /// data area).
+    pub(super) auto: AutoCompaction,
+    /// Set at open when the page cache may hold long folios this writer
+    /// does not know of and dropping it failed: the header keeps saying so
+    /// (`LONG_FOLIOS`) for the next writer.
+    pub(super) unknown_long_folios: bool,
+    /// The disk budget the file's length is charged to, for a region of a
+    /// `SpillDir`. Invariant: while set, `mapping.len()` bytes of it are
+    /// this region's.
+    pub(super) disk_budget: Option<Arc<DiskBudget>>,
+}
+
+impl Policy {
+    /// The state of a region just opened: nothing punched, pending or
+    /// listed, no budget. `unknown_long_folios`: see the field.
+    pub(super) fn new(unknown_long_folios: bool) -> Self {
+        Policy {
+            holes: Holes::default(),
+            pending_punch: Holes::default(),
+            large_folios: Holes::default(),
+            compact_from: DATA_START,
+            compact_queue: BinaryHeap::new(),
+            compact_scan: None,
+            peak_end: DATA_START,
+            warm_end: DATA_START,
+            compacting: false,
+            auto: AutoCompaction::default(),
+            unknown_long_folios,
+            disk_budget: None,
+        }
+    }
+}
 
 /// The file grows by at least this fraction of its size (1/2), so growth
 /// steps are few, and by at most this many bytes, so one step never commits
@@ -154,9 +250,9 @@ impl OverflowRegion {
     fn held_below_end(&self, pending: bool) -> u64 {
         let cursor = self.space.cursor();
         let used = cursor - DATA_START;
-        let mut given_back = self.holes.bytes() - self.holes.bytes_from(cursor);
+        let mut given_back = self.policy.holes.bytes() - self.policy.holes.bytes_from(cursor);
         if pending {
-            given_back += self.pending_punch.bytes();
+            given_back += self.policy.pending_punch.bytes();
         }
         used - given_back.min(used)
     }
@@ -235,7 +331,9 @@ impl OverflowRegion {
         let piece = match self.settings.punch_granule() {
             None => MAX_WRITE_PIECE | (current.unwrap_or(0) & CANNOT_PUNCH),
             Some(granule)
-                if writing || self.unknown_long_folios || !self.large_folios.is_empty() =>
+                if writing
+                    || self.policy.unknown_long_folios
+                    || !self.policy.large_folios.is_empty() =>
             {
                 granule | LONG_FOLIOS
             }
@@ -266,7 +364,7 @@ impl OverflowRegion {
         let start = (extent.offset + EXTENT_HEADER_LEN).next_multiple_of(granule);
         let end = extent.end() / granule * granule;
         if end > start && end - start > granule {
-            self.large_folios.insert(start, end);
+            self.policy.large_folios.insert(start, end);
             self.record_write_piece(false);
         }
     }
@@ -280,7 +378,7 @@ impl OverflowRegion {
     /// batch, or at once for a long extent.
     pub(super) fn punch_free_extent(&mut self, freed: Extent, merged: Extent) {
         let threshold = self.settings.punch_threshold;
-        if threshold == 0 || merged.len < threshold || self.compacting {
+        if threshold == 0 || merged.len < threshold || self.policy.compacting {
             return;
         }
         let Some(granule) = self.settings.punch_granule() else {
@@ -312,7 +410,7 @@ impl OverflowRegion {
             .next_multiple_of(unit);
         let end = high.next_multiple_of(unit).min(merged.end() / unit * unit);
         if start < end {
-            self.pending_punch.insert(start, end);
+            self.policy.pending_punch.insert(start, end);
             let batch = (self.settings.slack(self.accounting.live_bytes()))
                 .clamp(threshold, PUNCH_BATCH * threshold);
             // The middle of a long extent (`note_long_folios`) is punched at
@@ -321,10 +419,11 @@ impl OverflowRegion {
             // churn of 96 KiB to 1 MiB payloads (docs/PERFORMANCE.md), this
             // costs less than writing back before such cuts.
             let long = self
+                .policy
                 .large_folios
                 .next_from(freed.offset)
                 .is_some_and(|at| at < freed.end());
-            if long || (self.pending_punch.bytes() >= batch && !self.holds_within_budget()) {
+            if long || (self.policy.pending_punch.bytes() >= batch && !self.holds_within_budget()) {
                 self.punch_pending();
             }
         }
@@ -332,7 +431,7 @@ impl OverflowRegion {
 
     /// Punches every range in `pending_punch`.
     pub(super) fn punch_pending(&mut self) {
-        let pending = std::mem::take(&mut self.pending_punch);
+        let pending = std::mem::take(&mut self.policy.pending_punch);
         // Every cut's folio is written back first (`clean_folios_at`):
         // start them all, so that the waits below overlap.
         for (start, end) in pending.iter() {
@@ -364,18 +463,18 @@ impl OverflowRegion {
         }
         match self.mapping.punch_hole(start, end - start) {
             Ok(true) => {
-                if !self.large_folios.take(start, end).is_empty() {
+                if !self.policy.large_folios.take(start, end).is_empty() {
                     self.record_write_piece(false);
                 }
-                self.holes.insert(start, end);
+                self.policy.holes.insert(start, end);
                 if start >= self.space.cursor() {
-                    self.warm_end = self.warm_end.min(start);
+                    self.policy.warm_end = self.policy.warm_end.min(start);
                 }
             }
             Ok(false) => {
                 tracing::info!(path = %self.path.display(), "the file system cannot punch holes; free space stays allocated");
                 self.settings.punch_threshold = 0;
-                self.large_folios = Default::default();
+                self.policy.large_folios = Default::default();
                 self.mapping.set_write_piece(MAX_WRITE_PIECE);
                 self.mapping
                     .store_word(WRITE_PIECE_OFFSET, MAX_WRITE_PIECE | CANNOT_PUNCH);
@@ -385,7 +484,7 @@ impl OverflowRegion {
                 // is free, so counting it as a hole costs at most a refill
                 // (and `punched_bytes` may count blocks still allocated,
                 // until the next open finds the real holes).
-                self.holes.insert(start, end);
+                self.policy.holes.insert(start, end);
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
             }
         }
@@ -434,6 +533,7 @@ impl OverflowRegion {
         let granule = self.settings.punch_granule()?;
         let file_len = self.mapping.len();
         let long = self
+            .policy
             .large_folios
             .around(at)
             .and_then(|range| folio_around(at, range));
@@ -451,7 +551,7 @@ impl OverflowRegion {
     /// that a write reused part of) keeps the bit set.
     pub(super) fn give_back_long_folio_tail(&mut self) {
         let cursor = self.space.cursor();
-        if self.large_folios.next_from(cursor).is_none() {
+        if self.policy.large_folios.next_from(cursor).is_none() {
             return;
         }
         let page = mapping::page_size();
@@ -494,13 +594,13 @@ impl OverflowRegion {
         let peak = if self.slots.live() == 0 {
             DATA_START
         } else {
-            self.peak_end
+            self.policy.peak_end
         };
         // Blocks past the headroom are given back; the file's length keeps
         // the recent peak too.
         let allocated_end = self.blocks_end().min(file_len);
         let keep = allocated_end.max(peak.next_multiple_of(page).min(file_len));
-        self.peak_end = cursor + (self.peak_end.max(cursor) - cursor) / 2;
+        self.policy.peak_end = cursor + (self.policy.peak_end.max(cursor) - cursor) / 2;
         let excess = file_len - keep;
         if self.settings.shrink && excess >= MIN_SHRINK.max(file_len / 4) && self.try_truncate(keep)
         {
@@ -512,7 +612,7 @@ impl OverflowRegion {
         // `TAIL_EXCESS`.
         let threshold = self.settings.punch_threshold;
         let least = threshold.max(self.settings.slack(live) / 4 * TAIL_EXCESS);
-        let unpunched_end = self.holes.tail_start(file_len).unwrap_or(file_len);
+        let unpunched_end = self.policy.holes.tail_start(file_len).unwrap_or(file_len);
         if threshold != 0 && unpunched_end.saturating_sub(allocated_end) >= least {
             self.punch(allocated_end, unpunched_end);
         }
@@ -540,14 +640,14 @@ impl OverflowRegion {
         }
         match result {
             Ok(()) => {
-                if let Some(budget) = &self.budget {
+                if let Some(budget) = &self.policy.disk_budget {
                     budget.release(before - len);
                 }
-                self.holes.truncate(len);
-                self.pending_punch.truncate(len);
-                self.large_folios.truncate(len);
+                self.policy.holes.truncate(len);
+                self.policy.pending_punch.truncate(len);
+                self.policy.large_folios.truncate(len);
                 self.record_write_piece(false);
-                self.warm_end = self.warm_end.min(len);
+                self.policy.warm_end = self.policy.warm_end.min(len);
                 true
             }
             Err(error) => {
@@ -571,7 +671,7 @@ impl OverflowRegion {
         if extent.end() > self.mapping.len() {
             result = self.grow_to_fit(extent.end());
         }
-        if result.is_ok() && !self.holes.is_empty() {
+        if result.is_ok() && !self.policy.holes.is_empty() {
             // Space at the end is used front to back: fill a stretch ahead
             // at once rather than one system call per page.
             // Filled holes are blocks held ahead of use, as growth is:
@@ -587,12 +687,12 @@ impl OverflowRegion {
             };
             result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
         }
-        if result.is_ok() && !self.pending_punch.is_empty() {
+        if result.is_ok() && !self.policy.pending_punch.is_empty() {
             let (start, end) = pages_touching(extent.offset, extent.end() + 8);
-            self.pending_punch.take(start, end);
+            self.policy.pending_punch.take(start, end);
         }
         if result.is_ok() && allocation.from_tail {
-            self.peak_end = self.peak_end.max(extent.end());
+            self.policy.peak_end = self.policy.peak_end.max(extent.end());
             if !direct {
                 self.warm_tail(extent);
             }
@@ -625,15 +725,15 @@ impl OverflowRegion {
             .unwrap_or_else(mapping::page_size);
         let start = start / unit * unit;
         let end = end.next_multiple_of(unit).min(self.mapping.len());
-        let mut taken = self.holes.take(start, end).into_iter();
+        let mut taken = self.policy.holes.take(start, end).into_iter();
         while let Some((hole_start, hole_end)) = taken.next() {
             if let Err(source) = self.mapping.write_zeros(hole_start, hole_end) {
                 if let Err(error) = self.mapping.punch_hole(hole_start, hole_end - hole_start) {
                     tracing::warn!(path = %self.path.display(), %error, hole_start, hole_end, "punching a failed refill again failed");
                 }
-                self.holes.insert(hole_start, hole_end);
+                self.policy.holes.insert(hole_start, hole_end);
                 for (rest_start, rest_end) in taken {
-                    self.holes.insert(rest_start, rest_end);
+                    self.policy.holes.insert(rest_start, rest_end);
                 }
                 return Err(self.io_error("pwrite", source));
             }
@@ -650,10 +750,10 @@ impl OverflowRegion {
     /// take ordinary page faults into blocks `grow` allocated.
     pub(super) fn warm_tail(&mut self, extent: Extent) {
         let needed = extent.end() + 8;
-        if needed <= self.warm_end {
+        if needed <= self.policy.warm_end {
             return;
         }
-        let from = self.warm_end.max(extent.offset);
+        let from = self.policy.warm_end.max(extent.offset);
         // Not into punched holes: the tail past the headroom `give_back_tail`
         // keeps is punched on purpose, and `fill_holes` refills what the
         // writes reach.
@@ -662,7 +762,7 @@ impl OverflowRegion {
         let to = (needed + WARM_AHEAD)
             .next_multiple_of(WARM_AHEAD)
             .min(self.mapping.len())
-            .min(self.holes.next_from(from).unwrap_or(u64::MAX))
+            .min(self.policy.holes.next_from(from).unwrap_or(u64::MAX))
             .min(
                 self.blocks_end()
                     .max(needed.next_multiple_of(mapping::page_size())),
@@ -673,7 +773,7 @@ impl OverflowRegion {
         if let Err(error) = self.mapping.write_zeros(from, to) {
             tracing::debug!(path = %self.path.display(), %error, from, to, "writing ahead failed");
         }
-        self.warm_end = to;
+        self.policy.warm_end = to;
     }
 
     /// Grows the file so `end` fits: by `Settings::growth_step` past the
@@ -698,14 +798,14 @@ impl OverflowRegion {
         let mut grown = self.mapping.grow(target);
         if grown.is_err() && target > needed {
             // Near a full disk the step may not fit where the write does.
-            if let Some(budget) = &self.budget {
+            if let Some(budget) = &self.policy.disk_budget {
                 budget.release(target - needed);
             }
             target = needed;
             grown = self.mapping.grow(target);
         }
         if grown.is_err()
-            && let Some(budget) = &self.budget
+            && let Some(budget) = &self.policy.disk_budget
         {
             budget.release(target - current);
         }
@@ -717,7 +817,7 @@ impl OverflowRegion {
     /// the disk budget, if the region has one, and returns the length the
     /// file may grow to. Nothing is touched when it fails.
     pub(super) fn charge_budget(&self, current: u64, needed: u64, target: u64) -> Result<u64> {
-        let Some(budget) = &self.budget else {
+        let Some(budget) = &self.policy.disk_budget else {
             return Ok(target);
         };
         if budget.charge(target - current).is_ok() {
