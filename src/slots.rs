@@ -386,6 +386,14 @@ impl SlotTable {
         }
     }
 
+    /// Asks the CPU for the entry of `index` ahead of a `get` (a hint).
+    #[inline]
+    pub(crate) fn prefetch(&self, index: usize) {
+        if let Some(entry) = self.entries.get(index) {
+            crate::sys::prefetch(entry);
+        }
+    }
+
     /// Where the payload of the slot at `index` is: (offset, length). What
     /// `get` gives, without unpacking the rest (the read path).
     #[inline]

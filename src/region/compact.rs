@@ -89,6 +89,10 @@ const AUTO_SCAN: usize = 256;
 /// moves").
 const MERGE_RATIO: u64 = 4;
 
+/// The merge walk asks for the header after the free extent this many
+/// places ahead of the one it looks at (`Mapping::prefetch`).
+const PREFETCH_AHEAD: usize = 8;
+
 /// Slots whose old places may wait for a sync at once (see
 /// `AutoCompaction::retired`); at the limit, slots whose payload has a
 /// checksum are left where they are.
@@ -723,6 +727,23 @@ impl OverflowRegion {
         while pass.next_gap < end {
             if self.policy.auto.retired.len() >= AUTO_MAX_RETIRED {
                 return true;
+            }
+            // The header after each gap and its slot's entry are cache
+            // misses: ask for the header a few gaps ahead, and for the entry
+            // of the slot named by a header asked for earlier, so the misses
+            // overlap.
+            if let Some(ahead) = self
+                .space
+                .free_extent_in(pass.next_gap + 2 * PREFETCH_AHEAD)
+            {
+                self.mapping.prefetch(ahead.end() + 8);
+            }
+            if let Some(header) = self
+                .space
+                .free_extent_in(pass.next_gap + PREFETCH_AHEAD)
+                .and_then(|ahead| self.mapping.bytes(ahead.end(), 12))
+            {
+                self.slots.prefetch(layout::slot_of_header(header) as usize);
             }
             let Some(gap) = self
                 .space
