@@ -106,8 +106,8 @@ const AUTO_MAX_RETIRED: usize = 256;
 /// (`MemoryTuning::overflow_slack_percent`). When the bytes the region
 /// holds below its end (its used bytes, less punched holes and the free
 /// pages waiting to be punched, which give their disk back anyway) pass the
-/// live extents plus three quarters of the slack, a pass starts, to bring
-/// them back to half the slack (`over_budget`; the thresholds are in
+/// live extents plus 13/16 of the slack, a pass starts, to bring them back
+/// to 10/16 of it (`over_budget`; the thresholds are in
 /// region/giveback.rs): its limit is that much below the end. It
 /// has three parts, each a bounded amount of work per operation:
 ///
@@ -757,12 +757,17 @@ impl OverflowRegion {
                 pass.next_gap += 1;
                 continue;
             };
-            let after = self
-                .space
-                .free_starting_at(slot.offset + slot.extent_len)
-                .map_or(0, |free| free.len);
-            if MERGE_RATIO * slot.extent_len > gap.len + after || slot.extent_len > pass.merge_left
-            {
+            // The free extent after the live one is looked up only when the
+            // gap alone is not long enough (a hash look-up, mostly a miss).
+            let mergeable = slot.extent_len <= pass.merge_left
+                && (MERGE_RATIO * slot.extent_len <= gap.len
+                    || MERGE_RATIO * slot.extent_len
+                        <= gap.len
+                            + self
+                                .space
+                                .free_starting_at(slot.offset + slot.extent_len)
+                                .map_or(0, |free| free.len));
+            if !mergeable {
                 pass.next_gap += 1;
                 continue;
             }
