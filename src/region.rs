@@ -1413,20 +1413,16 @@ impl OverflowRegion {
             self.sum_slot(index, generation);
             return;
         }
-        let live = self.slots.live();
-        let mut unsummed = self.unsummed.take();
-        if unsummed.len() >= 2 * live + 1024 {
-            unsummed.retain(|&(index, generation)| self.has_generation(index, generation));
+        let slots = &self.slots;
+        let unsummed = self.unsummed.get_mut();
+        if unsummed.len() >= 2 * slots.live() + 1024 {
+            unsummed.retain(|&(index, generation)| {
+                slots
+                    .get(index as usize)
+                    .is_ok_and(|slot| slot.generation == generation)
+            });
         }
         unsummed.push((index, generation));
-        self.unsummed.set(unsummed);
-    }
-
-    /// Whether slot `index` is live with `generation`.
-    fn has_generation(&self, index: u32, generation: u32) -> bool {
-        self.slots
-            .get(index as usize)
-            .is_ok_and(|slot| slot.generation == generation)
     }
 
     /// Computes and stores the payload checksum of every listed slot that

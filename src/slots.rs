@@ -330,22 +330,23 @@ impl SlotTable {
 
     /// Stores live `slot` in dense entry `at`.
     fn set_live(&mut self, at: usize, slot: LiveSlot) {
-        let old = self.entries[at];
-        self.entries[at] = match Entry::pack(&slot) {
-            Some(entry) => {
-                if old.place == WIDE {
-                    self.wide.remove(&(at as u32));
-                }
-                entry
+        if self.entries[at].place == WIDE {
+            self.wide.remove(&(at as u32));
+        }
+        self.entries[at] = self.live_entry(at, &slot);
+    }
+
+    /// The dense entry for `slot` at index `at`: packed, or `WIDE` with the
+    /// slot put in `wide`.
+    #[inline]
+    fn live_entry(&mut self, at: usize, slot: &LiveSlot) -> Entry {
+        Entry::pack(slot).unwrap_or_else(|| {
+            self.wide.insert(at as u32, *slot);
+            Entry {
+                place: WIDE,
+                data: 0,
             }
-            None => {
-                self.wide.insert(at as u32, slot);
-                Entry {
-                    place: WIDE,
-                    data: 0,
-                }
-            }
-        };
+        })
     }
 
     /// Makes dense entry `at` free, followed on the free list by `next`.
@@ -432,15 +433,15 @@ impl SlotTable {
             self.absorb_sparse();
         }
         let index = self.next_index();
+        let entry = self.live_entry(index, &slot);
         if index == self.entries.len() {
-            self.entries.push(Entry::free(NONE));
+            self.entries.push(entry);
             self.high_water = self.high_water.max(self.entries.len());
         } else {
-            let entry = self.entries[index];
-            debug_assert_eq!(entry.place, FREE, "the free list holds only free entries");
-            self.free_head = entry.data as u32;
+            let free = std::mem::replace(&mut self.entries[index], entry);
+            debug_assert_eq!(free.place, FREE, "the free list holds only free entries");
+            self.free_head = free.data as u32;
         }
-        self.set_live(index, slot);
         self.live += 1;
         index
     }

@@ -655,9 +655,11 @@ impl OverflowRegion {
     /// logged.
     #[inline]
     pub(super) fn keep_budget(&mut self, bytes: u64) {
+        // With no free extent (and no old place waiting) the region holds
+        // only its live extents: within any budget.
         if self.policy.auto.pass.is_none()
             && self.policy.auto.retired.is_empty()
-            && self.over_budget().is_none()
+            && (self.space.free_extent_count() == 0 || self.over_budget().is_none())
         {
             return;
         }
