@@ -888,7 +888,17 @@ impl OverflowRegion {
     /// sync and compaction (`refuse_after_failed_store`). Reopening it
     /// runs recovery on what the file holds: every acknowledged operation
     /// is there, since none was acknowledged after the failure.
+    #[inline]
     fn check_stores(&self) -> Result<()> {
+        match self.mapping.store_failed() {
+            None => Ok(()),
+            Some(_) => self.report_failed_store(),
+        }
+    }
+
+    /// The slow part of `check_stores`.
+    #[cold]
+    fn report_failed_store(&self) -> Result<()> {
         if let Some(source) = self.mapping.take_store_error() {
             tracing::error!(path = %self.path.display(), %source, "a store into the file failed; the region refuses changes until it is reopened");
             return Err(self.io_error("pwrite", source));

@@ -356,7 +356,18 @@ impl Space {
 
     /// Recovery support: finish rebuilding; a trailing free extent (touching the cursor) is
     /// retracted. Returns the final cursor. Idempotent.
+    #[inline]
     pub fn finish_recovery(&mut self) -> u64 {
+        // Every allocation and release asks: one test in the common case.
+        if self.trailing_free.is_some() || !self.recovered_free.is_empty() {
+            self.index_recovered();
+        }
+        self.cursor
+    }
+
+    /// The work of `finish_recovery`, once.
+    #[cold]
+    fn index_recovered(&mut self) {
         if let Some(run) = self.trailing_free.take() {
             self.cursor = run.offset;
         }
@@ -364,7 +375,6 @@ impl Space {
             let recovered = std::mem::take(&mut self.recovered_free);
             self.free.insert_many(recovered);
         }
-        self.cursor
     }
 
     /// End of the last extent: everything in `[cursor, limit)` is unused.

@@ -670,7 +670,25 @@ impl OverflowRegion {
     /// the punching batch, and for a write at the end writes zeros ahead
     /// (`warm_tail`; not for a payload `write_direct` will write: `direct`).
     /// On error the allocation is undone and the region is unchanged.
+    #[inline]
     pub(super) fn make_writable(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
+        // Most writes land where the file is long enough, zeros were written
+        // ahead, and nothing is punched or waiting to be: nothing to do.
+        let extent = allocation.extent;
+        if extent.end() + 8 <= self.policy.warm_end.min(self.mapping.len())
+            && self.policy.holes.is_empty()
+            && self.policy.pending_punch.is_empty()
+        {
+            if allocation.from_tail {
+                self.policy.peak_end = self.policy.peak_end.max(extent.end());
+            }
+            return Ok(());
+        }
+        self.prepare_range(allocation, direct)
+    }
+
+    /// The slow part of `make_writable`.
+    fn prepare_range(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
         let extent = allocation.extent;
         let mut result = Ok(());
         if extent.end() > self.mapping.len() {

@@ -476,6 +476,7 @@ impl Mapping {
 
     /// The kind of the first error a `pwrite` store met, if one did: no
     /// store has been made since.
+    #[inline]
     pub(crate) fn store_failed(&self) -> Option<io::ErrorKind> {
         self.store_failed.get()
     }
