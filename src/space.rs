@@ -286,15 +286,34 @@ impl Space {
         if verdict.is_err() {
             return Released::Free(extent);
         }
-        let merged = self.absorb_free_before(extent);
-        if merged.end() == self.cursor {
-            self.cursor = merged.offset;
+        // A free neighbour's node grows to take the extent (and the other neighbour, if
+        // both are free): fewer hash-table changes than taking them out and putting the
+        // merged extent in anew.
+        let before = self.free.ending_at(extent.offset);
+        let start = before.map_or(extent.offset, |id| self.free.extent(id).offset);
+        if extent.end() == self.cursor {
+            if let Some(id) = before {
+                self.free.remove(id);
+            }
+            self.cursor = start;
             return Released::Retracted {
                 cursor: self.cursor,
             };
         }
-        let merged = self.absorb_free_after(merged);
-        self.free.insert(merged);
+        let after = self.free.starting_at(extent.end());
+        let end = after.map_or(extent.end(), |id| self.free.extent(id).end());
+        let merged = Extent {
+            offset: start,
+            len: end - start,
+        };
+        match (before, after) {
+            (Some(before), Some(after)) => {
+                self.free.remove(after);
+                self.free.reshape(before, merged);
+            }
+            (Some(grown), None) | (None, Some(grown)) => self.free.reshape(grown, merged),
+            (None, None) => self.free.insert(merged),
+        }
         Released::Free(merged)
     }
 
@@ -473,9 +492,10 @@ impl Space {
 
     /// Takes free node `id` (at least `len` long) out of the index and hands out its front.
     fn carve_free(&mut self, id: NodeId, len: u64) -> Allocation {
-        let found = self.free.remove(id);
+        let found = self.free.extent(id);
         let remainder_len = found.len - len;
         if remainder_len == 0 || remainder_len < self.min_split {
+            self.free.remove(id);
             return Allocation {
                 extent: found,
                 remainder: None,
@@ -490,8 +510,9 @@ impl Space {
             offset: extent.end(),
             len: remainder_len,
         };
-        // `found` touched no free extent and did not end at the cursor; neither does its tail.
-        self.free.insert(remainder);
+        // `found` touched no free extent and did not end at the cursor; neither does its tail,
+        // which keeps the node.
+        self.free.reshape(id, remainder);
         Allocation {
             extent,
             remainder: Some(remainder),
@@ -538,36 +559,6 @@ impl Space {
             return Err("overlaps free space (released twice?)");
         }
         Ok(())
-    }
-
-    /// `extent` merged with the free extent ending where it starts, if any (which leaves the
-    /// index).
-    fn absorb_free_before(&mut self, extent: Extent) -> Extent {
-        match self.free.ending_at(extent.offset) {
-            Some(id) => {
-                let before = self.free.remove(id);
-                Extent {
-                    offset: before.offset,
-                    len: before.len + extent.len,
-                }
-            }
-            None => extent,
-        }
-    }
-
-    /// `extent` merged with the free extent starting where it ends, if any (which leaves the
-    /// index).
-    fn absorb_free_after(&mut self, extent: Extent) -> Extent {
-        match self.free.starting_at(extent.end()) {
-            Some(id) => {
-                let after = self.free.remove(id);
-                Extent {
-                    offset: extent.offset,
-                    len: extent.len + after.len,
-                }
-            }
-            None => extent,
-        }
     }
 
     /// Checks a recovered extent and, if acceptable, advances the cursor (and the limit) to
@@ -896,6 +887,39 @@ impl FreeIndex {
         self.by_start.insert(&self.slab, id);
         self.by_end.insert(&self.slab, id);
         self.bytes += extent.len;
+    }
+
+    /// Changes free extent `id` into `extent`, which keeps its start or its end (a free
+    /// extent grown by a freed neighbour, or shortened at the front by an allocation): only
+    /// the table of the edge that moves is touched, half the hash-table work of a `remove`
+    /// and an `insert`. The node goes to the head of its class list, as an `insert` would
+    /// put it (allocations choose among the first nodes of a list: `LOW_PICK`).
+    fn reshape(&mut self, id: NodeId, extent: Extent) {
+        let old = self.slab[id].extent;
+        debug_assert!(old.offset == extent.offset || old.end() == extent.end());
+        let start_moves = old.offset != extent.offset;
+        let end_moves = old.end() != extent.end();
+        if start_moves {
+            self.by_start.remove(&self.slab, id);
+        }
+        if end_moves {
+            self.by_end.remove(&self.slab, id);
+        }
+        self.unlink(id, Class::of_len(old.len));
+        self.slab[id].extent = extent;
+        if start_moves {
+            self.by_start.insert(&self.slab, id);
+        }
+        if end_moves {
+            self.by_end.insert(&self.slab, id);
+        }
+        self.link(id, Class::of_len(extent.len));
+        self.bytes = self.bytes - old.len + extent.len;
+    }
+
+    /// The free extent `id`.
+    fn extent(&self, id: NodeId) -> Extent {
+        self.slab[id].extent
     }
 
     /// Takes free extent `id` out of the index and returns it.
