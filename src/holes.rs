@@ -195,6 +195,19 @@ mod tests {
     }
 
     #[test]
+    fn an_open_ended_question_past_every_range_is_answered_at_once() {
+        let mut holes = Holes::default();
+        holes.insert(0, 10);
+        holes.insert(1 << 20, 2 << 20);
+        assert!(!holes.overlaps(3 << 20, u64::MAX));
+        assert_eq!(holes.take(3 << 20, u64::MAX), []);
+        assert!(holes.overlaps(1 << 20, u64::MAX));
+        assert_eq!(holes.take(1 << 19, u64::MAX), [(1 << 20, 2 << 20)]);
+        assert!(!holes.overlaps(10, u64::MAX));
+        assert!(holes.overlaps(0, u64::MAX));
+    }
+
+    #[test]
     fn take_removes_and_returns_the_overlap() {
         let mut holes = Holes::default();
         holes.insert(0, 100);
@@ -208,31 +221,44 @@ mod tests {
     }
 
     proptest! {
+        /// Against a bitmap of units (of 1 byte, or of 16 KiB, which puts
+        /// the ranges as far apart as in a file), with `overlaps` probed
+        /// after every step.
         #[test]
-        fn agrees_with_a_page_bitmap(ops in proptest::collection::vec((any::<bool>(), 0u64..64, 1u64..16), 1..60)) {
+        fn agrees_with_a_page_bitmap(
+            unit in prop_oneof![Just(1u64), Just(16 << 10)],
+            ops in proptest::collection::vec((any::<bool>(), 0u64..64, 1u64..16), 1..60),
+            probes in proptest::collection::vec((0u64..78, 1u64..3), 8),
+        ) {
             let mut holes = Holes::default();
             let mut model = [false; 80];
+            let units = |ranges: &[(u64, u64)]| -> Vec<u64> {
+                ranges.iter().flat_map(|&(s, e)| s / unit..e / unit).collect()
+            };
             for (insert, start, len) in ops {
                 let end = start + len;
                 if insert {
-                    holes.insert(start, end);
+                    holes.insert(start * unit, end * unit);
                     model[start as usize..end as usize].fill(true);
                 } else {
                     let expected: Vec<u64> = (start..end).filter(|&i| model[i as usize]).collect();
-                    prop_assert_eq!(holes.overlaps(start, end), !expected.is_empty());
-                    let taken = holes.take(start, end);
-                    let got: Vec<u64> = taken.iter().flat_map(|&(s, e)| s..e).collect();
-                    prop_assert_eq!(got, expected);
+                    prop_assert_eq!(holes.overlaps(start * unit, end * unit), !expected.is_empty());
+                    let taken = holes.take(start * unit, end * unit);
+                    prop_assert_eq!(units(&taken), expected);
                     model[start as usize..end as usize].fill(false);
                 }
                 let ranges: Vec<(u64, u64)> = holes.iter().collect();
                 for pair in ranges.windows(2) {
                     prop_assert!(pair[0].1 < pair[1].0, "touching or overlapping {:?}", pair);
                 }
-                let got: Vec<u64> = ranges.iter().flat_map(|&(s, e)| s..e).collect();
                 let expected: Vec<u64> = (0..80).filter(|&i| model[i as usize]).collect();
-                prop_assert_eq!(holes.bytes(), expected.len() as u64);
-                prop_assert_eq!(got, expected);
+                prop_assert_eq!(holes.bytes(), expected.len() as u64 * unit);
+                prop_assert_eq!(units(&ranges), expected);
+                for &(start, len) in &probes {
+                    let end = start + len;
+                    let any = (start..end).any(|i| model[i as usize]);
+                    prop_assert_eq!(holes.overlaps(start * unit, end * unit), any);
+                }
             }
         }
     }
