@@ -91,12 +91,12 @@ pub struct MemoryTuning {
     pub overflow_slack_percent: u32,
     /// Whether the region compacts itself (default true): when the disk it
     /// holds below its end (used bytes less punched holes and free pages
-    /// waiting to be punched) passes its live extents plus three quarters
-    /// of their slack (`overflow_slack_percent`), each `write` and `free`
-    /// moves a few live extents, up to as many bytes as the operation wrote
-    /// or freed: first the short ones that keep free extents apart, then
-    /// the ones at the end of the region into free space below, until it
-    /// holds at most half the slack beyond the live extents. Extents over
+    /// waiting to be punched) passes its live extents plus 13/16 of their
+    /// slack (`overflow_slack_percent`), each `write` and `free` moves a few
+    /// live extents, up to as many bytes as the operation wrote or freed:
+    /// first the short ones that keep free extents apart, then the ones at
+    /// the end of the region into free space below, until it holds at most
+    /// 10/16 of the slack beyond the live extents. Extents over
     /// 1 MiB are not moved automatically;
     /// [`OverflowRegion::compact`](crate::OverflowRegion::compact) moves
     /// everything. A moved slot keeps its index and bytes and gets a new
