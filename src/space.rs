@@ -73,7 +73,7 @@ const CLASS_COUNT: usize = FL_COUNT * SL_COUNT;
 /// of the region is freed more often. Under churn of 16 B to 64 KiB payloads (32 MiB live)
 /// with automatic compaction off, `used_bytes`/live fell from 1.24 to 1.16 on average (4;
 /// 16 and 64 did worse), and with it on, compaction moved 12 % fewer bytes
-/// (docs/PERFORMANCE.md, "Fewer moves, cheaper passes").
+/// (docs/PERFORMANCE.md, "Allocations take the lowest of four").
 const LOW_PICK: usize = 4;
 
 /// A contiguous byte range of the file.

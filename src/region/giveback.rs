@@ -85,11 +85,11 @@ pub(super) struct Policy {
     pub(super) holes: Holes,
     /// Whole pages (whole granules, in free extents shorter than
     /// `PAGE_CUT_MIN_GRANULES` of them) inside free extents that are due to
-    /// be punched. Punching waits until they
-    /// add up to a batch (the slack, a tenth of the live bytes by default,
-    /// within bounds: see `PUNCH_BATCH` in region/giveback.rs), so a free extent that is written
-    /// again soon (churn) is neither punched nor refilled; a write takes the
-    /// pages it uses out of this map.
+    /// be punched. Punching waits until they add up to a batch (the slack,
+    /// a tenth of the live bytes by default, within bounds: `PUNCH_BATCH`),
+    /// so a free extent that is written again soon (churn) is neither
+    /// punched nor refilled; a write takes the pages it uses out of this
+    /// map.
     pub(super) pending_punch: Holes,
     /// Ranges of the file where the page cache may hold folios longer than a
     /// punching granule outside live extents' middles: the middles of freed
@@ -225,8 +225,8 @@ const AUTO_MIN_USED: u64 = 256 << 10;
 ///
 /// 13 and 10 (were 12 and 8): under churn of 16 B to 64 KiB payloads with
 /// four seeds, compaction moved a fifth fewer bytes and `used_bytes`/live
-/// stayed at or below 1.099 (docs/PERFORMANCE.md, "Fewer moves, cheaper
-/// passes"); 14 and 11 moved 40 % fewer but reached 1.107.
+/// stayed at or below 1.099 (docs/PERFORMANCE.md, "Thresholds in
+/// sixteenths: 13 and 10"); 14 and 11 moved 40 % fewer but reached 1.107.
 const COMPACT_FROM: u64 = 13;
 const COMPACT_TO: u64 = 10;
 const WHOLE_SLACK: u64 = 16;

@@ -399,20 +399,9 @@ impl Mapping {
     /// misses overlap.
     #[inline]
     pub(crate) fn prefetch(&self, offset: u64) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        if offset < self.file_len {
-            let at = self.base.as_ptr().wrapping_add(offset as usize);
-            // SAFETY: a prefetch only hints the cache: it never faults and
-            // changes no memory, whatever the address (here one inside the
-            // mapping, and so inside the file: `offset < file_len`).
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    at.cast::<i8>(),
-                );
-            }
+        if let Some(byte) = self.bytes(offset, 1) {
+            super::prefetch(&byte[0]);
         }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        let _ = offset;
     }
 
     /// The bytes `offset..offset + len`, writable, or `None` if any lies past
