@@ -13,24 +13,9 @@ use std::os::unix::fs::MetadataExt;
 
 use overflow_region::{EngineId, MemoryTuning, OverflowRegion};
 
-/// splitmix64: a small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Log-uniform in 16..=65536.
-    fn size(&mut self) -> usize {
-        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        (16f64 * 4096f64.powf(unit)) as usize
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn main() -> overflow_region::Result<()> {
     let dir = std::env::args()
@@ -68,7 +53,7 @@ fn main() -> overflow_region::Result<()> {
     let started = std::time::Instant::now();
     for _ in 0..100_000 {
         // One free and one write per round: 200 k operations.
-        let victim = live.swap_remove((rng.next() % live.len() as u64) as usize);
+        let victim = live.swap_remove(rng.below(live.len()));
         region.free(victim)?;
         live.push(region.write(&data[..rng.size()], EngineId::Query)?);
     }
