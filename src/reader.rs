@@ -201,6 +201,9 @@ impl OverflowReader {
             moved: false,
         };
         let extent_len = EXTENT_HEADER_LEN.saturating_add(slot.payload_len);
+        // The header and the payload after it are most likely cache misses:
+        // ask for both at once.
+        self.mapping.prefetch(slot.offset, extent_len);
         let in_file = self
             .mapping
             .check_range(slot.offset, extent_len)
@@ -217,7 +220,7 @@ impl OverflowReader {
         let identity = self
             .mapping
             .load_word(IDENTITY_OFFSET)
-            .ok_or(changed("the file header is out of bounds"))?;
+            .ok_or_else(|| changed("the file header is out of bounds"))?;
         if identity != slot.file {
             return Err(changed(
                 "the handle belongs to another region file (this path now names a different file)",
@@ -228,7 +231,7 @@ impl OverflowReader {
         let next_generation = self
             .mapping
             .load_word(NEXT_GENERATION_OFFSET)
-            .ok_or(changed("the file header is out of bounds"))?;
+            .ok_or_else(|| changed("the file header is out of bounds"))?;
         if next_generation
             .wrapping_sub(slot.generation)
             .wrapping_sub(1)
@@ -240,7 +243,7 @@ impl OverflowReader {
         }
         let before = self
             .load_header(slot.offset)
-            .ok_or(changed("its header is out of bounds"))?;
+            .ok_or_else(|| changed("its header is out of bounds"))?;
         let header = LiveHeader::decode(&before).map_err(|damage| {
             if layout::moved_from(&before, slot.slot, slot.generation as u32).is_some() {
                 return Error::slot_moved(slot.slot(), slot.generation);
@@ -264,7 +267,7 @@ impl OverflowReader {
         }
         let after = self
             .load_header(slot.offset)
-            .ok_or(changed("its header is out of bounds"))?;
+            .ok_or_else(|| changed("its header is out of bounds"))?;
         if !layout::same_tenancy(&before, &after) {
             return Err(changed("it was freed or reused while it was read"));
         }
