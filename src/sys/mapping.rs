@@ -28,6 +28,14 @@ use rustix::mm::{Advice, MapFlags, MsyncFlags, ProtFlags};
 /// hardware's own prefetcher takes over a stream after its first lines.
 const PREFETCH_LINES: u64 = 16;
 
+/// Stores of at least this many bytes (payloads, and moves' copies) bypass
+/// the CPU's caches (`copy_streaming`): a payload lands where another was
+/// freed long ago, whose lines are no longer cached, and an ordinary store
+/// first reads each line it writes. Below this, the fence that ends a
+/// streaming copy costs more than it saves (docs/PERFORMANCE.md,
+/// "Payloads stored past the caches").
+const STREAM_MIN: usize = 1024;
+
 /// The longest piece `write_zeros` writes with one `pwrite` (see
 /// [`Mapping::set_write_piece`]): 1 MiB. Longer pieces cost more per page
 /// and varied more between runs, probably the cost of finding that much
@@ -507,9 +515,14 @@ impl Mapping {
             return;
         }
         let file_len = self.file_len;
-        self.bytes_mut(offset, data.len() as u64)
-            .unwrap_or_else(|| panic!("store at {offset} past a {file_len}-byte file"))
-            .copy_from_slice(data);
+        let target = self
+            .bytes_mut(offset, data.len() as u64)
+            .unwrap_or_else(|| panic!("store at {offset} past a {file_len}-byte file"));
+        if data.len() >= STREAM_MIN {
+            copy_streaming(data, target);
+        } else {
+            target.copy_from_slice(data);
+        }
     }
 
     /// Copies the `len` bytes at `from` to `to` within the file (ranges
@@ -531,7 +544,19 @@ impl Mapping {
         let file = self
             .bytes_mut(0, self.file_len)
             .expect("the whole file is in bounds");
-        file.copy_within(from as usize..(from + len) as usize, to as usize);
+        let (from, to, len) = (from as usize, to as usize, len as usize);
+        if len < STREAM_MIN {
+            file.copy_within(from..from + len, to);
+            return;
+        }
+        // The ranges do not overlap: split the file between them.
+        if from < to {
+            let (low, high) = file.split_at_mut(to);
+            copy_streaming(&low[from..from + len], &mut high[..len]);
+        } else {
+            let (low, high) = file.split_at_mut(from);
+            copy_streaming(&high[..len], &mut low[to..to + len]);
+        }
     }
 
     /// Stores an extent header's checksum word (payload and header
@@ -774,6 +799,54 @@ impl SharedMapping {
     }
 }
 
+/// Copies `source` into `target` (of the same length), storing the whole
+/// cache lines of `target` with non-temporal stores: they go to memory
+/// without first reading the line into the cache, and leave no line behind
+/// there. Such stores are ordered with no other store, so the copy is
+/// fenced on both sides: every earlier store (the free tag that ended the
+/// last tenancy of these bytes) is visible to other threads before any of
+/// the copy, and the copy before any later store (the commit's tag, whose
+/// `Release` orders only ordinary stores). So a reader's seqlock (header,
+/// copy, header again) holds as with a plain copy.
+/// Elsewhere than on x86-64, and under Miri, a plain copy.
+pub(crate) fn copy_streaming(source: &[u8], target: &mut [u8]) {
+    assert_eq!(source.len(), target.len(), "copy between unequal ranges");
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+        let len = target.len();
+        let head = target.as_ptr().align_offset(64).min(len);
+        let lines = (len - head) / 64;
+        let tail = head + 64 * lines;
+        target[..head].copy_from_slice(&source[..head]);
+        // SAFETY: a fence has no memory-safety preconditions (SSE is part of
+        // every x86-64 target).
+        unsafe { _mm_sfence() };
+        let from = source[head..tail].as_ptr();
+        let to = target[head..tail].as_mut_ptr();
+        for line in 0..lines {
+            for quarter in 0..4 {
+                let at = 64 * line + 16 * quarter;
+                // SAFETY: `at + 16 <= tail - head`: both pointers stay inside
+                // the slices they came from, which do not overlap (one is
+                // borrowed shared, the other mutably). The load is unaligned;
+                // the store is to `to + at`, a multiple of 16 because `to` is
+                // 64-byte aligned (`head`).
+                unsafe {
+                    let value = _mm_loadu_si128(from.add(at).cast::<__m128i>());
+                    _mm_stream_si128(to.add(at).cast::<__m128i>(), value);
+                }
+            }
+        }
+        // SAFETY: a fence has no memory-safety preconditions (SSE is part of
+        // every x86-64 target).
+        unsafe { _mm_sfence() };
+        target[tail..].copy_from_slice(&source[tail..]);
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    target.copy_from_slice(source);
+}
+
 /// Copies `target.len()` bytes from `source` into `target` with loads the
 /// writer's racing stores cannot make undefined: a byte-wise atomic memcpy
 /// (C++ P1478). They may read old or new bytes; the caller's seqlock
@@ -931,4 +1004,60 @@ pub(crate) fn find_holes(file: &File, from: u64, len: u64) -> io::Result<Vec<(u6
         at = data;
     }
     Ok(holes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mapping, copy_streaming};
+
+    #[test]
+    fn a_streaming_copy_copies_every_byte_at_every_alignment_and_length() {
+        let source: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut target = vec![0u8; 4096 + 128];
+        // Lengths around the line size and across several lines, at every
+        // start within a line: the head, the whole lines and the tail.
+        for start in 0..64 {
+            for len in [0, 1, 15, 16, 63, 64, 65, 127, 128, 129, 1000, 1024, 4033] {
+                target.fill(0xEE);
+                copy_streaming(&source[..len], &mut target[start..start + len]);
+                assert_eq!(
+                    &target[start..start + len],
+                    &source[..len],
+                    "start {start} len {len}"
+                );
+                assert!(
+                    target[..start].iter().all(|&b| b == 0xEE),
+                    "written before: start {start} len {len}"
+                );
+                assert!(
+                    target[start + len..].iter().all(|&b| b == 0xEE),
+                    "written after: start {start} len {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_copy_within_the_file_goes_either_way_and_streams_when_long() {
+        let file = tempfile::tempfile().expect("a temporary file");
+        let mut mapping = Mapping::new(file, 1 << 20).expect("a mapping");
+        mapping.grow(64 << 10).expect("room");
+        let pattern: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        // Short (a plain copy) and long (streamed), upwards and downwards,
+        // at offsets that are not multiples of a cache line.
+        for (len, from, to) in [
+            (100, 8, 3000),
+            (20_000, 40, 30_008),
+            (20_000, 30_008, 40),
+            (100, 3000, 8),
+        ] {
+            mapping.store_bytes(from, &pattern[..len]);
+            mapping.copy_in_file(from, to, len as u64);
+            assert_eq!(
+                mapping.bytes(to, len as u64),
+                Some(&pattern[..len]),
+                "{len} bytes from {from} to {to}"
+            );
+        }
+    }
 }
