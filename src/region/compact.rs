@@ -78,6 +78,11 @@ pub struct CompactReport {
 /// left beside a long one is mostly punched; `compact` moves them all.)
 const AUTO_MAX_MOVE: u64 = 1 << 20;
 
+/// How many times in a row the wait after a pass that moved nothing
+/// doubles (`AutoCompaction::futile_passes`): at most 1024 times a quarter
+/// of the slack.
+const MAX_FUTILE_DOUBLINGS: u32 = 10;
+
 /// How many slot-table entries one automatic step looks at, at most, so a
 /// step costs O(1) besides the bytes it moves.
 const AUTO_SCAN: usize = 256;
@@ -139,7 +144,9 @@ const AUTO_MAX_RETIRED: usize = 256;
 /// spends its extent's length, so the bytes moved never exceed the bytes
 /// the owner writes and frees. A pass that ends with the end of the region
 /// still above its limit (what is left fits nowhere below) lets the owner
-/// write and free a quarter of the slack before the next one starts.
+/// write and free a quarter of the slack before the next one starts, and
+/// twice as much after each further pass in a row that moved nothing
+/// (`futile_passes`), until the live bytes change by a slack.
 /// Extents over `AUTO_MAX_MOVE` are never moved automatically.
 ///
 /// A move keeps every promise (see the module docs): the copy is written
@@ -171,6 +178,13 @@ pub(super) struct AutoCompaction {
     /// Bytes the owner writes and frees before another pass may start,
     /// after a pass that left the end of the region above its limit.
     idle: u64,
+    /// Passes in a row that ended above their limit having moved nothing:
+    /// each after the first doubles the wait before the next (`idle`), up
+    /// to `MAX_FUTILE_DOUBLINGS` times. Forgotten once the live extents' bytes
+    /// have moved a slack away from `futile_live`, their bytes at the last
+    /// such pass: the gaps have changed, so the next pass may not be futile.
+    futile_passes: u32,
+    futile_live: u64,
     /// Extents moved so far, and their bytes (`RegionStats`).
     pub(super) moved_extents: u64,
     pub(super) moved_bytes: u64,
@@ -186,6 +200,8 @@ impl Default for AutoCompaction {
             watch: u64::MAX,
             retired: Vec::new(),
             idle: 0,
+            futile_passes: 0,
+            futile_live: 0,
             moved_extents: 0,
             moved_bytes: 0,
             flushes: Cell::new(0),
@@ -239,6 +255,8 @@ struct Pass {
     unlisted: usize,
     /// Bytes the pass may still move.
     credit: u64,
+    /// Bytes the pass has moved.
+    moved: u64,
 }
 
 /// The old place of a moved slot, waiting for a sync.
@@ -672,7 +690,15 @@ impl OverflowRegion {
         let mut pass = match self.policy.auto.pass.take() {
             Some(pass) => pass,
             None if self.policy.auto.idle > 0 => {
-                self.policy.auto.idle = self.policy.auto.idle.saturating_sub(bytes);
+                let live = self.accounting.extent_bytes();
+                let auto = &mut self.policy.auto;
+                auto.idle = auto.idle.saturating_sub(bytes);
+                if auto.futile_passes > 0
+                    && live.abs_diff(auto.futile_live) > self.settings.slack(live)
+                {
+                    auto.futile_passes = 0;
+                    auto.idle = 0;
+                }
                 return;
             }
             None => match self.over_budget() {
@@ -684,6 +710,7 @@ impl OverflowRegion {
                         next_gap: 0,
                         unlisted: self.start_listing(limit),
                         credit: 0,
+                        moved: 0,
                     }
                 }
                 None => return,
@@ -704,10 +731,23 @@ impl OverflowRegion {
         }
         // Done. If the end is not down to the limit, what is left does not
         // fit into the gaps below it: another pass waits until the owner
-        // has written or freed a quarter of the slack, so gaps can change.
+        // has written or freed a quarter of the slack, so gaps can change,
+        // and twice as long after each pass in a row that moved nothing (a
+        // region whose free space is all in gaps no extent from the end
+        // fits, such as one with every other slot freed, would otherwise
+        // walk its free extents again and again for nothing).
+        let live = self.accounting.extent_bytes();
+        let auto = &mut self.policy.auto;
         if self.space.cursor() > pass.limit {
-            let live = self.accounting.extent_bytes();
-            self.policy.auto.idle = self.settings.slack(live) / 4;
+            if pass.moved == 0 {
+                auto.futile_passes = (auto.futile_passes + 1).min(MAX_FUTILE_DOUBLINGS + 1);
+                auto.futile_live = live;
+            } else {
+                auto.futile_passes = 0;
+            }
+            auto.idle = (self.settings.slack(live) / 4) << auto.futile_passes.saturating_sub(1);
+        } else {
+            auto.futile_passes = 0;
         }
     }
 
@@ -881,6 +921,7 @@ impl OverflowRegion {
         match self.move_below(index, slot, below) {
             Ok(Move::Moved { summed }) => {
                 pass.credit -= slot.extent_len;
+                pass.moved += slot.extent_len;
                 self.policy.auto.moved_extents += 1;
                 self.policy.auto.moved_bytes += slot.extent_len;
                 if summed {
@@ -981,4 +1022,73 @@ fn list_live(
         }
     }
     start
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{EngineId, MemoryTuning, OverflowRegion};
+
+    /// Free space all in gaps that no live extent fits (every 1000-byte
+    /// slot between 2000-byte ones freed): every pass is futile, and each
+    /// one doubles the wait before the next, until the live bytes move by
+    /// a slack.
+    #[test]
+    fn futile_passes_wait_longer_and_longer_until_the_live_bytes_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = MemoryTuning {
+            overflow_initial_bytes: 1 << 20,
+            overflow_max_bytes: 64 << 20,
+            ..MemoryTuning::default()
+        };
+        let mut region = OverflowRegion::open_with_tuning(&dir.path().join("r"), &tuning).unwrap();
+        let mut kept = Vec::new();
+        let mut small = Vec::new();
+        for _ in 0..300 {
+            small.push(region.write(&[1; 1000], EngineId::Query).unwrap());
+            kept.push(region.write(&[2; 2000], EngineId::Query).unwrap());
+        }
+        for slot in small {
+            region.free(slot).unwrap();
+        }
+        // The longest wait seen after each number of futile passes in a row
+        // (seen after the operation that ended the pass: within an
+        // operation's bytes of what the pass set, whose slack counts the
+        // live bytes with or without the pair's slot).
+        let mut waits: Vec<u64> = vec![0];
+        for _ in 0..20_000 {
+            // A write that fits no gap goes to the end, and its free takes
+            // the end back: the layout never changes.
+            let slot = region.write(&[3; 2000], EngineId::Query).unwrap();
+            region.free(slot).unwrap();
+            let auto = &region.policy.auto;
+            let futile = auto.futile_passes as usize;
+            if futile == waits.len() {
+                waits.push(0);
+            }
+            assert!(futile < waits.len(), "passes counted one at a time");
+            waits[futile] = waits[futile].max(auto.idle);
+        }
+        let quarter = region.settings.slack(region.accounting.extent_bytes()) / 4;
+        // Up to the last doubling, and no further (the waits add up to
+        // 2^11 quarters of the slack, about a third of the pairs' bytes).
+        assert_eq!(
+            waits.len(),
+            super::MAX_FUTILE_DOUBLINGS as usize + 2,
+            "waits after 0, 1, 2... futile passes: {waits:?}"
+        );
+        for (futile, &wait) in waits.iter().enumerate().skip(1) {
+            let expected = quarter << (futile - 1);
+            assert!(
+                wait.abs_diff(expected) <= expected / 100 + 2 * 2032,
+                "after {futile} futile passes: waited {wait}, expected {expected}"
+            );
+        }
+        assert_eq!(region.stats().auto_moved_bytes, 0);
+        // A third of the live bytes freed: the gaps changed, so the next
+        // pass comes without the wait.
+        for slot in kept.drain(..100) {
+            region.free(slot).unwrap();
+        }
+        assert_eq!(region.policy.auto.futile_passes, 0);
+    }
 }
