@@ -53,7 +53,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::ops::{Index, IndexMut};
 
-use hashbrown::HashTable;
+use hashbrown::{HashMap, HashTable};
 use rustc_hash::FxBuildHasher;
 
 /// Allocation granule: every offset and length is a multiple of it.
@@ -256,9 +256,7 @@ impl Space {
     pub fn free_extent_in(&self, place: usize) -> Option<Extent> {
         self.free
             .slab
-            .nodes
-            .get(place)
-            .map(|node| node.extent)
+            .extent_at(place)
             .filter(|extent| extent.len > 0)
     }
 
@@ -266,7 +264,7 @@ impl Space {
     pub fn free_starting_at(&self, offset: u64) -> Option<Extent> {
         self.free
             .starting_at(offset)
-            .map(|id| self.free.slab[id].extent)
+            .map(|id| self.free.slab.extent(id))
     }
 
     /// Give back an extent that was allocated (exactly as allocated: offset and len of
@@ -640,16 +638,32 @@ type NodeId = u32;
 /// "No node": ends a list.
 const NIL: NodeId = NodeId::MAX;
 
-/// A slab slot: a free extent linked into its class list, or a vacant slot.
+/// A slab slot: a free extent linked into its class list, or a vacant slot. 16 bytes: with
+/// millions of free extents (a region with every other slot freed has as many as live
+/// slots) the slab is a third of the memory a region keeps.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    /// The free extent; `len == 0` marks a vacant slot.
-    extent: Extent,
+    /// The free extent, packed: its offset in granules in the low `OFFSET_BITS` bits, its
+    /// length in granules above them (0 marks a vacant slot). An extent whose offset or
+    /// length does not fit (an offset of 16 TiB or more, a length of 256 MiB or more) has
+    /// `OUTSIZED` for its length here, and is kept whole in `NodeSlab::outsized`. Read and
+    /// written only through `NodeSlab::extent` and `NodeSlab::set_extent`.
+    packed: u64,
     /// Previous node in the class list (`NIL` for the head; unused when vacant).
     prev: NodeId,
     /// Next node in the class list, or in the vacant list when vacant (`NIL` at the end).
     next: NodeId,
 }
+
+const _: () = assert!(std::mem::size_of::<Node>() == 16);
+
+/// Bits of `Node::packed` that hold the offset (in granules): offsets below 16 TiB, the
+/// largest reservation (`sys::mapping::MAX_RESERVATION`).
+const OFFSET_BITS: u32 = 40;
+
+/// The length field of `Node::packed` for an extent kept in `NodeSlab::outsized`; shorter
+/// lengths (in granules) are stored as they are.
+const OUTSIZED: u64 = (1 << (u64::BITS - OFFSET_BITS)) - 1;
 
 /// Node storage: slots are reused through a list of vacant slots; the vector never shrinks.
 struct NodeSlab {
@@ -657,6 +671,10 @@ struct NodeSlab {
     nodes: Vec<Node>,
     /// Head of the vacant list, linked through `Node::next`.
     vacant: NodeId,
+    /// The extents of the nodes whose packed length is `OUTSIZED`. Invariant: exactly those
+    /// nodes are keys here. Few: a region has at most one free extent per 256 MiB of its
+    /// used bytes that is this long.
+    outsized: HashMap<NodeId, Extent, FxBuildHasher>,
 }
 
 impl NodeSlab {
@@ -665,6 +683,52 @@ impl NodeSlab {
         NodeSlab {
             nodes: Vec::new(),
             vacant: NIL,
+            outsized: HashMap::default(),
+        }
+    }
+
+    /// The extent of slot `id` (length 0 when vacant).
+    #[inline]
+    fn extent(&self, id: NodeId) -> Extent {
+        Self::unpack(self.nodes[id as usize].packed, || self.outsized[&id])
+    }
+
+    /// The extent of the slot at `place`, if the slab is that long (length 0 when vacant).
+    fn extent_at(&self, place: usize) -> Option<Extent> {
+        let node = self.nodes.get(place)?;
+        Some(Self::unpack(node.packed, || {
+            self.outsized[&(place as NodeId)]
+        }))
+    }
+
+    /// A packed extent; `outsized` looks up one that does not fit.
+    #[inline]
+    fn unpack(packed: u64, outsized: impl FnOnce() -> Extent) -> Extent {
+        let len = packed >> OFFSET_BITS;
+        if len == OUTSIZED {
+            return outsized();
+        }
+        Extent {
+            offset: (packed & ((1 << OFFSET_BITS) - 1)) * GRANULE,
+            len: len * GRANULE,
+        }
+    }
+
+    /// Sets the extent of slot `id` (granular; length 0 to mark it vacant).
+    fn set_extent(&mut self, id: NodeId, extent: Extent) {
+        debug_assert!(extent.is_granular() || extent.len == 0);
+        let offset = extent.offset / GRANULE;
+        let len = extent.len / GRANULE;
+        let node = &mut self.nodes[id as usize];
+        let was_outsized = node.packed >> OFFSET_BITS == OUTSIZED;
+        if offset < 1 << OFFSET_BITS && len < OUTSIZED {
+            node.packed = offset | len << OFFSET_BITS;
+            if was_outsized {
+                self.outsized.remove(&id);
+            }
+        } else {
+            node.packed = OUTSIZED << OFFSET_BITS;
+            self.outsized.insert(id, extent);
         }
     }
 
@@ -676,32 +740,33 @@ impl NodeSlab {
     /// allocation failure, not reachable in practice).
     fn occupy(&mut self, extent: Extent) -> NodeId {
         let node = Node {
-            extent,
+            packed: 0,
             prev: NIL,
             next: NIL,
         };
-        if self.vacant != NIL {
+        let id = if self.vacant != NIL {
             let id = self.vacant;
             self.vacant = self[id].next;
             self[id] = node;
-            return id;
-        }
-        let id = NodeId::try_from(self.nodes.len())
-            .ok()
-            .filter(|&id| id != NIL)
-            .expect("more than u32::MAX - 1 free extents");
-        self.nodes.push(node);
+            id
+        } else {
+            let id = NodeId::try_from(self.nodes.len())
+                .ok()
+                .filter(|&id| id != NIL)
+                .expect("more than u32::MAX - 1 free extents");
+            self.nodes.push(node);
+            id
+        };
+        self.set_extent(id, extent);
         id
     }
 
     /// Marks slot `id` vacant for reuse.
     fn vacate(&mut self, id: NodeId) {
+        self.set_extent(id, Extent { offset: 0, len: 0 });
         let next = self.vacant;
-        self[id] = Node {
-            extent: Extent { offset: 0, len: 0 },
-            prev: NIL,
-            next,
-        };
+        self[id].prev = NIL;
+        self[id].next = next;
         self.vacant = id;
     }
 }
@@ -744,7 +809,7 @@ impl EdgeMap {
 
     /// Hashes a node id by its edge: what the table calls to place an id.
     fn hasher(edge: fn(&Extent) -> u64, slab: &NodeSlab) -> impl Fn(&NodeId) -> u64 + '_ {
-        move |&id| Self::hash(edge(&slab[id].extent))
+        move |&id| Self::hash(edge(&slab.extent(id)))
     }
 
     /// The hash of node `id`'s edge.
@@ -755,7 +820,7 @@ impl EdgeMap {
     /// The node whose edge is at `at`.
     fn find(&self, slab: &NodeSlab, at: u64) -> Option<NodeId> {
         self.table
-            .find(Self::hash(at), |&id| (self.edge)(&slab[id].extent) == at)
+            .find(Self::hash(at), |&id| (self.edge)(&slab.extent(id)) == at)
             .copied()
     }
 
@@ -873,10 +938,8 @@ impl FreeIndex {
 
     /// All free extents, in slab order.
     fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.slab
-            .nodes
-            .iter()
-            .map(|node| node.extent)
+        (0..self.slab.nodes.len())
+            .filter_map(|place| self.slab.extent_at(place))
             .filter(|extent| extent.len > 0)
     }
 
@@ -895,7 +958,7 @@ impl FreeIndex {
     /// and an `insert`. The node goes to the head of its class list, as an `insert` would
     /// put it (allocations choose among the first nodes of a list: `LOW_PICK`).
     fn reshape(&mut self, id: NodeId, extent: Extent) {
-        let old = self.slab[id].extent;
+        let old = self.slab.extent(id);
         debug_assert!(old.offset == extent.offset || old.end() == extent.end());
         let start_moves = old.offset != extent.offset;
         let end_moves = old.end() != extent.end();
@@ -906,7 +969,7 @@ impl FreeIndex {
             self.by_end.remove(&self.slab, id);
         }
         self.unlink(id, Class::of_len(old.len));
-        self.slab[id].extent = extent;
+        self.slab.set_extent(id, extent);
         if start_moves {
             self.by_start.insert(&self.slab, id);
         }
@@ -919,12 +982,12 @@ impl FreeIndex {
 
     /// The free extent `id`.
     fn extent(&self, id: NodeId) -> Extent {
-        self.slab[id].extent
+        self.slab.extent(id)
     }
 
     /// Takes free extent `id` out of the index and returns it.
     fn remove(&mut self, id: NodeId) -> Extent {
-        let extent = self.slab[id].extent;
+        let extent = self.slab.extent(id);
         self.unlink(id, Class::of_len(extent.len));
         self.by_start.remove(&self.slab, id);
         self.by_end.remove(&self.slab, id);
@@ -938,7 +1001,7 @@ impl FreeIndex {
         let list = &mut self.lists[class.index()];
         let old_head = list.head;
         list.head = id;
-        list.len_bound = list.len_bound.max(self.slab[id].extent.len);
+        list.len_bound = list.len_bound.max(self.slab.extent(id).len);
         let node = &mut self.slab[id];
         node.prev = NIL;
         node.next = old_head;
@@ -1004,7 +1067,7 @@ impl FreeIndex {
             if id == NIL {
                 break;
             }
-            if self.slab[id].extent.offset < self.slab[lowest].extent.offset {
+            if self.slab.extent(id).offset < self.slab.extent(lowest).offset {
                 lowest = id;
             }
         }
@@ -1028,7 +1091,7 @@ impl FreeIndex {
                     return None;
                 }
                 visits -= 1;
-                let extent = self.slab[id].extent;
+                let extent = self.slab.extent(id);
                 if extent.len >= len && extent.offset + len <= below {
                     return Some(id);
                 }
@@ -1073,12 +1136,12 @@ impl FreeIndex {
         let mut longest = 0;
         let mut id = list.head;
         while id != NIL {
-            let node = &self.slab[id];
-            if node.extent.len >= len {
+            let extent_len = self.slab.extent(id).len;
+            if extent_len >= len {
                 return Some(id);
             }
-            longest = longest.max(node.extent.len);
-            id = node.next;
+            longest = longest.max(extent_len);
+            id = self.slab[id].next;
         }
         self.lists[class.index()].len_bound = longest;
         None
@@ -1098,7 +1161,7 @@ impl FreeIndex {
             let next = self.slab[id].next;
             (next != NIL).then_some(next)
         })
-        .map(|id| self.slab[id].extent.len)
+        .map(|id| self.slab.extent(id).len)
     }
 
     /// Asserts every invariant of the index; returns the free extents sorted by offset.
@@ -1162,7 +1225,7 @@ impl FreeIndex {
                 "list of {class:?} has a cycle"
             );
             let node = self.slab[id];
-            let extent = node.extent;
+            let extent = self.slab.extent(id);
             assert_eq!(node.prev, prev, "broken back link at node {id}");
             assert!(extent.is_granular(), "free {extent:?} is not granular");
             assert_eq!(
@@ -1203,11 +1266,22 @@ impl FreeIndex {
         let mut id = self.slab.vacant;
         while id != NIL {
             assert!(vacant < self.slab.nodes.len(), "vacant list has a cycle");
-            assert_eq!(self.slab[id].extent.len, 0, "vacant node {id} is live");
+            assert_eq!(self.slab.extent(id).len, 0, "vacant node {id} is live");
             vacant += 1;
             id = self.slab[id].next;
         }
         assert_eq!(live + vacant, self.slab.nodes.len(), "slab slots leaked");
+        let outsized = self
+            .slab
+            .nodes
+            .iter()
+            .filter(|node| node.packed >> OFFSET_BITS == OUTSIZED)
+            .count();
+        assert_eq!(
+            outsized,
+            self.slab.outsized.len(),
+            "outsized extents not in their map"
+        );
     }
 }
 
