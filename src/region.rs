@@ -1320,7 +1320,8 @@ impl OverflowRegion {
         self.note_long_folios(extent);
         self.mapping
             .store_word(extent.offset, Tag::Free { len: extent.len }.encode());
-        match self.space.release(extent) {
+        let after = self.free_extent_at(extent.end());
+        match self.space.release(extent, after) {
             Released::Free(merged) => {
                 if merged != extent {
                     self.mapping
@@ -1338,6 +1339,19 @@ impl OverflowRegion {
                 self.policy.compact_from = self.policy.compact_from.min(cursor);
                 self.give_back_tail();
             }
+        }
+    }
+
+    /// The free extent that starts at `offset`, if one does: its tag in the
+    /// file says how long it is, and the free index confirms it (the index
+    /// finds free extents by their end only: `Space::free_extent`). Every
+    /// free extent's tag holds its whole length: `free_extent` stores the
+    /// merged extent's, `commit` a remainder's, and recovery writes one tag
+    /// over a run a crash left apart. That page is never punched.
+    fn free_extent_at(&self, offset: u64) -> Option<Extent> {
+        match Tag::decode(self.mapping.load_word(offset)?) {
+            Some(Tag::Free { len }) => self.space.free_extent(offset, len),
+            _ => None,
         }
     }
 

@@ -260,11 +260,17 @@ impl Space {
             .filter(|extent| extent.len > 0)
     }
 
-    /// The free extent that starts at `offset`, if any. O(1).
-    pub fn free_starting_at(&self, offset: u64) -> Option<Extent> {
+    /// The free extent `offset..offset + len`, if it is one. O(1). The index finds free
+    /// extents by their end only (a table by start as well cost 4 bytes per slot of a region
+    /// with every other slot freed): the caller learns where one that starts at `offset`
+    /// ends from elsewhere (the region, from the extent's tag in the file), and this
+    /// confirms it.
+    pub fn free_extent(&self, offset: u64, len: u64) -> Option<Extent> {
+        let end = offset.checked_add(len)?;
         self.free
-            .starting_at(offset)
-            .map(|id| self.free.slab.extent(id))
+            .ending_at(end)
+            .map(|id| self.free.extent(id))
+            .filter(|extent| extent.offset == offset)
     }
 
     /// Give back an extent that was allocated (exactly as allocated: offset and len of
@@ -272,12 +278,18 @@ impl Space {
     /// ends at the cursor, retracts the cursor to its start (and it is no longer a free
     /// extent). O(1).
     ///
+    /// `after` is the free extent that starts where `extent` ends, if there is one: the
+    /// caller must say (the index finds free extents by their end only; see
+    /// [`free_extent`](Self::free_extent)). A claim the index does not confirm is ignored.
+    /// A free extent there that the caller does not name stays apart, touching the released
+    /// one: a caller bug that breaks the invariant that free extents never touch.
+    ///
     /// Releasing something that was not allocated is a caller bug. The cheap symptoms (empty
-    /// or unaligned, outside `[start, cursor)`, starting where a free extent starts or ending
-    /// where one ends) fail a `debug_assert!`; in release builds such a call is ignored and
-    /// returns `Released::Free(extent)` unchanged. Other overlaps with free space are not
-    /// detected (that would need an ordered index): they corrupt the bookkeeping.
-    pub fn release(&mut self, extent: Extent) -> Released {
+    /// or unaligned, outside `[start, cursor)`, or ending where a free extent ends) fail a
+    /// `debug_assert!`; in release builds such a call is ignored and returns
+    /// `Released::Free(extent)` unchanged. Other overlaps with free space are not detected
+    /// (that would need an ordered index): they corrupt the bookkeeping.
+    pub fn release(&mut self, extent: Extent, after: Option<Extent>) -> Released {
         self.finish_recovery();
         let verdict = self.check_releasable(extent);
         debug_assert!(verdict.is_ok(), "release({extent:?}): {verdict:?}");
@@ -298,7 +310,10 @@ impl Space {
                 cursor: self.cursor,
             };
         }
-        let after = self.free.starting_at(extent.end());
+        let after = after
+            .filter(|after| after.offset == extent.end())
+            .and_then(|after| self.free.ending_at(after.end()))
+            .filter(|&id| self.free.extent(id).offset == extent.end());
         let end = after.map_or(extent.end(), |id| self.free.extent(id).end());
         let merged = Extent {
             offset: start,
@@ -328,7 +343,7 @@ impl Space {
             self.cursor,
             "undo_tail({extent:?}): not the last extent"
         );
-        self.release(extent);
+        self.release(extent, None);
         self.cursor
     }
 
@@ -551,9 +566,7 @@ impl Space {
             Some(end) if end <= self.cursor => {}
             _ => return Err("reaches past the cursor"),
         }
-        if self.free.starting_at(extent.offset).is_some()
-            || self.free.ending_at(extent.end()).is_some()
-        {
+        if self.free.ending_at(extent.end()).is_some() {
             return Err("overlaps free space (released twice?)");
         }
         Ok(())
@@ -879,8 +892,6 @@ struct FreeIndex {
     fl_bitmap: u64,
     /// Bit `sl` of entry `fl` set iff the list of class `(fl, sl)` is non-empty.
     sl_bitmaps: [u32; FL_COUNT],
-    /// Free extents by start offset. Invariant: exactly the linked nodes.
-    by_start: EdgeMap,
     /// Free extents by end offset. Invariant: exactly the linked nodes.
     by_end: EdgeMap,
     /// Invariant: the sum of the lengths of the free extents.
@@ -899,7 +910,6 @@ impl FreeIndex {
             lists: vec![empty; CLASS_COUNT].into_boxed_slice(),
             fl_bitmap: 0,
             sl_bitmaps: [0; FL_COUNT],
-            by_start: EdgeMap::new(|extent| extent.offset),
             by_end: EdgeMap::new(Extent::end),
             bytes: 0,
         }
@@ -907,7 +917,7 @@ impl FreeIndex {
 
     /// Number of free extents.
     fn len(&self) -> usize {
-        self.by_start.table.len()
+        self.by_end.table.len()
     }
 
     /// Adds many free extents (granular, touching no other free extent nor each other) at
@@ -922,13 +932,7 @@ impl FreeIndex {
             self.bytes += extent.len;
             ids.push(id);
         }
-        self.by_start.insert_many(&self.slab, &ids);
         self.by_end.insert_many(&self.slab, &ids);
-    }
-
-    /// The free extent starting at `offset`.
-    fn starting_at(&self, offset: u64) -> Option<NodeId> {
-        self.by_start.find(&self.slab, offset)
     }
 
     /// The free extent ending at `end`.
@@ -947,32 +951,24 @@ impl FreeIndex {
     fn insert(&mut self, extent: Extent) {
         let id = self.slab.occupy(extent);
         self.link(id, Class::of_len(extent.len));
-        self.by_start.insert(&self.slab, id);
         self.by_end.insert(&self.slab, id);
         self.bytes += extent.len;
     }
 
     /// Changes free extent `id` into `extent`, which keeps its start or its end (a free
-    /// extent grown by a freed neighbour, or shortened at the front by an allocation): only
-    /// the table of the edge that moves is touched, half the hash-table work of a `remove`
-    /// and an `insert`. The node goes to the head of its class list, as an `insert` would
-    /// put it (allocations choose among the first nodes of a list: `LOW_PICK`).
+    /// extent grown by a freed neighbour, or shortened at the front by an allocation): the
+    /// table by end is touched only if the end moves, and no other node is. The node goes
+    /// to the head of its class list, as an `insert` would put it (allocations choose among
+    /// the first nodes of a list: `LOW_PICK`).
     fn reshape(&mut self, id: NodeId, extent: Extent) {
         let old = self.slab.extent(id);
         debug_assert!(old.offset == extent.offset || old.end() == extent.end());
-        let start_moves = old.offset != extent.offset;
         let end_moves = old.end() != extent.end();
-        if start_moves {
-            self.by_start.remove(&self.slab, id);
-        }
         if end_moves {
             self.by_end.remove(&self.slab, id);
         }
         self.unlink(id, Class::of_len(old.len));
         self.slab.set_extent(id, extent);
-        if start_moves {
-            self.by_start.insert(&self.slab, id);
-        }
         if end_moves {
             self.by_end.insert(&self.slab, id);
         }
@@ -989,7 +985,6 @@ impl FreeIndex {
     fn remove(&mut self, id: NodeId) -> Extent {
         let extent = self.slab.extent(id);
         self.unlink(id, Class::of_len(extent.len));
-        self.by_start.remove(&self.slab, id);
         self.by_end.remove(&self.slab, id);
         self.bytes -= extent.len;
         self.slab.vacate(id);
@@ -1189,11 +1184,6 @@ impl FreeIndex {
         }
         assert_eq!(
             linked,
-            self.by_start.table.len(),
-            "by_start size != linked nodes"
-        );
-        assert_eq!(
-            linked,
             self.by_end.table.len(),
             "by_end size != linked nodes"
         );
@@ -1236,11 +1226,6 @@ impl FreeIndex {
             assert!(
                 extent.len <= list.len_bound,
                 "{extent:?} above its list's bound"
-            );
-            assert_eq!(
-                self.starting_at(extent.offset),
-                Some(id),
-                "by_start misses {extent:?}"
             );
             assert_eq!(
                 self.ending_at(extent.end()),

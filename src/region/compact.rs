@@ -806,8 +806,7 @@ impl OverflowRegion {
                     || MERGE_RATIO * slot.extent_len
                         <= gap.len
                             + self
-                                .space
-                                .free_starting_at(slot.offset + slot.extent_len)
+                                .free_extent_at(slot.offset + slot.extent_len)
                                 .map_or(0, |free| free.len));
             if !mergeable {
                 pass.next_gap += 1;

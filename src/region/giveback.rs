@@ -725,7 +725,7 @@ impl OverflowRegion {
                 self.space.undo_tail(extent);
             } else {
                 // Merges back with its remainder: the free extent it came from.
-                self.space.release(extent);
+                self.space.release(extent, allocation.remainder);
             }
         }
         result

@@ -30,9 +30,18 @@ fn alloc(space: &mut Space, len: u64) -> Extent {
     allocation.extent
 }
 
-/// Releases `extent` and checks the invariants.
+/// The free extent that starts where `extent` ends, found by looking at every one: what
+/// the region learns from the tag in its file.
+fn free_after(space: &Space, extent: Extent) -> Option<Extent> {
+    space
+        .free_extents()
+        .find(|free| free.offset == extent.end())
+}
+
+/// Releases `extent` (naming its free neighbour after it) and checks the invariants.
 fn release(space: &mut Space, extent: Extent) -> Released {
-    let released = space.release(extent);
+    let after = free_after(space, extent);
+    let released = space.release(extent, after);
     space.check_consistency();
     released
 }
@@ -498,8 +507,23 @@ fn releasing_twice_is_caught_in_debug_builds() {
     let mut space = space();
     let a = alloc(&mut space, g(1));
     alloc(&mut space, g(1));
-    space.release(a);
-    space.release(a);
+    space.release(a, None);
+    space.release(a, None);
+}
+
+#[test]
+fn a_neighbour_the_index_does_not_confirm_is_not_merged() {
+    let mut space = space();
+    let [a, b, c] = three_neighbours(&mut space);
+    // `b` is live: a claim that a free extent follows `a` there is wrong.
+    assert_eq!(space.release(a, Some(b)), Released::Free(a));
+    space.check_consistency();
+    // A claim with the right start but another length is not confirmed either.
+    release(&mut space, c);
+    let wrong = ext(c.offset, c.len + g(1));
+    assert_eq!(space.free_extent(c.offset, wrong.len), None);
+    assert_eq!(space.free_extent(c.offset, c.len), Some(c));
+    assert_eq!(space.free_extent(b.offset, b.len), None);
 }
 
 /// Reference semantics: the free extents (offset -> length) and the cursor.
@@ -511,6 +535,13 @@ struct Model {
 }
 
 impl Model {
+    /// The free extent that starts where `extent` ends, if any.
+    fn free_after(&self, extent: Extent) -> Option<Extent> {
+        self.free
+            .get(&extent.end())
+            .map(|&len| ext(extent.end(), len))
+    }
+
     /// Checks that `got` is a legal answer to a request of `len` bytes and applies it.
     fn allocate(&mut self, len: u64, got: Result<Allocation, OutOfSpace>) {
         if self.free.values().any(|&free_len| free_len >= len) {
@@ -641,14 +672,16 @@ proptest! {
                 }
                 Op::Release(index) if !live.is_empty() => {
                     let extent = live.swap_remove(index.index(live.len()));
-                    assert_eq!(space.release(extent), model.release(extent));
+                    let after = model.free_after(extent);
+                    assert_eq!(space.release(extent, after), model.release(extent));
                 }
                 Op::Release(_) => {}
             }
             check_against(&space, &model, &live);
         }
         for extent in shuffled(live, seed | 1) {
-            assert_eq!(space.release(extent), model.release(extent));
+            let after = model.free_after(extent);
+            assert_eq!(space.release(extent, after), model.release(extent));
             space.check_consistency();
         }
         prop_assert_eq!(space.cursor(), START);
