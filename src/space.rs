@@ -28,13 +28,18 @@
 //! with a list of vacant slots, node ids are `u32`). A `u64` bitmap says which first levels
 //! have a non-empty class and a `u32` bitmap per first level says which of its classes are
 //! non-empty, so the first non-empty class at or above any class is found with two
-//! `trailing_zeros`. Two hash tables of node ids, one hashed by the start offset of the
-//! node's extent and one by its end, find the neighbours to coalesce with. They hold only the
-//! 4-byte ids (the keys are read from the slab), so a free extent costs its 24-byte node and
-//! 10 to 20 bytes of tables (5 bytes a bucket, tables at most 7/8 full).
+//! `trailing_zeros`. A hash table of node ids hashed by the end offset of the node's extent
+//! finds the free neighbour before a released extent. It holds only the 4-byte ids (the
+//! keys are read from the slab), so a free extent costs its 16-byte node (offset and length
+//! packed in one word) and 5 to 10 bytes of table (5 bytes a bucket, at most 7/8 full).
+//!
+//! There is no table by start offset: the caller of [`Space::release`] names the free
+//! extent after the released one, if any (the region reads it from the extent's tag in its
+//! file), and the table by end confirms it. A second table cost 4 more bytes per slot of a
+//! region with every other slot freed, where free extents are as many as live ones.
 //!
 //! Recovery records free extents in offset order; they are collected and indexed in one go
-//! when it finishes, with every table sized once.
+//! when it finishes, with the table sized once.
 //!
 //! # Time complexity
 //!
@@ -44,7 +49,7 @@
 //!   [`Space::recover_allocated`] and every getter except [`Space::largest_free`] and
 //!   [`Space::free_extents`]: O(1) (amortized, for the recovery helpers).
 //! * [`Space::finish_recovery`]: O(n) for the n free extents recovered (a radix sort and
-//!   one pass per table), once.
+//!   one pass over the table), once.
 //! * [`Space::allocate`]: O(1), plus at most one walk of one class list (see its docs).
 //! * [`Space::largest_free`]: one walk of the highest non-empty class list.
 //! * [`Space::free_extents`]: O(number of node slots).
@@ -882,7 +887,7 @@ struct ClassList {
     len_bound: u64,
 }
 
-/// The free extents: TLSF class lists plus neighbour maps.
+/// The free extents: TLSF class lists plus a neighbour map by end offset.
 struct FreeIndex {
     /// Storage of the list nodes.
     slab: NodeSlab,
@@ -921,7 +926,7 @@ impl FreeIndex {
     }
 
     /// Adds many free extents (granular, touching no other free extent nor each other) at
-    /// once: the same as inserting them one by one, in order, with every table sized once
+    /// once: the same as inserting them one by one, in order, with the table sized once
     /// and filled in the order of its buckets.
     fn insert_many(&mut self, extents: Vec<Extent>) {
         self.slab.nodes.reserve_exact(extents.len());
