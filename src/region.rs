@@ -1347,8 +1347,14 @@ impl OverflowRegion {
     /// finds free extents by their end only: `Space::free_extent`). Every
     /// free extent's tag holds its whole length: `free_extent` stores the
     /// merged extent's, `commit` a remainder's, and recovery writes one tag
-    /// over a run a crash left apart. That page is never punched.
+    /// over a run a crash left apart. That page is never punched. Nothing at
+    /// or past the cursor is read (no free extent lies there, and the tail
+    /// past it may be punched: on tmpfs even reading a punched page takes a
+    /// new one).
     fn free_extent_at(&self, offset: u64) -> Option<Extent> {
+        if offset >= self.space.cursor() {
+            return None;
+        }
         match Tag::decode(self.mapping.load_word(offset)?) {
             Some(Tag::Free { len }) => self.space.free_extent(offset, len),
             _ => None,
