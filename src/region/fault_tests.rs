@@ -1,8 +1,10 @@
 //! Error paths of write, free, sync, give-back and compaction, reached by
-//! making the system calls fail on purpose (`sys::fault`).
+//! making the system calls fail on purpose (`sys::fault`), and states a
+//! stopped process leaves behind, made by hand.
 
 use super::*;
 use crate::sys::fault::{self, Call};
+use std::os::unix::fs::FileExt;
 
 const MIB: usize = 1 << 20;
 
@@ -472,4 +474,50 @@ fn a_failed_pwrite_store_stops_every_store_after_it_and_loses_nothing_acknowledg
         }
     }
     assert!(refused > 0, "no failed store was ever reached");
+}
+
+/// The free neighbour after a freed extent is found from its tag in the
+/// file (`free_extent_at`), so every free extent's tag must hold its whole
+/// length. A process stopped between a free's commit and its merged tag
+/// leaves two free tags side by side; recovery stores one over the run, and
+/// a free before it then merges with all of it.
+#[test]
+fn a_free_run_a_crash_left_in_two_tags_is_merged_with_the_next_free_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    let slots: Vec<usize> = (0..5)
+        .map(|i| region.write(&pattern(i, 1000), EngineId::Query).unwrap())
+        .collect();
+    let offsets: Vec<u64> = slots
+        .iter()
+        .map(|&slot| region.slot_ref(slot).unwrap().offset())
+        .collect();
+    region.free(slots[1]).unwrap();
+    region.free(slots[2]).unwrap();
+    region.sync().unwrap();
+    drop(region);
+    // As if stopped after the second free's commit (its own FREE tag) and
+    // before the merged one over both.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    for (at, len) in [
+        (offsets[1], offsets[2] - offsets[1]),
+        (offsets[2], offsets[3] - offsets[2]),
+    ] {
+        file.write_all_at(&Tag::Free { len }.encode().to_le_bytes(), at)
+            .unwrap();
+    }
+    drop(file);
+
+    let mut region = open(&path);
+    assert!(region.recovery().repairs > 0, "{:?}", region.recovery());
+    assert_eq!(region.stats().free_extents, 1);
+    region.free(slots[0]).unwrap();
+    assert_eq!(
+        region.stats().free_extents,
+        1,
+        "merged with the whole run after it"
+    );
+    region.check_consistency().unwrap();
+    assert_eq!(region.read(slots[3]).unwrap(), pattern(3, 1000));
 }
