@@ -658,7 +658,7 @@ const NIL: NodeId = NodeId::MAX;
 
 /// A slab slot: a free extent linked into its class list, or a vacant slot. 16 bytes: with
 /// millions of free extents (a region with every other slot freed has as many as live
-/// slots) the slab is a third of the memory a region keeps.
+/// slots) the slab is more than a quarter of the memory a region keeps.
 #[derive(Debug, Clone, Copy)]
 struct Node {
     /// The free extent, packed: its offset in granules in the low `OFFSET_BITS` bits, its
