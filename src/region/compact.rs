@@ -160,15 +160,12 @@ const AUTO_MAX_RETIRED: usize = 256;
 pub(super) struct AutoCompaction {
     /// The pass under way, if any.
     pass: Option<Pass>,
-    /// Live extents that end past `watch`, as (offset, slot index): a
-    /// max-heap by offset, kept from pass to pass, so a pass lists the slot
-    /// table only when its limit is below `watch`. Entries go stale as
-    /// slots are freed, moved or written again; each is checked against
-    /// the slot table when taken.
-    listed: BinaryHeap<(u64, u32)>,
-    /// Invariant: every live extent that ends past this offset is in
-    /// `listed` (`note_written` adds those written since it was listed);
-    /// `u64::MAX` when nothing is listed.
+    /// Live extents that end past `watch`, kept from pass to pass, so a
+    /// pass lists the slot table only when its limit is below `watch`.
+    listed: Candidates,
+    /// Invariant: once `listed` is not listing, every live extent that ends
+    /// past this offset is in it (`note_written` adds those written since
+    /// they were listed); `u64::MAX` when nothing is listed.
     watch: u64,
     /// Old places of moved slots whose payloads have a checksum, in the
     /// order they were moved: still live on disk, not free in memory, and
@@ -196,7 +193,7 @@ impl Default for AutoCompaction {
     fn default() -> Self {
         AutoCompaction {
             pass: None,
-            listed: BinaryHeap::new(),
+            listed: Candidates::default(),
             watch: u64::MAX,
             retired: Vec::new(),
             idle: 0,
@@ -215,7 +212,7 @@ impl AutoCompaction {
     #[inline]
     pub(super) fn note_written(&mut self, index: u32, extent: Extent) {
         if extent.end() > self.watch {
-            self.listed.push((extent.offset, index));
+            self.listed.push(extent.offset, index as usize);
         }
     }
 
@@ -223,7 +220,7 @@ impl AutoCompaction {
     /// changes that do not go through `note_written` (explicit compaction
     /// and its undo).
     pub(super) fn forget_listing(&mut self) {
-        self.listed = BinaryHeap::new();
+        self.listed.forget();
         self.watch = u64::MAX;
     }
 
@@ -248,11 +245,6 @@ struct Pass {
     /// The next place of the free-extent index to look at while merging
     /// free extents (`Space::free_extent_places`).
     next_gap: usize,
-    /// While listing the slot table into `AutoCompaction::listed`: the
-    /// slot indices below this are still to be looked at (from the end of
-    /// the table down). 0 when the listing kept from an earlier pass
-    /// covers the limit.
-    unlisted: usize,
     /// Bytes the pass may still move.
     credit: u64,
     /// Bytes the pass has moved.
@@ -476,12 +468,11 @@ impl OverflowRegion {
     /// Returns the moved slots' indices and old places in `moved` (still
     /// live on disk).
     ///
-    /// The candidates are the live slots above the lowest gap, listed a
-    /// part of the slot table at a time, from its end (`compact_scan`:
-    /// `LIST_BYTES` of budget per entry, all of it for an unbounded step)
-    /// into a max-heap
-    /// by offset (`compact_queue`) that lasts from step to step: a step
-    /// costs what it lists and moves, never a sort of every live slot. When
+    /// The candidates (`Policy::explicit`) are the live slots above the
+    /// lowest gap, listed a part of the slot table at a time, from its end
+    /// (`LIST_BYTES` of budget per entry, all of it for an unbounded step),
+    /// into a heap by offset that lasts from step to step: a step costs
+    /// what it lists and moves, never a sort of every live slot. When
     /// the heap runs dry the listing goes on, and when the table is walked
     /// the pass is over; a step that has moved nothing by then starts a
     /// new pass (once), so a step that moves nothing means that no extent
@@ -493,37 +484,34 @@ impl OverflowRegion {
         moved: &mut Vec<(usize, LiveSlot)>,
     ) -> Result<()> {
         let Some(lowest_gap) = self.lowest_free_extent() else {
-            self.policy.compact_queue = BinaryHeap::new();
-            self.policy.compact_scan = None;
+            self.policy.explicit.forget();
             return Ok(());
         };
         let mut allowance = usize::try_from(budget_bytes / LIST_BYTES).unwrap_or(usize::MAX);
         let mut restarted = false;
         loop {
-            if let Some(next) = self.policy.compact_scan
-                && (allowance > 0 || self.policy.compact_queue.is_empty())
-            {
+            let candidates = &mut self.policy.explicit;
+            if candidates.listing() && (allowance > 0 || candidates.is_empty()) {
                 let entries = allowance.max(LIST_CHUNK);
-                self.list_candidates(next, entries, lowest_gap.offset);
+                candidates.list_more(&self.slots, entries, |slot| slot.offset > lowest_gap.offset);
                 allowance = allowance.saturating_sub(entries);
                 continue;
             }
-            let Some(&(offset, index)) = self.policy.compact_queue.peek() else {
+            let Some((offset, index)) = candidates.peek() else {
                 if restarted || report.extents_moved > 0 {
                     break;
                 }
-                self.policy.compact_scan = Some(self.slots.len());
+                candidates.relist(self.slots.len());
                 restarted = true;
                 continue;
             };
             if offset <= lowest_gap.offset {
                 // The rest lie below every gap: nothing can take them lower.
-                self.policy.compact_queue.clear();
+                candidates.clear();
                 continue;
             }
-            let index = index as usize;
             let Some(slot) = self.still_at(index, offset) else {
-                self.policy.compact_queue.pop();
+                self.policy.explicit.pop();
                 continue;
             };
             let cost = slot.header_len() + slot.payload_len;
@@ -533,7 +521,7 @@ impl OverflowRegion {
                 break;
             }
             let outcome = self.move_below(index, slot, offset)?;
-            self.policy.compact_queue.pop();
+            self.policy.explicit.pop();
             match outcome {
                 Move::Moved { .. } => {
                     moved.push((index, slot));
@@ -544,9 +532,10 @@ impl OverflowRegion {
                 Move::Damaged => report.damaged_slots.push(index),
             }
         }
-        if self.policy.compact_queue.is_empty() && self.policy.compact_scan.is_none() {
+        let candidates = &mut self.policy.explicit;
+        if candidates.is_empty() && !candidates.listing() {
             // Its memory is not kept between passes.
-            self.policy.compact_queue = BinaryHeap::new();
+            candidates.forget();
         }
         Ok(())
     }
@@ -558,21 +547,6 @@ impl OverflowRegion {
             .get(index)
             .ok()
             .filter(|slot| slot.offset == offset)
-    }
-
-    /// Lists up to `entries` slot-table entries below `end` (the highest
-    /// first: slots written later tend to lie higher) into
-    /// `compact_queue`: the live slots above `gap`. Ends the listing
-    /// (`compact_scan`) at index 0.
-    fn list_candidates(&mut self, end: usize, entries: usize, gap: u64) {
-        let mut queue = std::mem::take(&mut self.policy.compact_queue);
-        let start = list_live(&self.slots, end, entries, |index, slot| {
-            if slot.offset > gap {
-                queue.push((slot.offset, index as u32));
-            }
-        });
-        self.policy.compact_queue = queue;
-        self.policy.compact_scan = (start > 0).then_some(start);
     }
 
     /// Copies a live slot into free space below `below`, if some free extent
@@ -704,11 +678,11 @@ impl OverflowRegion {
             None => match self.over_budget() {
                 Some(excess) => {
                     let limit = self.space.cursor() - excess;
+                    self.start_listing(limit);
                     Pass {
                         limit,
                         merge_left: excess,
                         next_gap: 0,
-                        unlisted: self.start_listing(limit),
                         credit: 0,
                         moved: 0,
                     }
@@ -719,8 +693,8 @@ impl OverflowRegion {
         pass.credit = (pass.credit + bytes).min(2 * AUTO_MAX_MOVE);
         let waiting = if pass.next_gap < self.space.free_extent_places() {
             self.merge_gaps(&mut pass)
-        } else if pass.unlisted > 0 {
-            self.list_candidates_above(&mut pass);
+        } else if self.policy.auto.listed.listing() {
+            self.list_candidates_above();
             true
         } else {
             self.evacuate(&mut pass)
@@ -825,37 +799,33 @@ impl OverflowRegion {
         true
     }
 
-    /// At the start of a pass with this limit: the slot-table entries to
-    /// list (all of them), or 0 if the listing kept from earlier passes
-    /// covers the limit. A new listing watches a quarter of the slack
-    /// below the limit, so the passes after it, whose limits move with the
-    /// live bytes, mostly need none.
-    fn start_listing(&mut self, limit: u64) -> usize {
+    /// At the start of a pass with this limit: starts a listing of the
+    /// whole slot table, unless the one kept from earlier passes (done or
+    /// under way) covers the limit. A new listing watches a quarter of the
+    /// slack below the limit, so the passes after it, whose limits move
+    /// with the live bytes, mostly need none.
+    fn start_listing(&mut self, limit: u64) {
         let auto = &mut self.policy.auto;
         // Stale entries pile up as slots are freed and written again;
         // listed again once they outnumber the live slots.
         if auto.watch <= limit && auto.listed.len() <= 2 * self.slots.live() + AUTO_SCAN {
-            return 0;
+            return;
         }
         let live = self.accounting.extent_bytes();
-        auto.listed.clear();
+        auto.listed.relist(self.slots.len());
         auto.watch = limit
             .saturating_sub(self.settings.slack(live) / 4)
             .max(DATA_START);
-        self.slots.len()
     }
 
     /// A pass's second part: lists the live extents that end past
     /// `AutoCompaction::watch`, `AUTO_SCAN` slot indices at a time (from
     /// the end of the table down), into `AutoCompaction::listed`.
-    fn list_candidates_above(&mut self, pass: &mut Pass) {
+    fn list_candidates_above(&mut self) {
         let auto = &mut self.policy.auto;
         let watch = auto.watch;
-        let listed = &mut auto.listed;
-        pass.unlisted = list_live(&self.slots, pass.unlisted, AUTO_SCAN, |index, slot| {
-            if slot.offset + slot.extent_len > watch {
-                listed.push((slot.offset, index as u32));
-            }
+        auto.listed.list_more(&self.slots, AUTO_SCAN, |slot| {
+            slot.offset + slot.extent_len > watch
         });
     }
 
@@ -863,14 +833,14 @@ impl OverflowRegion {
     /// free space below them, until the end of the region is down to the
     /// limit or an extent finds no room below. True while the pass goes on.
     fn evacuate(&mut self, pass: &mut Pass) -> bool {
-        while let Some(&(offset, index)) = self.policy.auto.listed.peek() {
+        while let Some((offset, index)) = self.policy.auto.listed.peek() {
             if self.space.cursor() <= pass.limit {
                 return false;
             }
             if self.policy.auto.retired.len() >= AUTO_MAX_RETIRED {
                 return true;
             }
-            let Some(slot) = self.still_at(index as usize, offset) else {
+            let Some(slot) = self.still_at(index, offset) else {
                 self.policy.auto.listed.pop();
                 continue;
             };
@@ -884,11 +854,11 @@ impl OverflowRegion {
                 return true;
             }
             self.policy.auto.listed.pop();
-            if self.move_or_stop(pass, index as usize, slot, offset) != Some(slot.extent_len) {
+            if self.move_or_stop(pass, index, slot, offset) != Some(slot.extent_len) {
                 // Failed, or no room below for the highest extent: the end
                 // cannot come down past it, and moving the ones below it
                 // would only move gaps around. It stays listed.
-                self.policy.auto.listed.push((offset, index));
+                self.policy.auto.listed.push(offset, index);
                 return false;
             }
         }
@@ -1004,23 +974,85 @@ impl OverflowRegion {
     }
 }
 
-/// Calls `each` with the index and place of the live slots among the
-/// `entries` slot-table entries below `end`, and returns the first index
-/// looked at (0 when the table is walked).
-fn list_live(
-    slots: &SlotTable,
-    end: usize,
-    entries: usize,
-    mut each: impl FnMut(usize, &LiveSlot),
-) -> usize {
-    let end = end.min(slots.len());
-    let start = end.saturating_sub(entries);
-    for index in start..end {
-        if let Ok(slot) = slots.get(index) {
-            each(index, &slot);
-        }
+/// Live extents compaction may move, highest first: a max-heap of (offset,
+/// slot index), filled from the slot table a part at a time, from its end
+/// down (slots written later tend to lie higher). Entries go stale as slots
+/// are freed, moved or written again; each is checked against the table
+/// when taken (`OverflowRegion::still_at`). Explicit compaction keeps one
+/// (`Policy::explicit`), automatic compaction another
+/// (`AutoCompaction::listed`).
+#[derive(Debug, Default)]
+pub(super) struct Candidates {
+    heap: BinaryHeap<(u64, u32)>,
+    /// While a listing is under way: the slot indices below this are still
+    /// to be looked at. 0 when it is done.
+    unlisted: usize,
+}
+
+impl Candidates {
+    /// Starts a listing of a table of `len` entries, forgetting what was
+    /// listed.
+    fn relist(&mut self, len: usize) {
+        self.heap.clear();
+        self.unlisted = len;
     }
-    start
+
+    /// Whether a listing is under way.
+    fn listing(&self) -> bool {
+        self.unlisted > 0
+    }
+
+    /// Looks at up to `entries` more slot-table entries (the highest of
+    /// those still to be listed) and lists the live slots `keep` accepts.
+    fn list_more(&mut self, slots: &SlotTable, entries: usize, keep: impl Fn(&LiveSlot) -> bool) {
+        let end = self.unlisted.min(slots.len());
+        let start = end.saturating_sub(entries);
+        for index in start..end {
+            if let Ok(slot) = slots.get(index)
+                && keep(&slot)
+            {
+                self.heap.push((slot.offset, index as u32));
+            }
+        }
+        self.unlisted = start;
+    }
+
+    /// The highest candidate: (offset, slot index).
+    fn peek(&self) -> Option<(u64, usize)> {
+        self.heap
+            .peek()
+            .map(|&(offset, index)| (offset, index as usize))
+    }
+
+    /// Takes the highest candidate out.
+    fn pop(&mut self) {
+        self.heap.pop();
+    }
+
+    /// Lists slot `index`, whose extent starts at `offset`.
+    fn push(&mut self, offset: u64, index: usize) {
+        self.heap.push((offset, index as u32));
+    }
+
+    /// How many candidates are listed (stale ones included).
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether no candidate is listed.
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Forgets the candidates listed so far; a listing under way goes on.
+    fn clear(&mut self) {
+        self.heap.clear();
+    }
+
+    /// Forgets every candidate and the listing, and their memory.
+    fn forget(&mut self) {
+        *self = Candidates::default();
+    }
 }
 
 #[cfg(test)]

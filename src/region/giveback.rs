@@ -58,13 +58,12 @@
 //! long folios left in the tail are punched (`give_back_long_folio_tail`),
 //! so usually the bit is clear and the next writer keeps the page cache.
 
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::compact::AutoCompaction;
+use super::compact::{AutoCompaction, Candidates};
 use super::{DIRECT_MIN, OverflowRegion, Settings, pages_touching};
 use crate::budget::DiskBudget;
 use crate::error::{Error, Result};
@@ -104,15 +103,10 @@ pub(super) struct Policy {
     /// No free extent starts below this offset: compaction's scan starts
     /// here. Invariant: `DATA_START <= compact_from <= space.cursor()`.
     pub(super) compact_from: u64,
-    /// Compaction's candidates, kept from step to step: (offset, slot
-    /// index) of live extents, a max-heap by offset (highest first).
-    /// Entries go stale as slots are freed, moved or written again; each is
-    /// checked against the slot table when taken (see region/compact.rs).
-    pub(super) compact_queue: BinaryHeap<(u64, u32)>,
-    /// While a pass of compaction over the slot table is under way: the
-    /// slot indices below this are still to be listed into
-    /// `compact_queue` (from the end of the table down).
-    pub(super) compact_scan: Option<usize>,
+    /// Explicit compaction's candidates (`compact_step`), kept from step to
+    /// step: the live slots above the lowest free extent, and the listing
+    /// of them under way.
+    pub(super) explicit: Candidates,
     /// A recent high point of the cursor: it rises with every write at the
     /// end and decays halfway towards the cursor at every give-back. The file
     /// never shrinks below it, so a loop that writes past the end and frees
@@ -149,8 +143,7 @@ impl Policy {
             pending_punch: Holes::default(),
             large_folios: Holes::default(),
             compact_from: DATA_START,
-            compact_queue: BinaryHeap::new(),
-            compact_scan: None,
+            explicit: Candidates::default(),
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
