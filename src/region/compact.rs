@@ -664,14 +664,14 @@ impl OverflowRegion {
         let mut pass = match self.policy.auto.pass.take() {
             Some(pass) => pass,
             None if self.policy.auto.idle > 0 => {
-                let live = self.accounting.extent_bytes();
                 let auto = &mut self.policy.auto;
                 auto.idle = auto.idle.saturating_sub(bytes);
-                if auto.futile_passes > 0
-                    && live.abs_diff(auto.futile_live) > self.settings.slack(live)
-                {
-                    auto.futile_passes = 0;
-                    auto.idle = 0;
+                if auto.futile_passes > 0 {
+                    let live = self.accounting.extent_bytes();
+                    if live.abs_diff(auto.futile_live) > self.settings.slack(live) {
+                        auto.futile_passes = 0;
+                        auto.idle = 0;
+                    }
                 }
                 return;
             }
@@ -993,7 +993,7 @@ impl Candidates {
     /// Starts a listing of a table of `len` entries, forgetting what was
     /// listed.
     fn relist(&mut self, len: usize) {
-        self.heap.clear();
+        self.clear();
         self.unlisted = len;
     }
 

@@ -809,7 +809,7 @@ impl SharedMapping {
 /// `Release` orders only ordinary stores). So a reader's seqlock (header,
 /// copy, header again) holds as with a plain copy.
 /// Elsewhere than on x86-64, and under Miri, a plain copy.
-pub(crate) fn copy_streaming(source: &[u8], target: &mut [u8]) {
+fn copy_streaming(source: &[u8], target: &mut [u8]) {
     assert_eq!(source.len(), target.len(), "copy between unequal ranges");
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
