@@ -11,10 +11,11 @@
 //! divided by off.
 //!
 //! ```sh
-//! cargo run --release --example policy_cost [-- DIR [ROUNDS [SEED]]]
+//! cargo run --release --example policy_cost [-- DIR [ROUNDS [SEED [SLACK]]]]
 //! ```
 //!
-//! ROUNDS defaults to 400 (400 k pairs each), SEED to 17.
+//! ROUNDS defaults to 400 (400 k pairs each), SEED to 17, SLACK (the policy
+//! on region's `overflow_slack_percent`) to the default, 10.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -123,16 +124,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .join(format!("policy-cost-{}", std::process::id()));
     let rounds: usize = args.next().map_or(Ok(400), |n| n.parse())?;
     let seed: u64 = args.next().map_or(Ok(17), |n| n.parse())?;
+    let slack: u32 = args
+        .next()
+        .map_or(Ok(MemoryTuning::default().overflow_slack_percent), |n| {
+            n.parse()
+        })?;
     std::fs::create_dir_all(&dir)?;
     let data = vec![0x5A; 1 << 16];
     let on = MemoryTuning {
         overflow_initial_bytes: 1 << 20,
         overflow_max_bytes: 1 << 30,
+        overflow_slack_percent: slack,
         ..MemoryTuning::default()
     };
+    // The region with the policy off keeps the default slack whatever
+    // SLACK is, so every run is compared with the same baseline.
     let off = MemoryTuning {
         overflow_punch_hole_bytes: 0,
         overflow_auto_compact: false,
+        overflow_slack_percent: MemoryTuning::default().overflow_slack_percent,
         ..on.clone()
     };
     let mut churns = [

@@ -46,6 +46,13 @@ pub(crate) fn disarm() {
     ARMED.with(|armed| armed.borrow_mut().clear());
 }
 
+/// Whether a failure of kind `call` is still armed on this thread (it has
+/// not fired yet).
+#[cfg(test)]
+pub(crate) fn armed(call: Call) -> bool {
+    ARMED.with(|armed| armed.borrow().iter().any(|&(c, _, _)| c == call))
+}
+
 /// Before a system call of kind `call`: an armed failure, if its turn.
 #[cfg(test)]
 pub(crate) fn check(call: Call) -> io::Result<()> {
