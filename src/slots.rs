@@ -373,6 +373,21 @@ impl SlotTable {
         self.high_water
     }
 
+    /// Indices below this have an entry each (live or free); live slots
+    /// at or past it are few, kept apart ([`sparse_from`](Self::sparse_from)).
+    pub(crate) fn dense_len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The live slots past the dense entries, from index `from` up, in
+    /// index order (only after a reopen that found slots at indices far
+    /// past the others).
+    pub(crate) fn sparse_from(&self, from: u32) -> impl Iterator<Item = (u32, LiveSlot)> + '_ {
+        self.sparse
+            .range(from..)
+            .map(|(&index, &slot)| (index, slot))
+    }
+
     /// Indices occupied.
     pub(crate) fn live(&self) -> usize {
         self.live
