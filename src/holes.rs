@@ -62,6 +62,21 @@ impl Holes {
         self.bytes += end - start;
     }
 
+    /// Records the parts of `[start, end)` that `covered` does not hold
+    /// (as `insert` does each).
+    pub(crate) fn insert_outside(&mut self, start: u64, end: u64, covered: &Holes) {
+        let mut at = start;
+        let first = match covered.ranges.range(..=start).next_back() {
+            Some((&before, &before_end)) if before_end > start => before,
+            _ => start,
+        };
+        for (&from, &to) in covered.ranges.range(first..end) {
+            self.insert(at, from.max(at));
+            at = at.max(to);
+        }
+        self.insert(at, end);
+    }
+
     /// Removes every part of the ranges inside `[start, end)` and returns the
     /// parts removed, in order: the ranges whose blocks the caller must
     /// allocate before it stores into `[start, end)`.
@@ -259,6 +274,37 @@ mod tests {
                     let any = (start..end).any(|i| model[i as usize]);
                     prop_assert_eq!(holes.overlaps(start * unit, end * unit), any);
                 }
+            }
+        }
+
+        /// `insert_outside` records exactly the units of the range that the
+        /// other map does not hold, next to what was there.
+        #[test]
+        fn insert_outside_skips_what_the_other_map_holds(
+            covered in proptest::collection::vec((0u64..64, 1u64..16), 0..12),
+            before in proptest::collection::vec((0u64..64, 1u64..16), 0..6),
+            (start, len) in (0u64..64, 1u64..16),
+        ) {
+            let (mut other, mut model_other) = (Holes::default(), [false; 80]);
+            for (s, l) in covered {
+                other.insert(s, s + l);
+                model_other[s as usize..(s + l) as usize].fill(true);
+            }
+            let (mut holes, mut model) = (Holes::default(), [false; 80]);
+            for (s, l) in before {
+                holes.insert(s, s + l);
+                model[s as usize..(s + l) as usize].fill(true);
+            }
+            holes.insert_outside(start, start + len, &other);
+            for i in start..start + len {
+                model[i as usize] |= !model_other[i as usize];
+            }
+            let expected: Vec<u64> = (0..80).filter(|&i| model[i as usize]).collect();
+            let got: Vec<u64> = holes.iter().flat_map(|(s, e)| s..e).collect();
+            prop_assert_eq!(got, expected);
+            let ranges: Vec<(u64, u64)> = holes.iter().collect();
+            for pair in ranges.windows(2) {
+                prop_assert!(pair[0].1 < pair[1].0, "touching or overlapping {:?}", pair);
             }
         }
     }

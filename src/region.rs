@@ -1705,6 +1705,16 @@ impl OverflowRegion {
                 self.slots.len()
             ));
         }
+        if let Some((start, end)) = self
+            .policy
+            .pending_punch
+            .iter()
+            .find(|&(start, end)| self.policy.holes.overlaps(start, end))
+        {
+            return Err(format!(
+                "pages {start}..{end} wait to be punched, but part of them is punched already"
+            ));
+        }
         Ok(())
     }
 

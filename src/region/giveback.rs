@@ -88,7 +88,8 @@ pub(super) struct Policy {
     /// a tenth of the live bytes by default, within bounds: `PUNCH_BATCH`),
     /// so a free extent that is written again soon (churn) is neither
     /// punched nor refilled; a write takes the pages it uses out of this
-    /// map.
+    /// map. Invariant: disjoint from `holes` (the budget counts both as
+    /// given back; `check_consistency` checks it).
     pub(super) pending_punch: Holes,
     /// Ranges of the file where the page cache may hold folios longer than a
     /// punching granule outside live extents' middles: the middles of freed
@@ -408,7 +409,13 @@ impl OverflowRegion {
             .next_multiple_of(unit);
         let end = high.next_multiple_of(unit).min(merged.end() / unit * unit);
         if start < end {
-            self.policy.pending_punch.insert(start, end);
+            // Pages punched already (a short neighbour queued whole may
+            // hold some, left by an extent punched and partly written
+            // again) are not queued: they would be counted twice.
+            let policy = &mut self.policy;
+            policy
+                .pending_punch
+                .insert_outside(start, end, &policy.holes);
             let batch = (self.settings.slack(self.accounting.live_bytes()))
                 .clamp(threshold, PUNCH_BATCH * threshold);
             // The middle of a long extent (`note_long_folios`) is punched at
@@ -465,6 +472,7 @@ impl OverflowRegion {
                     self.record_write_piece(false);
                 }
                 self.policy.holes.insert(start, end);
+                self.policy.pending_punch.take(start, end);
                 if start >= self.space.cursor() {
                     self.policy.warm_end = self.policy.warm_end.min(start);
                 }
@@ -483,6 +491,7 @@ impl OverflowRegion {
                 // (and `punched_bytes` may count blocks still allocated,
                 // until the next open finds the real holes).
                 self.policy.holes.insert(start, end);
+                self.policy.pending_punch.take(start, end);
                 tracing::warn!(path = %self.path.display(), %error, start, end, "punching a hole failed");
             }
         }
