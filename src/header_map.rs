@@ -117,10 +117,54 @@ pub(crate) fn decode(bytes: &[u8], identity: u64) -> Option<Vec<(u32, u32)>> {
 /// Writes the map of `ranges` next to the region file at `region`: into a
 /// temporary file renamed over the old map, so a crash leaves the old map
 /// or the new one (either is only advice).
+///
+/// The temporary file is made anew (`O_EXCL`, after removing whatever had
+/// its name): a FIFO there would block the write, and a symbolic link would
+/// make it overwrite the file it points to.
 pub(crate) fn write(region: &Path, identity: u64, ranges: &[(u32, u32)]) -> io::Result<()> {
+    use std::io::Write;
     let temporary = temporary_for(region);
-    std::fs::write(&temporary, encode(identity, ranges))?;
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)?
+        .write_all(&encode(identity, ranges))?;
     std::fs::rename(&temporary, path_for(region))
+}
+
+/// The longest map `write` writes: `MAX_EXTENTS` ranges.
+const MAX_MAP_LEN: u64 = 28 + 8 * MAX_EXTENTS as u64;
+
+/// The bytes of the map at `path`, if it is a regular file no longer than
+/// `MAX_MAP_LEN`. Opened without following a symbolic link and without
+/// blocking (a FIFO there would otherwise block the open for good), and
+/// read only up to that length, so a damaged or hostile map costs neither
+/// a hang nor memory sized by the file.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.file_type().is_file() || metadata.len() > MAX_MAP_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "not a header map: a {:?} of {} bytes",
+                metadata.file_type(),
+                metadata.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_MAP_LEN).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Where `write` writes the map before renaming it into place.
@@ -147,8 +191,14 @@ pub(crate) fn remove(region: &Path) -> io::Result<()> {
 /// it names inside the file. Returns the number of pages asked for: 0
 /// without a usable map.
 pub(crate) fn prefetch(region: &Path, file: &File, identity: u64, file_len: u64) -> u64 {
-    let Ok(bytes) = std::fs::read(path_for(region)) else {
-        return 0;
+    let bytes = match read_bounded(&path_for(region)) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::debug!(path = %region.display(), %error, "ignoring the header map");
+            }
+            return 0;
+        }
     };
     let Some(ranges) = decode(&bytes, identity) else {
         tracing::debug!(path = %region.display(), "ignoring a header map that does not check out");

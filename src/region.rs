@@ -1262,7 +1262,7 @@ impl OverflowRegion {
     /// of the copy. Reads nothing past the end of the region or in a
     /// punched hole (where on tmpfs even a read needs a new page).
     fn moved_from(&self, handle: &SlotRef) -> Option<u32> {
-        let (start, end) = (handle.offset, handle.offset + EXTENT_HEADER_LEN);
+        let (start, end) = (handle.offset, handle.offset.checked_add(EXTENT_HEADER_LEN)?);
         if end > self.space.cursor()
             || self
                 .policy

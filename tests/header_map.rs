@@ -176,3 +176,91 @@ fn a_map_that_cannot_be_written_fails_nothing() {
     assert_eq!(region.recovery().header_pages_prefetched, 0);
     assert_eq!(contents(&region), kept);
 }
+
+/// Runs `work` on a thread and fails the test if it has not returned
+/// within 20 s (a FIFO opened in blocking mode waits for good).
+fn returns_in_time(what: &str, work: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        work();
+        let _ = done.send(());
+    });
+    assert!(
+        finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_ok(),
+        "{what} did not return"
+    );
+}
+
+fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// Not a regular file where the map goes, nor one longer than any map (a
+/// sparse 1 GiB file, once read whole): the open ignores it, without
+/// blocking on a FIFO or reading a gigabyte. A symbolic link is not
+/// followed. Found in review: the FIFO hung the open for good.
+#[test]
+fn a_map_that_is_not_a_regular_file_of_a_map_s_size_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let (region, kept) = fill(&path);
+    drop(region);
+    let good = std::fs::read(map_path(&path)).unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, &good).unwrap();
+    for case in ["fifo", "huge", "link"] {
+        std::fs::remove_file(map_path(&path)).unwrap();
+        match case {
+            "fifo" => mkfifo(&map_path(&path)),
+            "huge" => std::fs::File::create(map_path(&path))
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap(),
+            _ => std::os::unix::fs::symlink(&target, map_path(&path)).unwrap(),
+        }
+        let (path, kept) = (path.clone(), kept.clone());
+        returns_in_time(&format!("an open with a {case} map"), move || {
+            let region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+            assert_eq!(region.recovery().header_pages_prefetched, 0, "{case} map");
+            assert_eq!(contents(&region), kept, "{case} map");
+        });
+    }
+}
+
+/// Whatever lies where the map is written first (`<file>.headers.new`) is
+/// replaced, not written through: a FIFO does not block `sync` (found in
+/// review: it hung), and a symbolic link does not make `sync` overwrite
+/// the file it points to.
+#[test]
+fn the_map_is_written_into_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut temporary = map_path(&path).into_os_string();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, b"keep me").unwrap();
+    for case in ["fifo", "link"] {
+        let _ = std::fs::remove_file(&temporary);
+        match case {
+            "fifo" => mkfifo(&temporary),
+            _ => std::os::unix::fs::symlink(&precious, &temporary).unwrap(),
+        }
+        let region_path = path.clone();
+        returns_in_time(&format!("a sync with a {case} in the way"), move || {
+            let mut region =
+                OverflowRegion::open_with_config(&region_path, 1 << 20, 64 << 20).unwrap();
+            region.write(b"hello", EngineId::Query).unwrap();
+            region.sync().unwrap();
+            drop(region);
+        });
+        assert_eq!(std::fs::read(&precious).unwrap(), b"keep me", "{case}");
+        assert!(std::fs::read(map_path(&path)).unwrap().len() > 28, "{case}");
+    }
+}

@@ -1246,3 +1246,24 @@ fn reason_for_a_freed_slot_is_not_out_of_bounds() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A handle made up from parts that name a live slot of this file but a
+/// place near the end of the address space is refused, not an overflow
+/// (found in review: `read_ref` added to the offset unchecked, a panic in
+/// a debug build).
+#[test]
+fn a_made_up_handle_at_the_end_of_the_offsets_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut region =
+        OverflowRegion::open_with_config(&dir.path().join("r"), 1 << 20, 64 << 20).unwrap();
+    let slot = region.write(b"some bytes", EngineId::Query).unwrap();
+    let real = region.slot_ref(slot).unwrap();
+    for offset in [u64::MAX, u64::MAX - 16, u64::MAX - 40] {
+        let forged = SlotRef::from_parts(real.file(), slot as u32, real.generation(), offset, 10);
+        assert!(
+            matches!(region.read_ref(&forged), Err(Error::SlotChanged { .. })),
+            "offset {offset}"
+        );
+    }
+    assert_eq!(region.read_ref(&real).unwrap(), b"some bytes");
+}

@@ -82,7 +82,9 @@ fn open_only() -> bool {
 fn file_header(counters: &[u8]) -> Vec<u8> {
     let mut header = vec![0u8; DATA_START];
     header[0..8].copy_from_slice(b"OVFLREGN");
-    header[8..12].copy_from_slice(&1u32.to_le_bytes());
+    // `FORMAT_VERSION` in src/layout.rs: a file of another version is refused
+    // before any extent is read.
+    header[8..12].copy_from_slice(&2u32.to_le_bytes());
     header[12..16].copy_from_slice(&4096u32.to_le_bytes());
     header[16..20].copy_from_slice(&16u32.to_le_bytes());
     header[20..24].copy_from_slice(&32u32.to_le_bytes());
