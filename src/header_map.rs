@@ -124,10 +124,7 @@ pub(crate) fn decode(bytes: &[u8], identity: u64) -> Option<Vec<(u32, u32)>> {
 pub(crate) fn write(region: &Path, identity: u64, ranges: &[(u32, u32)]) -> io::Result<()> {
     use std::io::Write;
     let temporary = temporary_for(region);
-    match std::fs::remove_file(&temporary) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-        _ => {}
-    }
+    remove_if_there(&temporary)?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -177,13 +174,16 @@ fn temporary_for(region: &Path) -> PathBuf {
 /// Removes the map of the region file at `region`, and the temporary file
 /// of a write a crash interrupted, if they are there.
 pub(crate) fn remove(region: &Path) -> io::Result<()> {
-    for path in [path_for(region), temporary_for(region)] {
-        match std::fs::remove_file(path) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
+    remove_if_there(&path_for(region))?;
+    remove_if_there(&temporary_for(region))
+}
+
+/// Removes whatever `path` names, if anything.
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads the map of the region file at `region` (of identity `identity`,

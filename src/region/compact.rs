@@ -1016,8 +1016,12 @@ impl Candidates {
     /// Looks at up to `entries` more slots (the live slots kept apart
     /// first, then the highest dense entries still to be listed) and lists
     /// the live slots `keep` accepts.
-    fn list_more(&mut self, slots: &SlotTable, entries: usize, keep: impl Fn(&LiveSlot) -> bool) {
-        let mut entries = entries;
+    fn list_more(
+        &mut self,
+        slots: &SlotTable,
+        mut entries: usize,
+        keep: impl Fn(&LiveSlot) -> bool,
+    ) {
         if let Some(from) = self.sparse_unlisted {
             let mut sparse = slots.sparse_from(from);
             for (index, slot) in sparse.by_ref().take(entries) {
