@@ -5,7 +5,12 @@
 //! The two take turns in rounds of 64 Ki copies, so a slow spell of the
 //! machine hits both alike (the criterion bench `reader` measures them one
 //! after the other, seconds apart). Prints the median time per copy of
-//! each and the median of the rounds' ratios.
+//! each and the median of the rounds' ratios, over all rounds and over
+//! the rounds each went first in: the two data sets together fill about
+//! the last-level cache, so whichever goes second finds its bytes partly
+//! evicted by the other, and the ratio depends on the order (on the
+//! 2-core EPYC VM, about 1.3 with `read_into` first and 1.8 with the slab
+//! first; docs/PERFORMANCE.md).
 //!
 //! ```sh
 //! cargo run --release --example read_cost [-- DIR [ROUNDS]]
@@ -56,10 +61,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let reader_thread = std::thread::spawn({
         let path = path.clone();
-        move || -> overflow_region::Result<(f64, f64, f64)> {
+        move || -> overflow_region::Result<(f64, f64, f64, f64, f64)> {
             let reader = OverflowReader::open(&path)?;
             let mut out = Vec::with_capacity(SLOT_LEN);
             let (mut slab_ns, mut region_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            // The rounds' ratios by which went first: [slab first, read_into first].
+            let mut by_order = [Vec::new(), Vec::new()];
             for round in 0..rounds {
                 let mut times = [0.0; 2];
                 // Which goes first alternates too.
@@ -79,17 +86,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 slab_ns.push(times[0]);
                 region_ns.push(times[1]);
                 ratios.push(times[1] / times[0]);
+                by_order[round % 2].push(times[1] / times[0]);
             }
+            let [mut slab_first, mut region_first] = by_order;
             Ok((
                 median(&mut slab_ns),
                 median(&mut region_ns),
                 median(&mut ratios),
+                median(&mut slab_first),
+                median(&mut region_first),
             ))
         }
     });
-    let (slab_ns, region_ns, ratio) = reader_thread.join().expect("the reader thread")?;
+    let (slab_ns, region_ns, ratio, slab_first, region_first) =
+        reader_thread.join().expect("the reader thread")?;
     println!("slab copy {slab_ns:.0} ns, read_into {region_ns:.0} ns (medians of {rounds} rounds)");
-    println!("read_into / slab copy: {ratio:.2} (median of the rounds' ratios)");
+    println!(
+        "read_into / slab copy: {ratio:.2} (median of the rounds' ratios); {region_first:.2} in the rounds read_into went first, {slab_first:.2} in those the slab went first"
+    );
     drop(region);
     std::fs::remove_file(&path)?;
     Ok(())
