@@ -1,12 +1,16 @@
 //! A disk budget shared by the regions of a [`SpillDir`](crate::SpillDir).
 //!
 //! Each region charges the budget before its file grows and gives the bytes
-//! back when its file shrinks or the region is closed, so the lengths of
-//! all the files together never pass the limit. The length of a file bounds
-//! the disk blocks it occupies (punched holes only make it occupy less), so
-//! the disk the files occupy never passes it either. Charging is one atomic
-//! compare-and-swap: regions on many threads share one budget without a
-//! lock, and no two growths can both pass it.
+//! back when its file shrinks or the region is closed, so growth never
+//! makes the lengths of all the files together pass the limit. The files
+//! found at open are charged their lengths whatever the limit
+//! (`charge_existing`: their blocks are on disk already), so together they
+//! may pass it; then no file grows until enough is given back. The length
+//! of a file bounds the disk blocks it occupies (punched holes only make it
+//! occupy less), so the disk the files occupy passes the limit only when
+//! their lengths do. Charging is one atomic compare-and-swap: regions on
+//! many threads share one budget without a lock, and no two growths can
+//! both pass it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

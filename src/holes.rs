@@ -5,8 +5,9 @@
 //! blocks again before it stores into such a range: a store into a hole
 //! through the mapping needs a new block, and on a full disk that would be
 //! SIGBUS instead of an error. This map says which ranges need it. The
-//! region keeps a second map of the same type for the free pages waiting to
-//! be punched (`OverflowRegion::pending_punch`).
+//! region keeps two more maps of the same type: the free pages waiting to
+//! be punched (`giveback::Policy::pending_punch`) and the ranges where the
+//! page cache may hold long folios (`giveback::Policy::large_folios`).
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,11 @@
 //! It takes no lock and writes nothing, so it can look at a file a writer
 //! has open (it may then catch a write half done; such a slot reads as
 //! damaged, never as wrong bytes). It runs the same walk as a writer's
-//! `open` and reports what that would find.
+//! `open` and reports what that would find, with every checksummed payload
+//! checked, as that open checks them after a reboot: on the boot that wrote
+//! the file a writer's open reads headers only, and keeps the slots whose
+//! payloads this reports as damaged
+//! ([`OverflowRegion::verify`](crate::OverflowRegion::verify) finds them).
 //!
 //! It checks the file header before it reads anything else, refuses what is
 //! not a regular file, and reads the file through a window of a fixed size:
@@ -54,7 +58,9 @@ pub enum ExtentKind {
     Live(SlotInfo),
     /// Free space (neighbouring free extents merged).
     Free,
-    /// Damaged or doubtful bytes a writer's open would drop.
+    /// Damaged or doubtful bytes a writer's open would drop (after a
+    /// reboot; on the boot that wrote the file it checks no payload, and
+    /// keeps a slot whose payload alone is damaged).
     Dropped {
         /// The slot the extent claimed, if its header could be read.
         slot: Option<usize>,
@@ -75,7 +81,11 @@ pub struct ExtentInfo {
 }
 
 /// A read-only look at a region file: its slots, extents, holes and damage,
-/// as a writer's open would find them.
+/// as a writer's open would find them with every checksummed payload
+/// checked, as it checks them after a reboot (on the boot that wrote the
+/// file a writer's open reads headers only, and keeps slots reported here
+/// as damaged: [`OverflowRegion::verify`](crate::OverflowRegion::verify)
+/// finds them).
 ///
 /// It checks the file header first and reads nothing else from a file that
 /// is not a region; it refuses a path that is not a regular file (a
@@ -313,8 +323,9 @@ impl RegionFile {
     }
 
     /// Slot indices handed out, occupied or freed (the file header's
-    /// counter, believed only as far as the file's length and its recorded
-    /// maximum capacity allow).
+    /// counter, believed only if it is at most 65 536 + 2 × the extents the
+    /// walk read; never less than the highest index found + 1:
+    /// docs/FORMAT.md, step 5 of recovery).
     pub fn slot_count(&self) -> usize {
         usize::try_from(self.slot_count).unwrap_or(usize::MAX)
     }
@@ -410,7 +421,8 @@ impl RegionFile {
         self.allocated_bytes
     }
 
-    /// What a writer's open would find: slots, drops, repairs.
+    /// What a writer's open would find, every checksummed payload checked
+    /// (as after a reboot: see [`RegionFile`]): slots, drops, repairs.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.report
     }

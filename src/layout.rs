@@ -51,7 +51,7 @@ pub(crate) const CANNOT_PUNCH: u64 = 1 << 62 << 1;
 /// Set in the write piece while the page cache may hold folios longer than
 /// the piece outside the middles of live extents: a long payload is being
 /// written, or the middle of a freed one is not yet punched or truncated
-/// away (`OverflowRegion::large_folios`). A writer that punches and finds
+/// away (`giveback::Policy::large_folios`). A writer that punches and finds
 /// it at open drops the page cache.
 pub(crate) const LONG_FOLIOS: u64 = 1 << 62;
 /// Offset of the file's identity (one `u64`, never 0), chosen at random

@@ -8,8 +8,10 @@
 //!   fit index), free neighbours are merged and the end of the region is
 //!   given back.
 //! - Every extent has a self-describing header with CRC32C checksums of
-//!   header and payload; reopening a file rebuilds every slot from the file
-//!   alone, and a process killed at any instant loses nothing acknowledged.
+//!   header and payload (the payload's computed at the next `sync`, or when
+//!   the region is dropped); reopening a file rebuilds every slot from the
+//!   file alone, and a process killed at any instant loses nothing
+//!   acknowledged.
 //! - Bad files are errors, never panics; a file that is not a region is
 //!   refused and left untouched.
 //! - A slot can carry a `u64` tag of the caller's, and

@@ -2,11 +2,14 @@
 //!
 //! [`recover`] is a pure function over the file's bytes: it walks the chain of
 //! extents from the end of the file header, verifies every live extent's
-//! header and payload checksums, and returns what it found together with the
-//! few tag stores ("repairs") that make the file agree with the rebuilt free
-//! space. The caller (the region) applies the repairs; a read-only tool just
-//! reads the report. The walk and its crash analysis are specified in
-//! `docs/FORMAT.md`.
+//! header checksum, and its payload checksum when asked to
+//! ([`Checks::verify_payloads`]: a writer's open asks only when the file
+//! was last written on another boot, [`RecoveryReport::trusted_same_boot`];
+//! [`RegionFile`](crate::RegionFile) always asks), and returns what it
+//! found together with the few tag stores ("repairs") that make the file
+//! agree with the rebuilt free space. The caller (the region) applies the
+//! repairs; a read-only tool just reads the report. The walk and its crash
+//! analysis are specified in `docs/FORMAT.md`.
 
 use std::io;
 use std::time::Duration;

@@ -64,9 +64,10 @@ const _: () = assert!(GRANULE == layout::EXTENT_ALIGN);
 /// the mapping (no copy), and frees them. Freed space is reused in O(1) with
 /// a good fit (a two-level segregated fit index over free extents), free
 /// neighbours are merged, and space at the end of the file is given back.
-/// Every extent carries a self-describing header with checksums, so a region
-/// reopened after a crash finds every acknowledged slot again (see
-/// [`OverflowRegion::recovery`] and `docs/FORMAT.md`).
+/// Every extent carries a self-describing header with checksums (the
+/// payload's computed at the next [`sync`](Self::sync), or when the region
+/// is dropped), so a region reopened after a crash finds every acknowledged
+/// slot again (see [`OverflowRegion::recovery`] and `docs/FORMAT.md`).
 ///
 /// `Send` but not `Sync`: one owner at a time, which may move it between
 /// threads (a runtime that moves tasks, or a `Mutex<OverflowRegion>`), but
@@ -746,11 +747,19 @@ impl OverflowRegion {
     /// # Errors
     ///
     /// [`Error::CapacityExceeded`] if the extent fits neither in free space
-    /// nor under the maximum capacity, [`Error::Io`] if growing the file
-    /// fails (a full disk), or if `pwrite` of a long payload does (see
+    /// nor under the maximum capacity, [`Error::BudgetExceeded`] if the
+    /// file of a [`SpillDir`](crate::SpillDir)'s region would grow past the
+    /// directory's disk budget, [`Error::Io`] if growing the file fails (a
+    /// full disk), or if `pwrite` of a long payload does (see
     /// docs/FORMAT.md, "giving space back"). In all these cases the region
     /// is unchanged.
     /// [`Error::TooManySlots`] past 2^32 - 1 slot indices.
+    /// Where the region stores with `pwrite`
+    /// ([`MemoryTuning::overflow_pwrite_stores`](crate::MemoryTuning::overflow_pwrite_stores):
+    /// btrfs by default), [`Error::Io`] if a store fails: the slot was
+    /// taken in memory all the same, and the region refuses every later
+    /// write, free, sync and compaction (with [`Error::Io`]) until it is
+    /// reopened, when recovery finds what the file holds.
     ///
     /// # Time complexity
     ///
@@ -758,6 +767,15 @@ impl OverflowRegion {
     /// extents, with one bounded exception: a length that is not the
     /// shortest of its size class may walk the free extents of that one
     /// class (lengths within 1/32 of each other) when no larger class has one.
+    /// Automatic compaction
+    /// ([`MemoryTuning::overflow_auto_compact`](crate::MemoryTuning::overflow_auto_compact))
+    /// may add a step while the region is over its disk budget: it looks
+    /// at up to 256 free extents or slot-table entries, and moves live
+    /// extents of at most 1 MiB each, 2 MiB in all (paid for by the bytes
+    /// this and the pass's earlier operations wrote or freed). Each old
+    /// place is freed as [`free`](Self::free) frees an extent: at once, or,
+    /// for a slot synced before it moved, by the next `write` or `free`
+    /// after a later sync (at most 256 wait).
     pub fn write(&mut self, data: &[u8], engine: EngineId) -> Result<usize> {
         self.write_parts(&[data], engine, 0)
     }
@@ -1287,11 +1305,20 @@ impl OverflowRegion {
     ///
     /// [`Error::UnknownSlot`] for an index never handed out,
     /// [`Error::SlotFree`] for one already freed (a double free); the region
-    /// is unchanged.
+    /// is unchanged. Where the region stores with `pwrite` (see
+    /// [`write`](Self::write)), [`Error::Io`] if a store fails: the slot was
+    /// freed in memory all the same, and the region refuses every later
+    /// write, free, sync and compaction until it is reopened.
     ///
     /// # Time complexity
     ///
-    /// O(1).
+    /// O(1), plus the disk it gives back: when the freed extent completes a
+    /// batch of free pages waiting to be punched, every range waiting is
+    /// punched (see
+    /// [`MemoryTuning::overflow_punch_hole_bytes`](crate::MemoryTuning::overflow_punch_hole_bytes)),
+    /// the middle of a long extent is punched at once, and when the end of
+    /// the region moves down the file may be truncated or its tail punched.
+    /// Automatic compaction may add a step, as in [`write`](Self::write).
     pub fn free(&mut self, slot_index: usize) -> Result<()> {
         self.refuse_after_failed_store()?;
         let handed_out = self.slots.len();

@@ -45,7 +45,10 @@ pub enum SpillMode {
 /// The budget bounds the bytes the region files hold together: a write
 /// that would make a file grow past it fails with
 /// [`Error::BudgetExceeded`] before any disk is touched, and nothing
-/// already written is lost. A file's length bounds the data blocks it
+/// already written is lost. (Each file is charged as it is when the
+/// directory opens, even past the budget: a new file's initial capacity,
+/// or what a persistent directory finds; no file grows then until enough
+/// is given back.) A file's length bounds the data blocks it
 /// occupies, so the disk used ([`used_disk_space`](Self::used_disk_space),
 /// the files' allocated blocks) passes the budget only by the file
 /// system's own metadata: on ext4, a file whose holes and growth steps

@@ -58,7 +58,8 @@ pub struct RegionStats {
     /// Bytes of live extents that hold neither header nor payload:
     /// alignment, and remainders too small to split off.
     pub slack_bytes: u64,
-    /// Bytes of live extent headers (32 per live slot).
+    /// Bytes of live extent headers (32 per live slot, 40 for one with a
+    /// tag other than 0).
     pub header_bytes: u64,
     /// Bytes of the file whose pages were punched out (given back to the
     /// file system) and not written since.

@@ -57,8 +57,11 @@ pub struct MemoryTuning {
     /// live data instead (each cut inside a granule writes it back first).
     /// Punching waits until such space adds up to a tenth of the region's
     /// live bytes (at least this, at most 256 times this), so space that is
-    /// written again soon is not punched and refilled in turn; what is left
-    /// waiting is punched when the region is dropped.
+    /// written again soon is not punched and refilled in turn; with
+    /// automatic compaction on (`overflow_auto_compact`), it waits further
+    /// while the disk the region holds below its end (these pages included)
+    /// is within its live extents and their slack, so more may wait. What
+    /// is left waiting is punched when the region is dropped.
     ///
     /// The granule is also the piece in which the region writes zeros ahead
     /// of its end, because on Linux a hole punched into part of a dirty
@@ -93,7 +96,8 @@ pub struct MemoryTuning {
     /// holds below its end (used bytes less punched holes and free pages
     /// waiting to be punched) passes its live extents plus 13/16 of their
     /// slack (`overflow_slack_percent`), each `write` and `free` moves a few
-    /// live extents, up to as many bytes as the operation wrote or freed:
+    /// live extents, paid for by the bytes the operations of the pass so
+    /// far wrote or freed (at most 2 MiB at once, an extent at most 1 MiB):
     /// first the short ones that keep free extents apart, then the ones at
     /// the end of the region into free space below, until it holds at most
     /// 10/16 of the slack beyond the live extents. Extents over

@@ -3,11 +3,13 @@
 //! ```text
 //! overflow-region stat FILE... [--json]     what each file holds, in figures
 //! overflow-region verify FILE...            check every header and checksum
-//! overflow-region ls FILE [--json]          one line per live slot
+//! overflow-region ls FILE [--json] [--engine ENGINE] [--tag TAG]
+//!                                           one line per live slot
 //! overflow-region dump FILE SLOT [--hex]    a slot's bytes on stdout
 //! overflow-region map FILE --png OUT [--width W] [--whole-file]
 //!                                           a picture of the file's layout
 //! overflow-region bench [--dir DIR] [--ops N] [--only TEXT] [--quick] [--json]
+//!                       [--punch-threshold BYTES] [--no-auto-compact] [--latency]
 //! ```
 //!
 //! `stat`, `verify`, `ls`, `dump` and `map` read the file with
@@ -62,8 +64,8 @@ enum Command {
     /// run it again, or on a closed file, to be sure.
     #[command(after_help = verify::EXIT_STATUS)]
     Verify(verify::Args),
-    /// Lists the live slots: index, engine, payload length, extent offset,
-    /// extent length, generation.
+    /// Lists the live slots: index, engine, tag, payload length, extent
+    /// offset, extent length, generation.
     #[command(after_help = EXIT_STATUS)]
     Ls(ls::Args),
     /// Writes a slot's bytes to stdout: raw, or as a hex dump.

@@ -86,7 +86,8 @@ fn report(file: &RegionFile) -> Result<bool, crate::Failure> {
     let path = file.path().display();
     writeln!(
         out,
-        "{path}: {} damaged extent{}, {bytes} bytes (a writer's open would drop them):",
+        "{path}: {} damaged extent{}, {bytes} bytes (a writer's open after a reboot would \
+         drop them; on the boot that wrote the file it checks headers only):",
         damaged.len(),
         plural(damaged.len() as u64)
     )?;

@@ -740,7 +740,8 @@ const NOTES: &str = r#"
   LMDB copy into the page cache inside a system call per write (LMDB: per
   commit) with no fault. Ours writes a payload of 96 KiB or more at its
   end with `pwrite` too (its middle in long folios), so the 1 MiB row
-  compares two `pwrite`s, ours with a CRC32C of the MiB on top.
+  compares two `pwrite`s (ours computes the payload's CRC32C at `sync` or
+  when the region is dropped, outside the timed loop).
 - **The diagnostic churn row** is a second region of ours opened with the
   give-back policy off (`overflow_punch_hole_bytes = 0`,
   `overflow_auto_compact = false`), taking its turn right after ours; the

@@ -155,13 +155,16 @@ impl Policy {
     }
 }
 
-/// The file grows by at least this fraction of its size (1/2), so growth
-/// steps are few, and by at most this many bytes, so one step never commits
-/// far more disk than the region needs.
+/// A growing file grows by the slack of its live bytes
+/// (`Settings::growth_step`: at least `MIN_GROWTH_STEP`, none with no
+/// slack), or to the end of the write if that is farther, and the step is
+/// at most this many bytes, so one step never commits far more disk than
+/// the region needs.
 pub(super) const MAX_GROWTH_STEP: u64 = 256 << 20;
 
-/// The least a growing file grows by, so a small region does not call
-/// `fallocate` for every write.
+/// The least a growing file grows by when it has slack (with none it grows
+/// by what each write needs), so a small region does not call `fallocate`
+/// for every write.
 pub(super) const MIN_GROWTH_STEP: u64 = 1 << 20;
 
 /// Writes at the end of the region find the pages this far ahead of them
@@ -185,8 +188,11 @@ pub(super) const TAIL_FILL_AHEAD: u64 = 1 << 20;
 /// before that much gathers, so it is neither punched nor refilled;
 /// measured in docs/PERFORMANCE.md, "Payload checksums at sync, punching
 /// in batches of a tenth"), at least one punching threshold and at most
-/// this many: see `OverflowRegion::pending_punch`. The cap bounds the work
-/// of the one `free` that punches a batch.
+/// this many: see `Policy::pending_punch`. With automatic compaction off,
+/// the cap bounds the work of the one `free` that punches a batch; with it
+/// on, a full batch is punched only once the disk held below the end of
+/// the region passes the live extents and their slack
+/// (`holds_within_budget`), so the queue can grow past the cap.
 const PUNCH_BATCH: u64 = 256;
 
 /// Free extents at least this many punching granules long are punched to

@@ -659,7 +659,8 @@ pub(crate) fn sync_directory(dir: &Path) -> io::Result<()> {
 ///
 /// Unlike [`Mapping`] it never hands out slices: bytes that can change while
 /// they are read are only ever loaded with atomic loads and copied out, and
-/// the caller verifies the copy (header generation and checksum) afterwards.
+/// the caller checks the copy against the extent's header read before and
+/// after it (tag, slot, generation and length: a seqlock).
 /// The writer's stores reach this mapping through the shared page cache, a
 /// different virtual address from the writer's own: to this process they are
 /// memory changed by an outside agent, which atomic loads may observe.
