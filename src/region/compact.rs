@@ -932,6 +932,17 @@ impl OverflowRegion {
     /// made safe to free.
     pub(super) fn release_retired(&mut self) {
         let flushes = self.policy.auto.flushes.get();
+        // Nothing to release (the common case, checked at every step of a
+        // pass): no list to build.
+        if self
+            .policy
+            .auto
+            .retired
+            .first()
+            .is_none_or(|oldest| oldest.flushes >= flushes)
+        {
+            return;
+        }
         // In the order they were moved: those before the last sync first.
         let safe = self
             .policy
