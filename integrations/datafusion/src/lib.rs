@@ -57,9 +57,11 @@
 //! piece goes to the first core, starting from the file's home, whose lock
 //! is free at that moment, and waits for the home core only when every core
 //! is busy ([`SpillStats::lock_waits`] counts those waits). A piece the budget
-//! refuses on one core is tried on the others before the write fails, since
-//! another core may have room inside its file. A file's pieces may so lie in
-//! several regions; it remembers where each one is.
+//! refuses on one core, or that a region full to its maximum capacity
+//! (`overflow_max_bytes`) cannot hold, is tried on the others before the
+//! write fails, since another core may have room inside its file or under
+//! its capacity. A file's pieces may so lie in several regions; it
+//! remembers where each one is.
 //!
 //! # Reads
 //!
@@ -75,8 +77,10 @@
 //! # The budget
 //!
 //! The directory's budget bounds the region files together. A spill that
-//! would pass it fails with [`DataFusionError::ResourcesExhausted`], naming
-//! the budget; nothing spilled before is lost. From `finish` that is the
+//! would pass it, or that no core's region has room for under its maximum
+//! capacity, fails with [`DataFusionError::ResourcesExhausted`], naming the
+//! piece's size, the growth or extent it needed, the budget and the bytes in
+//! use; nothing spilled before is lost. From `finish` that is the
 //! error itself; from a write (inside DataFusion's `std::io::Write`),
 //! DataFusion wraps it, and [`DataFusionError::find_root`] returns it. DataFusion's
 //! own `max_temp_directory_size` does not apply to a custom factory.
@@ -138,8 +142,9 @@ pub struct SpillStats {
     /// Bytes written into pieces.
     pub bytes_written: u64,
     /// Pieces that found no core free to take them at once (every lock
-    /// taken, or the budget reached) and waited for a lock: the contention
-    /// between writers, when the budget is not the cause.
+    /// taken, or the budget reached, or the regions full) and waited for a
+    /// lock: the contention between writers, when neither the budget nor
+    /// the regions' capacity is the cause.
     pub lock_waits: u64,
     /// Slots a dropped file could not free (the region refused the free;
     /// never seen in the tests). Their space stays in use until the
@@ -218,12 +223,73 @@ impl TempFileFactory for OverflowSpillFactory {
     }
 }
 
-/// DataFusion's error for a spill the budget refuses.
-fn budget_error(description: &str, budget: u64, used: u64) -> DataFusionError {
-    DataFusionError::ResourcesExhausted(format!(
-        "spilling ({description}) needs more disk than the spill directory's budget of \
-         {budget} bytes allows ({used} bytes in use)"
-    ))
+/// Why the cores asked last did not take a piece: the numbers of the last
+/// refusal of each kind, as the region gave them (read again after the
+/// refusal, the bytes in use may have changed and no longer explain it).
+#[derive(Debug, Default)]
+struct Refusals {
+    /// The last refusal by the directory's budget.
+    budget: Option<BudgetRefusal>,
+    /// The last refusal by a region full to its maximum capacity.
+    capacity: Option<CapacityRefusal>,
+}
+
+/// The numbers of an [`overflow_region::Error::BudgetExceeded`].
+#[derive(Debug)]
+struct BudgetRefusal {
+    /// The directory's budget.
+    budget: u64,
+    /// Bytes of the budget in use when the region asked.
+    used: u64,
+    /// Bytes the region's file needed to grow by for the piece and its
+    /// header.
+    requested: u64,
+}
+
+/// The numbers of an [`overflow_region::Error::CapacityExceeded`].
+#[derive(Debug)]
+struct CapacityRefusal {
+    /// The extent the piece needs, its header included.
+    extent: u64,
+    /// Bytes free at the end of the region.
+    available: u64,
+    /// The region's maximum capacity.
+    max_capacity: u64,
+}
+
+impl Refusals {
+    /// Keeps the numbers of `error` if it is a refusal another core may not
+    /// give (the budget's or a full region's); returns any other error.
+    fn note(&mut self, error: overflow_region::Error) -> Result<(), overflow_region::Error> {
+        match error {
+            overflow_region::Error::BudgetExceeded {
+                budget,
+                used,
+                requested,
+                ..
+            } => {
+                self.budget = Some(BudgetRefusal {
+                    budget,
+                    used,
+                    requested,
+                });
+            }
+            overflow_region::Error::CapacityExceeded {
+                extent,
+                available,
+                max_capacity,
+                ..
+            } => {
+                self.capacity = Some(CapacityRefusal {
+                    extent,
+                    available,
+                    max_capacity,
+                });
+            }
+            error => return Err(error),
+        }
+        Ok(())
+    }
 }
 
 /// A spill file: a chain of slots in the regions of a [`SpillDir`]. Its
@@ -284,6 +350,7 @@ impl FileInner {
         let write =
             |region: &mut OverflowRegion| region.write_tagged(bytes, EngineId::Query, self.id);
         let order = || (0..cores).map(|i| (self.home + i) % cores);
+        let mut refusals = Refusals::default();
         let mut placed = None;
         for core in order() {
             match dir.try_with_core(core, write) {
@@ -291,13 +358,21 @@ impl FileInner {
                     placed = Some((core, slot));
                     break;
                 }
-                Ok(None) | Err(overflow_region::Error::BudgetExceeded { .. }) => {}
-                Err(error) => return Err(self.region_error(error)),
+                Ok(None) => {}
+                // The budget, or a region full to its maximum capacity:
+                // another core may have room in its file or under its
+                // capacity.
+                Err(error) => refusals
+                    .note(error)
+                    .map_err(|error| self.region_error(error))?,
             }
         }
         if placed.is_none() {
             // Every core was busy or refused: wait for each in turn, the
             // home core first (a core that refused may have room by now).
+            // Only this pass's refusals explain a failure: it asks every
+            // core, so if none takes the piece, each one refused it here.
+            refusals = Refusals::default();
             self.shared.lock_waits.fetch_add(1, Ordering::Relaxed);
             for core in order() {
                 match dir.with_core(core, write) {
@@ -305,17 +380,14 @@ impl FileInner {
                         placed = Some((core, slot));
                         break;
                     }
-                    Err(overflow_region::Error::BudgetExceeded { .. }) => {}
-                    Err(error) => return Err(self.region_error(error)),
+                    Err(error) => refusals
+                        .note(error)
+                        .map_err(|error| self.region_error(error))?,
                 }
             }
         }
         let Some((core, slot)) = placed else {
-            return Err(budget_error(
-                &self.description,
-                dir.budget_bytes(),
-                dir.budget_used(),
-            ));
+            return Err(self.refused_error(bytes.len(), &refusals));
         };
         let mut pieces = self.lock_pieces();
         pieces.list.push(Piece {
@@ -345,6 +417,59 @@ impl FileInner {
             .map_err(|error| self.region_error(error))
     }
 
+    /// DataFusion's error for a piece of `piece` bytes that every core
+    /// refused, with the numbers of `refusals`: the budget's refusal has
+    /// the growth asked for and the bytes in use when it was refused (so
+    /// the two add up to more than the budget); a full region's has the
+    /// extent and its room.
+    fn refused_error(&self, piece: usize, refusals: &Refusals) -> DataFusionError {
+        let cause = match (&refusals.budget, &refusals.capacity) {
+            (Some(refusal), None) => format!(
+                "needs more disk than the spill directory's budget of {} bytes allows",
+                refusal.budget
+            ),
+            (Some(refusal), Some(_)) => format!(
+                "needs more disk than the spill directory's budget of {} bytes allows on some \
+                 cores, and more room than the regions' maximum capacity allows on the others",
+                refusal.budget
+            ),
+            (None, _) => "needs more room than the regions' maximum capacity allows".to_owned(),
+        };
+        let mut needs = Vec::new();
+        if let Some(refusal) = &refusals.budget {
+            needs.push(format!(
+                "a region file to grow by {} bytes (past the room at its end) while {} bytes \
+                 are in use",
+                refusal.requested, refusal.used
+            ));
+        }
+        if let Some(refusal) = &refusals.capacity {
+            needs.push(format!(
+                "an extent of {} bytes, which a full region neither has free nor can add under \
+                 its maximum capacity (the last one asked has {} of its {} bytes free at its end)",
+                refusal.extent, refusal.available, refusal.max_capacity
+            ));
+        }
+        let mut message = format!(
+            "spilling ({}) {cause}: a piece of {piece} bytes (with its header) needs {}",
+            self.description,
+            needs.join(", or ")
+        );
+        if refusals.budget.is_none() {
+            // No refusal carries the budget's numbers: they are read now,
+            // for a full region they only tell how much disk is held.
+            let dir = &self.shared.dir;
+            message.push_str(&format!(
+                "; {} bytes of the spill directory's budget of {} bytes are in use",
+                dir.budget_used(),
+                dir.budget_bytes()
+            ));
+        }
+        DataFusionError::ResourcesExhausted(message)
+    }
+
+    /// DataFusion's error for any other failure of a region: the region's
+    /// error, with the file it happened to.
     fn region_error(&self, error: overflow_region::Error) -> DataFusionError {
         DataFusionError::External(Box::new(error))
             .context(format!("spill file {} ({})", self.id, self.description))
@@ -428,7 +553,9 @@ struct RegionSpillWriter {
 }
 
 impl RegionSpillWriter {
-    /// Writes what is gathered as a piece.
+    /// Writes what is gathered as a piece. On failure what is gathered
+    /// stays: earlier writes accepted it (returned `Ok`), so a later flush
+    /// or `finish` tries it again.
     fn write_gathered(&mut self) -> Result<()> {
         if !self.gathered.is_empty() {
             self.file.append(&self.gathered)?;
@@ -449,10 +576,18 @@ impl io::Write for RegionSpillWriter {
         if self.gathered.capacity() == 0 {
             self.gathered.reserve_exact(piece);
         }
-        let taken = buf.len().min(piece - self.gathered.len());
+        let before = self.gathered.len();
+        let taken = buf.len().min(piece - before);
         self.gathered.extend_from_slice(&buf[..taken]);
-        if self.gathered.len() == piece {
-            self.write_gathered().map_err(io_error)?;
+        if self.gathered.len() == piece
+            && let Err(error) = self.write_gathered()
+        {
+            // On `Err`, `io::Write` promises that none of `buf` was
+            // written: give its bytes back, or a retry of them would find
+            // the piece full (`Ok(0)`, which `write_all` reports as
+            // `WriteZero`) and the next piece would hold them twice.
+            self.gathered.truncate(before);
+            return Err(io_error(error));
         }
         Ok(taken)
     }
