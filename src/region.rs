@@ -1667,6 +1667,13 @@ impl OverflowRegion {
             .expect("the whole file is in bounds");
         let counters =
             layout::decode_file_header(file).map_err(|error| format!("file header: {error:?}"))?;
+        if counters.slot_high_water != self.slots.len() as u64 {
+            return Err(format!(
+                "the file header counts {} slot indices, the region {}",
+                counters.slot_high_water,
+                self.slots.len()
+            ));
+        }
         let walked = recovery::recover(
             &mut recovery::Bytes(file),
             counters,
@@ -1725,7 +1732,16 @@ impl OverflowRegion {
                 return Err(format!("slot {index}: file has {found:?}, memory {slot:?}"));
             }
         }
-        if walked.slots.len() != self.slots.len() {
+        // A walk trusts the stored count only as far as the extents it
+        // finds vouch for (docs/FORMAT.md, step 5 of recovery): after many
+        // frees it forgets the freed indices past the highest live one.
+        if walked.slots.len() > self.slots.len()
+            || (walked.slots.len() < self.slots.len()
+                && self
+                    .slots
+                    .iter_live()
+                    .any(|(index, _)| index >= walked.slots.len()))
+        {
             return Err(format!(
                 "the file counts {} slot indices, the region {}",
                 walked.slots.len(),

@@ -17,16 +17,14 @@
 //! target in `fuzz/`: it feeds mutated and random files to the same checks for
 //! `OVERFLOW_FUZZ_SECS` seconds (default 60).
 
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
 
 use overflow_region::{DropReason, DroppedExtent, EngineId, Error, OverflowRegion};
 
 mod common;
-use common::Rng;
+use common::{Rng, catching};
 
 const INITIAL_CAPACITY: usize = 64 << 10;
 const MAX_CAPACITY: usize = 1 << 20;
@@ -254,32 +252,6 @@ fn build_pristine() -> Pristine {
         extents,
         chain_end,
     }
-}
-
-thread_local! {
-    /// True while `catching` runs: panics are recorded, not printed.
-    static CATCHING: Cell<bool> = const { Cell::new(false) };
-    /// Where and why the last caught panic happened.
-    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-/// Runs `f`; a panic becomes `Err("panicked at <file:line>: <message>")`.
-fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if CATCHING.with(Cell::get) {
-                LAST_PANIC.with(|last| *last.borrow_mut() = info.to_string().replace('\n', " "));
-            } else {
-                previous(info);
-            }
-        }));
-    });
-    CATCHING.with(|catching| catching.set(true));
-    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
-    CATCHING.with(|catching| catching.set(false));
-    result.map_err(|_| LAST_PANIC.with(|last| last.take()))
 }
 
 /// How a damaged file may be allowed to lose slots.

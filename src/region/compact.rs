@@ -152,7 +152,8 @@ const AUTO_MAX_RETIRED: usize = 256;
 /// write and free a quarter of the slack before the next one starts, and
 /// twice as much after each further pass in a row that moved nothing
 /// (`futile_passes`), until the live bytes change by a slack.
-/// Extents over `AUTO_MAX_MOVE` are never moved automatically.
+/// Extents over `AUTO_MAX_MOVE` are never moved automatically, nor slots
+/// written 2^31 writes ago or more (`move_or_stop` says why).
 ///
 /// A move keeps every promise (see the module docs): the copy is written
 /// and committed first, then the old place is freed. A payload without a
@@ -890,6 +891,16 @@ impl OverflowRegion {
             .iter()
             .any(|retired| retired.index == index as u32)
         {
+            return Some(0);
+        }
+        // A slot written 2^31 writes ago or more stays where it is: headers
+        // keep the generation's low 32 bits, and recovery takes the nearer
+        // one ahead for the newer of two copies, so while its old place
+        // waited live for a sync a reopen would take it for the newer copy
+        // (the same bytes, but not the place the region points at).
+        let age =
+            self.next_generation - super::widen_generation(slot.generation, self.next_generation);
+        if age >= 1 << 31 {
             return Some(0);
         }
         match self.move_below(index, slot, below) {

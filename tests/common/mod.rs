@@ -52,3 +52,33 @@ pub fn write_as_from_another_boot(path: &std::path::Path, image: &[u8]) {
     }
     std::fs::write(path, image).unwrap();
 }
+
+use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
+use std::sync::Once;
+
+thread_local! {
+    /// True while `catching` runs: panics are recorded, not printed.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Where and why the last caught panic happened.
+    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Runs `f`; a panic becomes `Err("panicked at <file:line>: <message>")`.
+pub fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(Cell::get) {
+                LAST_PANIC.with(|last| *last.borrow_mut() = info.to_string().replace('\n', " "));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    CATCHING.with(|catching| catching.set(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|catching| catching.set(false));
+    result.map_err(|_| LAST_PANIC.with(|last| last.take()))
+}
