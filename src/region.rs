@@ -390,23 +390,37 @@ impl OverflowRegion {
     ///
     /// # Errors
     ///
-    /// As [`open_with_config`](Self::open_with_config).
+    /// As [`open_with_config`](Self::open_with_config); and [`Error::Io`]
+    /// (operation `flock`, kind [`io::ErrorKind::ResourceBusy`]) when, each
+    /// of the few times this call took the lock of the file it had opened,
+    /// another writer had just removed that file from the path (see
+    /// `open_locked`).
     pub fn open_with_tuning(path: &Path, tuning: &MemoryTuning) -> Result<Self> {
         let settings = Settings::new(tuning)?;
-        let file::Opened { file, created } =
-            file::open_regular(path, true).map_err(|refused| Error::open_refused(path, refused))?;
-        if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
-            return Err(Error::Locked {
-                path: path.to_owned(),
-            });
-        }
+        let file::Opened { file, created } = Self::open_locked(path)?;
         let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
         if file_len == 0 {
+            if !created {
+                return Self::initialise(path, file, settings);
+            }
+            // Leave nothing behind that was not there, and remove it while
+            // holding its lock (a second descriptor of the same open file
+            // keeps the lock after `initialise` has dropped the file): an
+            // opener waiting for the lock then finds the path gone and
+            // starts again (`open_locked`), instead of getting the lock of
+            // a file about to be unlinked under it.
+            let held = match file.try_clone() {
+                Ok(held) => held,
+                Err(source) => {
+                    let _ = std::fs::remove_file(path);
+                    return Err(Error::io(path, "dup")(source));
+                }
+            };
             let region = Self::initialise(path, file, settings);
-            if region.is_err() && created {
-                // Leave nothing behind that was not there.
+            if region.is_err() {
                 let _ = std::fs::remove_file(path);
             }
+            drop(held);
             return region;
         }
         let counters = layout::read_file_header(path, &file, file_len)?;
@@ -487,27 +501,137 @@ impl OverflowRegion {
 
     /// Removes the region file at `path`, holding the writer's lock while it
     /// does: a spill directory's start-fresh mode. An empty file goes too.
+    /// A path that names nothing (any more: another remover was first) is
+    /// no error; the file is gone, as asked.
+    ///
+    /// The lock taken is checked to be the lock of the file the path names
+    /// then, as in `open_locked`; between that check and the unlink, only
+    /// the lock's holder (this call) could take the file from the path.
     ///
     /// # Errors
     ///
-    /// [`Error::NotARegion`] (or another refusal of `open`) for a file that
-    /// is not a region file, [`Error::Locked`] if a writer has it open;
-    /// the file is left as it is.
+    /// [`Error::NotARegion`] (or another refusal of `open`, such as a
+    /// dangling symbolic link) for a file that is not a region file,
+    /// [`Error::Locked`] if a writer has it open; the file is left as it
+    /// is. [`Error::Io`] (`flock`, [`io::ErrorKind::ResourceBusy`]) as in
+    /// [`open_with_tuning`](Self::open_with_tuning).
     pub(crate) fn remove_region_file(path: &Path) -> Result<()> {
-        let file = file::open_regular(path, false)
-            .map_err(|refused| Error::open_refused(path, refused))?
-            .file;
-        let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
-        if file_len != 0 {
-            layout::read_file_header(path, &file, file_len)?;
+        for _ in 0..Self::LOCK_ATTEMPTS {
+            let file = match file::open_regular(path, false) {
+                Ok(opened) => opened.file,
+                Err(file::OpenRefused::Io(_, error))
+                    if error.kind() == io::ErrorKind::NotFound && Self::names_nothing(path) =>
+                {
+                    return Ok(());
+                }
+                Err(refused) => return Err(Error::open_refused(path, refused)),
+            };
+            let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
+            if file_len != 0 {
+                layout::read_file_header(path, &file, file_len)?;
+            }
+            if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
+                return Err(Error::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            if !Self::names(path, &file)? {
+                // Its holder removed it while this call waited: look again.
+                continue;
+            }
+            std::fs::remove_file(path).map_err(Error::io(path, "remove"))?;
+            return header_map::remove(path)
+                .map_err(Error::io(&header_map::path_for(path), "remove"));
         }
-        if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
-            return Err(Error::Locked {
-                path: path.to_owned(),
-            });
+        Err(Self::path_keeps_changing(path))
+    }
+
+    /// How many times `open_locked` and `remove_region_file` open the path
+    /// again after finding, with the lock taken, that it names another
+    /// file or none. Each time means another writer removed the file
+    /// whose lock was awaited, just then; so many in a row is no race that
+    /// settles, and is reported (`path_keeps_changing`).
+    const LOCK_ATTEMPTS: u32 = 8;
+
+    /// Opens the file at `path` for writing (creating it if missing) and
+    /// takes its writer's lock, for a file the path still names once the
+    /// lock is held.
+    ///
+    /// # Why the path is looked at again, with the lock held
+    ///
+    /// The lock is on the file (the inode), and a file can leave its path
+    /// while an opener waits for the lock (`lock` waits up to
+    /// `LOCK_PATIENCE`): an ephemeral [`SpillDir`](crate::SpillDir)
+    /// removes its files when it is dropped or when its open fails,
+    /// `remove_region_file` removes a previous run's, and a failed open
+    /// removes the file it created. Each of them unlinks a path only while
+    /// it holds the lock of the file the path names, and after checking
+    /// that it names it. So:
+    ///
+    /// - an opener that holds the lock of a file and then finds the path
+    ///   naming that file keeps it at the path for as long as it holds
+    ///   the lock: no other remover unlinks it before taking the lock;
+    /// - one that finds the path naming another file, or none, holds the
+    ///   lock of a file its last holder removed: it lets it go and opens
+    ///   the path again, where it finds the newer file (or creates one)
+    ///   and waits for that one's lock in turn.
+    ///
+    /// A crash changes nothing in this: the lock goes with the process,
+    /// and an unlink either happened (the path is gone, or names a newer
+    /// file: the next opener looks again) or did not (the file is still
+    /// there, an ordinary file to recover or remove). Not covered: another
+    /// program that unlinks, renames or replaces a region file without its
+    /// lock (see "One writer per file, not per path" on
+    /// [`OverflowRegion`]; [`sync`](Self::sync) reports it).
+    fn open_locked(path: &Path) -> Result<file::Opened> {
+        for _ in 0..Self::LOCK_ATTEMPTS {
+            let opened = file::open_regular(path, true)
+                .map_err(|refused| Error::open_refused(path, refused))?;
+            if !Self::lock(&opened.file).map_err(Error::io(path, "flock"))? {
+                return Err(Error::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            if Self::names(path, &opened.file)? {
+                return Ok(opened);
+            }
+            // Dropping the file lets its lock go: its holder removed it.
         }
-        std::fs::remove_file(path).map_err(Error::io(path, "remove"))?;
-        header_map::remove(path).map_err(Error::io(&header_map::path_for(path), "remove"))
+        Err(Self::path_keeps_changing(path))
+    }
+
+    /// Whether `path` names `file` now (the same device and inode); false
+    /// when it names nothing.
+    fn names(path: &Path, file: &File) -> Result<bool> {
+        let locked = Inode::of(file).map_err(Error::io(path, "stat"))?;
+        match Inode::at(path) {
+            Ok(now) => Ok(now == locked),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(Error::io(path, "stat")(source)),
+        }
+    }
+
+    /// Whether nothing at all is at `path`, not even a symbolic link
+    /// (a dangling one is something a caller is told about).
+    fn names_nothing(path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_err_and(|error| error.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// The error when the path named another file each time its lock was
+    /// taken (`LOCK_ATTEMPTS` times).
+    fn path_keeps_changing(path: &Path) -> Error {
+        Error::Io {
+            path: path.to_owned(),
+            operation: "flock",
+            source: io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "each of the {} times the lock of the file opened there was taken, the \
+                     path named another file or none (other writers kept removing it); try again",
+                    Self::LOCK_ATTEMPTS
+                ),
+            ),
+        }
     }
 
     /// Takes the writer's lock, waiting up to `LOCK_PATIENCE` for it: a

@@ -5,13 +5,14 @@
 //! [`DiskBudget`]; it never reaches into a region.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::budget::DiskBudget;
 use crate::error::{Error, Result};
 use crate::reader::OverflowReader;
 use crate::region::OverflowRegion;
 use crate::stats::RegionStats;
+use crate::sys::file::Inode;
 use crate::sys::mapping;
 use crate::tuning::MemoryTuning;
 
@@ -20,12 +21,14 @@ use crate::tuning::MemoryTuning;
 pub enum SpillMode {
     /// Recover what is there: every slot of every core comes back, as
     /// [`OverflowRegion::open`] finds it. The files stay when the directory
-    /// is dropped.
+    /// is dropped. A directory holding region files of more cores than it
+    /// is opened with is refused (see [`SpillDir::open`]).
     Persistent,
     /// Start empty: region files of a previous run (`core-N` files that
     /// are region files) are removed at open, and the directory's files
-    /// are removed again when it is dropped. What a killed process left
-    /// behind is cleaned at the next open.
+    /// are removed again when it is dropped, or when the open fails after
+    /// creating some. What a killed process left behind is cleaned at the
+    /// next open.
     Ephemeral,
 }
 
@@ -54,6 +57,21 @@ pub enum SpillMode {
 /// system's own metadata: on ext4, a file whose holes and growth steps
 /// make more than four extents also counts a 4 KiB block of its extent
 /// tree (one per 340 extents).
+///
+/// Since a region's file never grows past the budget, each region's
+/// maximum capacity (the address space it reserves) is at most the
+/// budget plus the longer of the budget and the file found at open,
+/// whatever `tuning` asks for: room past the longest file the budget
+/// allows for any write the budget could hold, so such a write is
+/// refused by the budget ([`Error::BudgetExceeded`]), never by the
+/// capacity. A write longer than the whole budget may be refused with
+/// [`Error::CapacityExceeded`] instead.
+///
+/// The cores are the files `core-0` .. `core-{cores - 1}`: a persistent
+/// directory is reopened with at least as many cores as it has region
+/// files, or the open is refused (the files past them would hold slots
+/// nobody reaches and bytes outside the budget); an ephemeral one removes
+/// every `core-N` region file at open, whatever the number of cores.
 ///
 /// ```
 /// use overflow_region::{EngineId, MemoryTuning, SpillDir, SpillMode};
@@ -84,6 +102,11 @@ pub struct SpillDir {
     mode: SpillMode,
     /// One region per core. Invariant: each holds `budget`.
     cores: Vec<Mutex<OverflowRegion>>,
+    /// The file each core's region opened, as its path named it right
+    /// after the open (`None` if it could not be looked at). Invariant:
+    /// as long as `cores`. An ephemeral directory removes a core's path
+    /// at drop only while it still names that file.
+    files: Vec<Option<Inode>>,
     budget: Arc<DiskBudget>,
 }
 
@@ -92,12 +115,22 @@ impl SpillDir {
     /// regions named `core-0` .. `core-{cores - 1}`, each opened with
     /// `tuning`, sharing a disk budget of `budget_bytes`. A new region's
     /// initial capacity is `tuning`'s, or the budget's share per core if
-    /// that is less.
+    /// that is less; its maximum capacity is bounded by the budget (see
+    /// [`SpillDir`]).
+    ///
+    /// In [`SpillMode::Ephemeral`], an open that fails once some cores are
+    /// open removes their files again (the files this open made, or found
+    /// and took as its own); a file it could not open is left alone.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for 0 cores or a budget below one minimal
-    /// region per core; in [`SpillMode::Ephemeral`],
+    /// [`Error::InvalidConfig`] for 0 cores, a budget below one minimal
+    /// region per core, a `tuning` that [`MemoryTuning::validate`] refuses
+    /// (its initial capacity lowered to the share first), or, in
+    /// [`SpillMode::Persistent`], a directory that holds region files of
+    /// more cores (`core-N` for N of `cores` or more: the message names
+    /// them; open it with enough cores, or remove them and lose their
+    /// slots); in [`SpillMode::Ephemeral`],
     /// [`Error::NotARegion`] for a file with a region's name that is not a
     /// region file (left untouched) and [`Error::Locked`] if another
     /// writer has one open; otherwise as
@@ -120,31 +153,47 @@ impl SpillDir {
                 ),
             });
         }
-        std::fs::create_dir_all(dir).map_err(Error::io(dir, "create directory"))?;
-        if mode == SpillMode::Ephemeral {
-            remove_regions(dir)?;
-        }
         let share = (budget_bytes / cores as u64 / page * page) as usize;
         let tuning = MemoryTuning {
             overflow_initial_bytes: tuning.overflow_initial_bytes.min(share),
             ..tuning.clone()
         };
-        let budget = Arc::new(DiskBudget::new(budget_bytes));
-        let mut regions = Vec::with_capacity(cores);
+        // Checked before its maximum capacity is bounded by the budget
+        // (below), which must not hide one no region can have.
+        tuning.validate()?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir, "create directory"))?;
+        match mode {
+            SpillMode::Ephemeral => remove_regions(dir)?,
+            SpillMode::Persistent => refuse_more_cores(dir, cores)?,
+        }
+        // Built core by core: when a core fails to open, dropping what is
+        // built closes the cores opened so far and, in ephemeral mode,
+        // removes their files (see `Drop`).
+        let mut spill = SpillDir {
+            dir: dir.to_owned(),
+            mode,
+            cores: Vec::with_capacity(cores),
+            files: Vec::with_capacity(cores),
+            budget: Arc::new(DiskBudget::new(budget_bytes)),
+        };
         for core in 0..cores {
-            let mut region = OverflowRegion::open_with_tuning(&core_path(dir, core), &tuning)?;
-            region.attach_budget(Arc::clone(&budget));
+            let path = core_path(dir, core);
+            let found = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+            let tuning = MemoryTuning {
+                overflow_max_bytes: core_max_capacity(&tuning, budget_bytes, found),
+                ..tuning.clone()
+            };
+            let mut region = OverflowRegion::open_with_tuning(&path, &tuning)?;
+            region.attach_budget(Arc::clone(&spill.budget));
             if mode == SpillMode::Ephemeral {
                 region.set_ephemeral();
             }
-            regions.push(Mutex::new(region));
+            // The region checked, with its lock taken, that the path names
+            // its file; nobody who respects the lock can change that now.
+            spill.files.push(Inode::at(&path).ok());
+            spill.cores.push(Mutex::new(region));
         }
-        Ok(SpillDir {
-            dir: dir.to_owned(),
-            mode,
-            cores: regions,
-            budget,
-        })
+        Ok(spill)
     }
 
     /// Runs `f` with core `core`'s region, holding that core's lock (other
@@ -296,26 +345,128 @@ impl SpillDir {
 }
 
 impl Drop for SpillDir {
-    /// In [`SpillMode::Ephemeral`], closes the regions and removes their
-    /// files.
+    /// In [`SpillMode::Ephemeral`], removes the regions' files and closes
+    /// the regions.
     fn drop(&mut self) {
         if self.mode != SpillMode::Ephemeral {
             return;
         }
-        let cores = self.cores.len();
-        self.cores.clear();
-        for core in 0..cores {
-            let path = core_path(&self.dir, core);
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "removing a spill file failed");
-            }
+        let files = std::mem::take(&mut self.files);
+        let cores = std::mem::take(&mut self.cores);
+        for (core, (region, file)) in cores.into_iter().zip(files).enumerate() {
+            // As in `lock`: a panic in a holder left the region usable.
+            let region = region.into_inner().unwrap_or_else(PoisonError::into_inner);
+            // The file goes first, while its region holds the lock: an
+            // opener waiting for that lock gets it only once the path no
+            // longer names the file, sees that, and opens the path again
+            // (see `OverflowRegion::open_with_tuning`). Closed first, the
+            // region would let the lock go while the path still named its
+            // file, and an opener could take the file just before it went:
+            // everything written through it would go with it. An ephemeral
+            // region writes nothing to its path when dropped (no checksums,
+            // no header map), so closing it after the unlink is harmless;
+            // its dirty pages go with the unlinked file, never written.
+            remove_core_file(&core_path(&self.dir, core), file);
+            drop(region);
         }
     }
+}
+
+/// Removes a core's region file at `path` if the path still names the
+/// file its region opened (`opened`; when that could not be looked at, the
+/// path is taken as it is): a file put there since, by a program that
+/// ignored the lock, is not the directory's. A failure is logged: a drop
+/// has no one to report it to, and the next ephemeral open cleans up.
+fn remove_core_file(path: &Path, opened: Option<Inode>) {
+    if let (Some(opened), Ok(now)) = (opened, Inode::at(path))
+        && now != opened
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "a spill file was not removed: the path names another file than its region's"
+        );
+        return;
+    }
+    if let Err(error) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), %error, "removing a spill file failed");
+    }
+}
+
+/// The maximum capacity of a core's region: `tuning`'s, or less when the
+/// budget is smaller. A region's file grows only while the files together
+/// stay within `budget`, so it is never longer than the longer of the
+/// budget and the file `found` at open (charged as it is); past that, room
+/// for the longest write the budget could ever hold (`budget` bytes), so a
+/// write is refused by the budget, not by the capacity, whenever it could
+/// fit in the budget at all. Rounded down to whole pages by the region,
+/// the result still holds `found` (the budget is at least two pages).
+fn core_max_capacity(tuning: &MemoryTuning, budget: u64, found: u64) -> usize {
+    let bound = budget.max(found).saturating_add(budget);
+    usize::try_from(bound).map_or(tuning.overflow_max_bytes, |bound| {
+        bound.min(tuning.overflow_max_bytes)
+    })
 }
 
 /// The region file of core `core`.
 fn core_path(dir: &Path, core: usize) -> PathBuf {
     dir.join(format!("core-{core}"))
+}
+
+/// The core whose region file is named `name`, as [`core_path`] names it:
+/// `core-0`, `core-17`; not `core-017`, `core-+1` or `core-3.headers`.
+fn core_of(name: &str) -> Option<usize> {
+    let core: usize = name.strip_prefix("core-")?.parse().ok()?;
+    (name == format!("core-{core}")).then_some(core)
+}
+
+/// How many of the files past the cores a refusal names; it counts them
+/// all.
+const MORE_CORES_LISTED: usize = 16;
+
+/// Refuses to open `dir` as a persistent directory of `cores` cores when
+/// it holds region files of more (`core-N`, N at least `cores`): their
+/// slots would be out of reach, and their lengths outside the budget, so
+/// the files would hold more than it. Nothing is opened or changed.
+fn refuse_more_cores(dir: &Path, cores: usize) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(Error::io(dir, "read directory"))?;
+    let mut more = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir, "read directory"))?;
+        let core = entry.file_name().to_str().and_then(core_of);
+        more.extend(core.filter(|&core| core >= cores));
+    }
+    more.sort_unstable();
+    let Some(&last) = more.last() else {
+        return Ok(());
+    };
+    let mut files: Vec<String> = more
+        .iter()
+        .take(MORE_CORES_LISTED)
+        .map(|&core| core_path(dir, core).display().to_string())
+        .collect();
+    if more.len() > MORE_CORES_LISTED {
+        files.push(format!("and {} more", more.len() - MORE_CORES_LISTED));
+    }
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    Err(Error::InvalidConfig {
+        reason: format!(
+            "{}: opened with {cores} core{} (core-0 .. core-{}), but it also holds the \
+             region file{} of {} more core{}: {}. Their slots would be out of reach and \
+             their bytes outside the budget. Open it with at least {} cores to recover \
+             them, or remove those files (with their `.headers` files; their slots are \
+             lost) to use {cores} core{}",
+            dir.display(),
+            plural(cores),
+            cores - 1,
+            plural(more.len()),
+            more.len(),
+            plural(more.len()),
+            files.join(", "),
+            // `core-{usize::MAX}` is a name too: no overflow.
+            u128::from(last as u64) + 1,
+            plural(cores),
+        ),
+    })
 }
 
 /// Removes the region files (`core-N`) a previous run left in `dir`. A
@@ -335,4 +486,51 @@ fn remove_regions(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The names of the cores' files, at their edges.
+    use super::*;
+
+    /// Only the names `core_path` makes name a core, up to the largest
+    /// index.
+    #[test]
+    fn core_of_takes_only_the_names_core_path_makes() {
+        for core in [0, 1, 17, usize::MAX] {
+            let name = core_path(Path::new(""), core);
+            assert_eq!(core_of(name.to_str().unwrap()), Some(core), "{name:?}");
+        }
+        for name in [
+            "core-",
+            "core-03",
+            "core-00",
+            "core-+1",
+            "core--1",
+            "core-1 ",
+            "core-1.headers",
+            "core-x",
+            "Core-1",
+            "core-18446744073709551616",
+        ] {
+            assert_eq!(core_of(name), None, "{name}");
+        }
+    }
+
+    /// A file of the largest core index is refused like any other, and
+    /// the count of cores it asks for does not overflow.
+    #[test]
+    fn a_file_of_the_largest_core_index_is_refused_without_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(core_path(dir.path(), usize::MAX), b"").unwrap();
+        let error = refuse_more_cores(dir.path(), 2).unwrap_err();
+        let Error::InvalidConfig { reason } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            reason.contains("at least 18446744073709551616 cores"),
+            "{reason}"
+        );
+        refuse_more_cores(dir.path(), usize::MAX).unwrap_err();
+    }
 }
