@@ -397,7 +397,8 @@ impl OverflowRegion {
     /// `open_locked`).
     pub fn open_with_tuning(path: &Path, tuning: &MemoryTuning) -> Result<Self> {
         let settings = Settings::new(tuning)?;
-        let file::Opened { file, created } = Self::open_locked(path)?;
+        let file::Opened { file, created } = Self::open_locked(path, true, |_| Ok(()))?
+            .expect("an open that creates the file always finds one");
         let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
         if file_len == 0 {
             if !created {
@@ -516,34 +517,21 @@ impl OverflowRegion {
     /// is. [`Error::Io`] (`flock`, [`io::ErrorKind::ResourceBusy`]) as in
     /// [`open_with_tuning`](Self::open_with_tuning).
     pub(crate) fn remove_region_file(path: &Path) -> Result<()> {
-        for _ in 0..Self::LOCK_ATTEMPTS {
-            let file = match file::open_regular(path, false) {
-                Ok(opened) => opened.file,
-                Err(file::OpenRefused::Io(_, error))
-                    if error.kind() == io::ErrorKind::NotFound && Self::names_nothing(path) =>
-                {
-                    return Ok(());
-                }
-                Err(refused) => return Err(Error::open_refused(path, refused)),
-            };
+        // A region file is recognised before its lock is waited for.
+        let is_region = |file: &File| {
             let file_len = file.metadata().map_err(Error::io(path, "stat"))?.len();
             if file_len != 0 {
-                layout::read_file_header(path, &file, file_len)?;
+                layout::read_file_header(path, file, file_len)?;
             }
-            if !Self::lock(&file).map_err(Error::io(path, "flock"))? {
-                return Err(Error::Locked {
-                    path: path.to_owned(),
-                });
-            }
-            if !Self::names(path, &file)? {
-                // Its holder removed it while this call waited: look again.
-                continue;
-            }
-            std::fs::remove_file(path).map_err(Error::io(path, "remove"))?;
-            return header_map::remove(path)
-                .map_err(Error::io(&header_map::path_for(path), "remove"));
+            Ok(())
+        };
+        if Self::open_locked(path, false, is_region)?.is_none() {
+            return Ok(());
         }
-        Err(Self::path_keeps_changing(path))
+        // Holding the lock of the file the path names: only this call
+        // could take it from the path now.
+        std::fs::remove_file(path).map_err(Error::io(path, "remove"))?;
+        header_map::remove(path).map_err(Error::io(&header_map::path_for(path), "remove"))
     }
 
     /// How many times `open_locked` and `remove_region_file` open the path
@@ -553,9 +541,12 @@ impl OverflowRegion {
     /// settles, and is reported (`path_keeps_changing`).
     const LOCK_ATTEMPTS: u32 = 8;
 
-    /// Opens the file at `path` for writing (creating it if missing) and
-    /// takes its writer's lock, for a file the path still names once the
-    /// lock is held.
+    /// Opens the file at `path` for writing (creating it if missing, with
+    /// `create`), lets `check` refuse it before its lock is waited for,
+    /// and takes its writer's lock, for a file the path still names once
+    /// the lock is held. `None` when, without `create`, nothing is at the
+    /// path (not even a dangling symbolic link): a remover has nothing to
+    /// remove. Used by `open_with_tuning` and `remove_region_file`.
     ///
     /// # Why the path is looked at again, with the lock held
     ///
@@ -583,17 +574,31 @@ impl OverflowRegion {
     /// program that unlinks, renames or replaces a region file without its
     /// lock (see "One writer per file, not per path" on
     /// [`OverflowRegion`]; [`sync`](Self::sync) reports it).
-    fn open_locked(path: &Path) -> Result<file::Opened> {
+    fn open_locked(
+        path: &Path,
+        create: bool,
+        check: impl Fn(&File) -> Result<()>,
+    ) -> Result<Option<file::Opened>> {
         for _ in 0..Self::LOCK_ATTEMPTS {
-            let opened = file::open_regular(path, true)
-                .map_err(|refused| Error::open_refused(path, refused))?;
+            let opened = match file::open_regular(path, create) {
+                Ok(opened) => opened,
+                Err(file::OpenRefused::Io(_, error))
+                    if !create
+                        && error.kind() == io::ErrorKind::NotFound
+                        && Self::names_nothing(path) =>
+                {
+                    return Ok(None);
+                }
+                Err(refused) => return Err(Error::open_refused(path, refused)),
+            };
+            check(&opened.file)?;
             if !Self::lock(&opened.file).map_err(Error::io(path, "flock"))? {
                 return Err(Error::Locked {
                     path: path.to_owned(),
                 });
             }
             if Self::names(path, &opened.file)? {
-                return Ok(opened);
+                return Ok(Some(opened));
             }
             // Dropping the file lets its lock go: its holder removed it.
         }
@@ -1924,6 +1929,12 @@ impl OverflowRegion {
     /// only a file that stays needs.
     pub(crate) fn set_ephemeral(&mut self) {
         self.ephemeral = true;
+    }
+
+    /// The file the region holds (its path named it when the region took
+    /// its lock).
+    pub(crate) fn inode(&self) -> Inode {
+        self.inode
     }
 
     /// Makes the region charge a shared disk budget for its file from now

@@ -102,11 +102,6 @@ pub struct SpillDir {
     mode: SpillMode,
     /// One region per core. Invariant: each holds `budget`.
     cores: Vec<Mutex<OverflowRegion>>,
-    /// The file each core's region opened, as its path named it right
-    /// after the open (`None` if it could not be looked at). Invariant:
-    /// as long as `cores`. An ephemeral directory removes a core's path
-    /// at drop only while it still names that file.
-    files: Vec<Option<Inode>>,
     budget: Arc<DiskBudget>,
 }
 
@@ -173,7 +168,6 @@ impl SpillDir {
             dir: dir.to_owned(),
             mode,
             cores: Vec::with_capacity(cores),
-            files: Vec::with_capacity(cores),
             budget: Arc::new(DiskBudget::new(budget_bytes)),
         };
         for core in 0..cores {
@@ -188,9 +182,6 @@ impl SpillDir {
             if mode == SpillMode::Ephemeral {
                 region.set_ephemeral();
             }
-            // The region checked, with its lock taken, that the path names
-            // its file; nobody who respects the lock can change that now.
-            spill.files.push(Inode::at(&path).ok());
             spill.cores.push(Mutex::new(region));
         }
         Ok(spill)
@@ -351,9 +342,8 @@ impl Drop for SpillDir {
         if self.mode != SpillMode::Ephemeral {
             return;
         }
-        let files = std::mem::take(&mut self.files);
         let cores = std::mem::take(&mut self.cores);
-        for (core, (region, file)) in cores.into_iter().zip(files).enumerate() {
+        for (core, region) in cores.into_iter().enumerate() {
             // As in `lock`: a panic in a holder left the region usable.
             let region = region.into_inner().unwrap_or_else(PoisonError::into_inner);
             // The file goes first, while its region holds the lock: an
@@ -366,21 +356,20 @@ impl Drop for SpillDir {
             // region writes nothing to its path when dropped (no checksums,
             // no header map), so closing it after the unlink is harmless;
             // its dirty pages go with the unlinked file, never written.
-            remove_core_file(&core_path(&self.dir, core), file);
+            remove_core_file(&core_path(&self.dir, core), region.inode());
             drop(region);
         }
     }
 }
 
 /// Removes a core's region file at `path` if the path still names the
-/// file its region opened (`opened`; when that could not be looked at, the
-/// path is taken as it is): a file put there since, by a program that
-/// ignored the lock, is not the directory's. A failure is logged: a drop
-/// has no one to report it to, and the next ephemeral open cleans up.
-fn remove_core_file(path: &Path, opened: Option<Inode>) {
-    if let (Some(opened), Ok(now)) = (opened, Inode::at(path))
-        && now != opened
-    {
+/// file its region opened (`opened`, which the region checked the path
+/// named once it held the file's lock): a file put there since, by a
+/// program that ignored the lock, is not the directory's. A failure is
+/// logged: a drop has no one to report it to, and the next ephemeral open
+/// cleans up.
+fn remove_core_file(path: &Path, opened: Inode) {
+    if Inode::at(path).is_ok_and(|now| now != opened) {
         tracing::warn!(
             path = %path.display(),
             "a spill file was not removed: the path names another file than its region's"
