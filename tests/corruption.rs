@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use overflow_region::{DropReason, DroppedExtent, EngineId, Error, OverflowRegion};
 
 mod common;
-use common::{Rng, catching};
+use common::{Rng, catching, scratch_dir};
 
 const INITIAL_CAPACITY: usize = 64 << 10;
 const MAX_CAPACITY: usize = 1 << 20;
@@ -146,20 +146,6 @@ fn chain(file: &[u8]) -> (Vec<ExtentInfo>, usize) {
     (extents, at)
 }
 
-/// A scratch directory, in memory where the machine has one: the tests write
-/// thousands of 64 KiB images, which a disk would have to write back.
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::Builder::new()
-            .prefix("overflow-corruption")
-            .tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().unwrap()
-}
-
 /// The small region every test damages, and what it holds.
 struct Pristine {
     file: Vec<u8>,
@@ -186,7 +172,7 @@ fn pristine() -> &'static Pristine {
 }
 
 fn build_pristine() -> Pristine {
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("pristine");
     let mut region =
         OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY).unwrap();
@@ -506,7 +492,7 @@ fn sweep_offsets(pristine: &Pristine) -> Vec<(usize, bool)> {
 #[test]
 fn every_flipped_byte_is_an_error_or_a_reported_drop() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("flipped");
     let mut failures = Failures::default();
     for (at, structural) in sweep_offsets(pristine) {
@@ -538,7 +524,7 @@ fn every_flipped_byte_is_an_error_or_a_reported_drop() {
 #[test]
 fn truncated_files_are_refused_or_keep_every_whole_slot() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("truncated");
     let mut lengths: Vec<usize> =
         vec![1, 7, 8, 9, 27, 28, 40, 79, 80, 95, 96, 97, 1000, 4000, 4095];
@@ -599,7 +585,7 @@ fn refused_untouched(image: &[u8], path: &Path) -> Vec<String> {
 
 #[test]
 fn foreign_files_are_refused_and_left_untouched() {
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("foreign");
     let pristine = pristine();
     let mut rng = Rng(7);
@@ -649,7 +635,7 @@ fn foreign_files_are_refused_and_left_untouched() {
 #[test]
 fn zeroed_or_extended_tails_keep_every_slot_before_them() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("tail");
     let mut failures = Failures::default();
     // Zeros from `from` to the end of the file (a tail whose blocks were lost).
@@ -672,7 +658,7 @@ fn zeroed_or_extended_tails_keep_every_slot_before_them() {
 #[test]
 fn absurd_lengths_and_crafted_headers_are_dropped_not_trusted() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("crafted");
     let mut failures = Failures::default();
     let first_live = *pristine
@@ -799,7 +785,7 @@ fn absurd_lengths_and_crafted_headers_are_dropped_not_trusted() {
 #[test]
 fn a_duplicate_slot_keeps_the_newer_generation() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("duplicate");
     let mut failures = Failures::default();
     for free in pristine
@@ -915,7 +901,7 @@ fn check_duplicate(
 #[test]
 fn a_sixteen_byte_gap_after_a_live_extent_is_repaired_consistently() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("gap");
     // A live extent after a live one, followed by a free extent long enough
     // to give 16 bytes.
@@ -962,7 +948,7 @@ fn a_sixteen_byte_gap_after_a_live_extent_is_repaired_consistently() {
 #[test]
 fn a_flipped_bit_in_a_free_tag_loses_no_other_slot() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("free-tag");
     let mut failures = Failures::default();
     for free in pristine
@@ -994,7 +980,7 @@ fn a_flipped_bit_in_a_free_tag_loses_no_other_slot() {
 #[test]
 fn a_truncated_file_keeps_the_whole_slots_before_the_cut() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("cut");
     // The first live extent whose slot index is above the bound a cut right
     // after it gives.
@@ -1027,7 +1013,7 @@ fn a_truncated_file_keeps_the_whole_slots_before_the_cut() {
 #[test]
 fn a_damaged_generation_counter_does_not_panic_the_next_write() {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("generation");
     let mut image = pristine.file.clone();
     let at = COUNTERS.start + 8;
@@ -1066,7 +1052,7 @@ fn random_damage_soak_when_asked() {
 
 fn soak_for(secs: u64) {
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-corruption");
     let path = dir.path().join("soaked");
     let seed = std::env::var("OVERFLOW_SEED")
         .ok()

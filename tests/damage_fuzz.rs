@@ -69,7 +69,7 @@ use std::sync::OnceLock;
 use overflow_region::{EngineId, Error, OverflowReader, OverflowRegion, RegionFile, SlotRef};
 
 mod common;
-use common::{Rng, catching};
+use common::{Rng, catching, scratch_dir};
 
 const INITIAL_CAPACITY: usize = 256 << 10;
 const MAX_CAPACITY: usize = 4 << 20;
@@ -249,7 +249,7 @@ fn write_recorded(
 /// after the 51st), a quarter of them freed, a compaction step, then 8
 /// writes whose payloads get no checksum before the file is copied.
 fn build_pristine() -> Pristine {
-    let dir = scratch();
+    let dir = scratch_dir("overflow-damage-fuzz");
     let path = dir.path().join("pristine");
     let mut region = OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY)
         .expect("create the pristine region");
@@ -308,20 +308,6 @@ fn build_pristine() -> Pristine {
         next_generation,
         slot_count,
     }
-}
-
-/// A scratch directory, in memory where the machine has one: the cases
-/// write thousands of files of about a megabyte.
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::Builder::new()
-            .prefix("overflow-damage-fuzz")
-            .tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("a temporary directory")
 }
 
 /// A header forged into the image, and the tenant a slot read through it
@@ -1133,7 +1119,7 @@ fn damaged_files_never_return_wrong_bytes_and_stay_consistent() {
     let first_seed = env_number("OVERFLOW_SEED").unwrap_or(DEFAULT_SEED);
     println!("damage_fuzz: {cases} cases, seeds {first_seed} and on");
     let pristine = pristine();
-    let dir = scratch();
+    let dir = scratch_dir("overflow-damage-fuzz");
     let path = dir.path().join("damaged");
     let mut totals = Totals::default();
     let mut failures = Vec::new();
@@ -1228,7 +1214,7 @@ fn damaged_files_never_return_wrong_bytes_and_stay_consistent() {
 /// a damaged counter, does the same.
 #[test]
 fn automatic_compaction_leaves_a_slot_older_than_half_the_generations_in_place() {
-    let dir = scratch();
+    let dir = scratch_dir("overflow-damage-fuzz");
     let path = dir.path().join("old-slot");
     let open = || OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY);
     let mut region = open().expect("create the region");
@@ -1294,7 +1280,7 @@ fn automatic_compaction_leaves_a_slot_older_than_half_the_generations_in_place()
 /// indices past the highest live one.
 #[test]
 fn a_reopen_forgets_only_freed_slot_indices_past_the_highest_live_one() {
-    let dir = scratch();
+    let dir = scratch_dir("overflow-damage-fuzz");
     let path = dir.path().join("far-slot");
     let open = || OverflowRegion::open_with_config(&path, INITIAL_CAPACITY, MAX_CAPACITY);
     let mut region = open().expect("create the region");

@@ -82,3 +82,16 @@ pub fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     CATCHING.with(|catching| catching.set(false));
     result.map_err(|_| LAST_PANIC.with(|last| last.take()))
 }
+
+/// A scratch directory named `prefix...`, in memory where the machine has
+/// one (`/dev/shm`): tests that write thousands of small files spare the
+/// disk the write-back.
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix(prefix).tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("a temporary directory")
+}

@@ -153,19 +153,23 @@ fn the_budget_error_names_the_piece_and_the_growth_it_was_refused() {
     let mut writer = file.open_writer().unwrap();
     let message = resources_exhausted(writer.write_all(&vec![0u8; 4 * MIB]).unwrap_err());
     eprintln!("{message}");
+    assert_budget_refusal(&message, budget, piece);
+}
+
+/// `message` names the budget, the piece, and the numbers of the budget's
+/// refusal itself: a growth that does not fit in what the budget had left.
+fn assert_budget_refusal(message: &str, budget: u64, piece: usize) {
     assert!(
         message.contains(&format!("budget of {budget} bytes")),
         "{message}"
     );
     assert_eq!(
-        number_after(&message, "a piece of "),
+        number_after(message, "a piece of "),
         piece as u64,
         "{message}"
     );
-    // The numbers of the refusal itself: the growth asked for does not
-    // fit in what the budget has left.
-    let requested = number_after(&message, "grow by ");
-    let used = number_after(&message, ") while ");
+    let requested = number_after(message, "grow by ");
+    let used = number_after(message, ") while ");
     assert!(requested > 0 && used <= budget, "{message}");
     assert!(used + requested > budget, "{message}");
 }
@@ -184,18 +188,7 @@ fn a_piece_refused_by_the_budget_and_by_a_full_region_names_both() {
     let data = data(10 * MIB);
     let message = resources_exhausted(writer.write_all(&data).unwrap_err());
     eprintln!("{message}");
-    assert!(
-        message.contains(&format!("budget of {budget} bytes")),
-        "{message}"
-    );
-    assert_eq!(
-        number_after(&message, "a piece of "),
-        piece as u64,
-        "{message}"
-    );
-    let requested = number_after(&message, "grow by ");
-    let used = number_after(&message, ") while ");
-    assert!(used + requested > budget, "{message}");
+    assert_budget_refusal(&message, budget, piece);
     assert!(
         number_after(&message, "an extent of ") > piece as u64,
         "{message}"
