@@ -788,3 +788,43 @@ fn a_mixed_workload_survives_a_failed_system_call_anywhere() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// An opener whose path names another file each time it has taken the
+/// lock of the one it opened (other writers removing and creating it
+/// again and again) gives up after `LOCK_ATTEMPTS` tries with an error
+/// that says so, instead of looping for good, and never returns the lock
+/// of a file that is no longer at the path.
+#[test]
+fn an_opener_gives_up_when_the_path_names_another_file_at_every_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let attempts = std::cell::Cell::new(0);
+    // Between the open and the check of the path, a new file takes the
+    // path each time (as a remover and a creator would).
+    let replace = |_: &File| {
+        attempts.set(attempts.get() + 1);
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, b"").unwrap();
+        std::fs::rename(&fresh, &path).unwrap();
+        Ok(())
+    };
+    let Err(error) = OverflowRegion::open_locked(&path, true, replace) else {
+        panic!("opened though the path named another file at every attempt");
+    };
+    assert_eq!(attempts.get(), OverflowRegion::LOCK_ATTEMPTS);
+    let Error::Io {
+        operation, source, ..
+    } = &error
+    else {
+        panic!("{error}");
+    };
+    assert_eq!(*operation, "flock");
+    assert_eq!(source.kind(), io::ErrorKind::ResourceBusy, "{error}");
+    assert!(error.to_string().contains("each of the 8 times"), "{error}");
+
+    // With the path left alone, the same call opens the file there.
+    let opened = OverflowRegion::open_locked(&path, true, |_| Ok(()))
+        .unwrap()
+        .expect("a file is at the path");
+    assert_eq!(Inode::of(&opened.file).unwrap(), Inode::at(&path).unwrap());
+}
