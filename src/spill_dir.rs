@@ -115,7 +115,9 @@ impl SpillDir {
     ///
     /// In [`SpillMode::Ephemeral`], an open that fails once some cores are
     /// open removes their files again (the files this open made, or found
-    /// and took as its own); a file it could not open is left alone.
+    /// and took as its own); a file it could not open is left alone. In
+    /// [`SpillMode::Persistent`], it removes the files it created (still
+    /// without a slot) and leaves the files it found as they were.
     ///
     /// # Errors
     ///
@@ -170,14 +172,30 @@ impl SpillDir {
             cores: Vec::with_capacity(cores),
             budget: Arc::new(DiskBudget::new(budget_bytes)),
         };
+        // In persistent mode, which cores' files this open created: a
+        // failed open removes them again (`Drop` does it in ephemeral mode).
+        let mut created = Vec::with_capacity(cores);
         for core in 0..cores {
             let path = core_path(dir, core);
-            let found = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+            let found = std::fs::symlink_metadata(&path).ok();
             let tuning = MemoryTuning {
-                overflow_max_bytes: core_max_capacity(&tuning, budget_bytes, found),
+                overflow_max_bytes: core_max_capacity(
+                    &tuning,
+                    budget_bytes,
+                    found.as_ref().map_or(0, |metadata| metadata.len()),
+                ),
                 ..tuning.clone()
             };
-            let mut region = OverflowRegion::open_with_tuning(&path, &tuning)?;
+            let mut region = match OverflowRegion::open_with_tuning(&path, &tuning) {
+                Ok(region) => region,
+                Err(error) => {
+                    if mode == SpillMode::Persistent {
+                        spill.remove_created(&created);
+                    }
+                    return Err(error);
+                }
+            };
+            created.push(found.is_none());
             region.attach_budget(Arc::clone(&spill.budget));
             if mode == SpillMode::Ephemeral {
                 region.set_ephemeral();
@@ -332,6 +350,27 @@ impl SpillDir {
     /// [`Error::UnknownCore`] past the number of cores.
     pub fn core_stats(&self, core: usize) -> Result<RegionStats> {
         Ok(self.lock(core)?.stats())
+    }
+}
+
+impl SpillDir {
+    /// After a persistent open failed at core `created.len()`: closes the
+    /// cores opened so far and removes the files of those whose file this
+    /// open created (`created[core]`) and which hold no slot, so that the
+    /// directory is left as it was found. A file with a slot, which another
+    /// process wrote after this open created it, stays.
+    fn remove_created(&mut self, created: &[bool]) {
+        let cores = std::mem::take(&mut self.cores);
+        for ((core, region), &created) in cores.into_iter().enumerate().zip(created) {
+            let mut region = region.into_inner().unwrap_or_else(PoisonError::into_inner);
+            if created && region.slot_count() == 0 {
+                // While the region holds the lock, as in `Drop`; and then
+                // the region must not write its header map beside the path.
+                remove_core_file(&core_path(&self.dir, core), region.inode());
+                region.set_ephemeral();
+            }
+            drop(region);
+        }
     }
 }
 

@@ -118,6 +118,35 @@ fn ephemeral_mode_starts_empty_and_removes_its_files() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// A persistent open that fails part of the way (core 2 is not a region)
+/// removes the file it created for core 1 and leaves core 0's, which it
+/// found, as it was: a later open with fewer cores is not refused for a
+/// `core-1` that the failed open left. It was left, empty.
+#[test]
+fn a_failed_persistent_open_removes_only_the_files_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spill =
+            SpillDir::open(dir.path(), 1, &tuning(), SpillMode::Persistent, 64 << 20).unwrap();
+        spill
+            .with_core(0, |region| region.write(b"kept", EngineId::Query))
+            .unwrap();
+    }
+    let found = names(dir.path());
+    let foreign = dir.path().join("core-2");
+    std::fs::write(&foreign, b"not a region, but somebody's data").unwrap();
+    let error =
+        SpillDir::open(dir.path(), 4, &tuning(), SpillMode::Persistent, 64 << 20).unwrap_err();
+    assert!(matches!(error, Error::NotARegion { .. }), "{error:?}");
+    std::fs::remove_file(&foreign).unwrap();
+    assert_eq!(names(dir.path()), found, "the failed open left files");
+
+    let spill = SpillDir::open(dir.path(), 1, &tuning(), SpillMode::Persistent, 64 << 20).unwrap();
+    let kept = contents(&spill);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[&(0, 0)], (0, b"kept".to_vec()));
+}
+
 #[test]
 fn ephemeral_mode_refuses_a_foreign_file_with_a_region_name_and_leaves_it() {
     let dir = tempfile::tempdir().unwrap();
