@@ -74,7 +74,7 @@ pub(crate) fn ranges(mut headers: Vec<(u64, u64)>) -> Vec<(u32, u32)> {
 
 /// The bytes of a map of `ranges` for the file of identity `identity`.
 pub(crate) fn encode(identity: u64, ranges: &[(u32, u32)]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(28 + 8 * ranges.len());
+    let mut bytes = Vec::with_capacity(encoded_len(ranges.len()) as usize);
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&identity.to_le_bytes());
     bytes.extend_from_slice(&(ranges.len() as u64).to_le_bytes());
@@ -85,6 +85,23 @@ pub(crate) fn encode(identity: u64, ranges: &[(u32, u32)]) -> Vec<u8> {
     let crc = checksum::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     bytes
+}
+
+/// The length of the map `encode` makes of `ranges` ranges.
+pub(crate) const fn encoded_len(ranges: usize) -> u64 {
+    28 + 8 * ranges as u64
+}
+
+/// The bytes the map of the region file at `region` and the temporary
+/// file of an interrupted write hold, if they are regular files (a
+/// symbolic link is not followed): what a disk budget charges for them.
+pub(crate) fn len_on_disk(region: &Path) -> u64 {
+    [path_for(region), temporary_for(region)]
+        .iter()
+        .filter_map(|path| std::fs::symlink_metadata(path).ok())
+        .filter(|metadata| metadata.file_type().is_file())
+        .map(|metadata| metadata.len())
+        .sum()
 }
 
 /// The ranges of a map read from its file, if it is one, intact, and made
@@ -134,7 +151,7 @@ pub(crate) fn write(region: &Path, identity: u64, ranges: &[(u32, u32)]) -> io::
 }
 
 /// The longest map `write` writes: `MAX_EXTENTS` ranges.
-const MAX_MAP_LEN: u64 = 28 + 8 * MAX_EXTENTS as u64;
+const MAX_MAP_LEN: u64 = encoded_len(MAX_EXTENTS);
 
 /// The bytes of the map at `path`, if it is a regular file no longer than
 /// `MAX_MAP_LEN`. Opened without following a symbolic link and without

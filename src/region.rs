@@ -170,6 +170,9 @@ pub struct OverflowRegion {
     /// file was written (`header_map`); `HEADER_MAP_MISSING` when it must be
     /// written at the next `sync` or close whatever the count.
     header_map_changes: std::cell::Cell<u64>,
+    /// Bytes of the header map's files charged to the disk budget (none
+    /// without one): the map is disk the region holds too.
+    header_map_charged: std::cell::Cell<u64>,
     /// Slots (index and generation) whose payload checksum is not computed
     /// yet: written (or moved, unsummed) since the last `sync`, which
     /// computes them (as does dropping the region). Invariant: every live
@@ -222,7 +225,7 @@ impl Drop for OverflowRegion {
             self.write_header_map(true);
         }
         if let Some(budget) = &self.policy.disk_budget {
-            budget.release(self.mapping.len());
+            budget.release(self.mapping.len() + self.header_map_charged.get());
         }
     }
 }
@@ -699,6 +702,7 @@ impl OverflowRegion {
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
+            header_map_charged: std::cell::Cell::new(0),
             policy: giveback::Policy::new(false),
             unsummed: std::cell::Cell::default(),
             sums_at_write: boot_id.is_none(),
@@ -812,6 +816,7 @@ impl OverflowRegion {
             live_tags: LiveTagMemo::default(),
             write_back_error: std::cell::Cell::new(None),
             header_map_changes: std::cell::Cell::new(HEADER_MAP_MISSING),
+            header_map_charged: std::cell::Cell::new(0),
             policy: giveback::Policy::new(unknown_long_folios),
             unsummed: std::cell::Cell::new(recovered.unsummed),
             sums_at_write: boot_id.is_none(),
@@ -1679,20 +1684,66 @@ impl OverflowRegion {
             return;
         }
         self.header_map_changes.set(0);
-        let written = if extents > header_map::MAX_EXTENTS {
-            header_map::remove(&self.path)
-        } else {
+        let ranges = (extents <= header_map::MAX_EXTENTS).then(|| {
             let live = self
                 .slots
                 .iter_live()
                 .map(|(_, live)| (live.offset, live.header_len()));
             let free = self.space.free_extents().map(|extent| (extent.offset, 8));
-            let ranges = header_map::ranges(live.chain(free).collect());
-            header_map::write(&self.path, self.identity, &ranges)
-        };
-        if let Err(error) = written {
+            header_map::ranges(live.chain(free).collect())
+        });
+        if let Err(error) = self.replace_header_map(ranges) {
             tracing::debug!(path = %self.path.display(), %error, "writing the header map failed");
         }
+    }
+
+    /// Writes the header map of `ranges` over the old one, or with `None`
+    /// removes it. With a disk budget (a [`SpillDir`](crate::SpillDir)'s)
+    /// the map's bytes are charged to it, the new map's before it is
+    /// written (the old one is there until the new one is renamed over
+    /// it); a map the budget cannot hold is not written, and the old one
+    /// is removed with its bytes given back: a reopen without a map reads
+    /// the same headers, one page at a time.
+    fn replace_header_map(&self, ranges: Option<Vec<(u32, u32)>>) -> io::Result<()> {
+        let Some(budget) = &self.policy.disk_budget else {
+            return match ranges {
+                Some(ranges) => header_map::write(&self.path, self.identity, &ranges),
+                None => header_map::remove(&self.path),
+            };
+        };
+        let old = self.header_map_charged.get();
+        let written = match ranges {
+            Some(ranges) => {
+                let new = header_map::encoded_len(ranges.len());
+                match budget.charge(new) {
+                    Ok(()) => match header_map::write(&self.path, self.identity, &ranges) {
+                        Ok(()) => {
+                            budget.release(old);
+                            self.header_map_charged.set(new);
+                            return Ok(());
+                        }
+                        Err(error) => {
+                            budget.release(new);
+                            Err(error)
+                        }
+                    },
+                    Err(charged) => Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "a header map of {new} bytes does not fit the disk budget of {} \
+                             bytes ({charged} in use)",
+                            budget.limit()
+                        ),
+                    )),
+                }
+            }
+            None => Ok(()),
+        };
+        // No new map: the old one (stale now) goes, and its bytes with it.
+        header_map::remove(&self.path)?;
+        budget.release(old);
+        self.header_map_charged.set(0);
+        written
     }
 
     /// The durable part of [`sync`](Self::sync), without the check of the
@@ -1937,11 +1988,14 @@ impl OverflowRegion {
         self.inode
     }
 
-    /// Makes the region charge a shared disk budget for its file from now
-    /// on (a [`SpillDir`](crate::SpillDir)'s): the file as it is now is
-    /// charged whatever the limit, its growth only while it fits.
+    /// Makes the region charge a shared disk budget for its file and its
+    /// header map from now on (a [`SpillDir`](crate::SpillDir)'s): both as
+    /// they are now are charged whatever the limit, the file's growth and
+    /// each new map only while they fit.
     pub(crate) fn attach_budget(&mut self, budget: Arc<DiskBudget>) {
-        budget.charge_existing(self.mapping.len());
+        let map = header_map::len_on_disk(&self.path);
+        budget.charge_existing(self.mapping.len() + map);
+        self.header_map_charged.set(map);
         self.policy.disk_budget = Some(budget);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::budget::DiskBudget;
 use crate::error::{Error, Result};
+use crate::header_map;
 use crate::reader::OverflowReader;
 use crate::region::OverflowRegion;
 use crate::stats::RegionStats;
@@ -45,10 +46,12 @@ pub enum SpillMode {
 /// engine that owns its regions outright can keep using
 /// [`OverflowRegion`] directly.
 ///
-/// The budget bounds the bytes the region files hold together: a write
-/// that would make a file grow past it fails with
-/// [`Error::BudgetExceeded`] before any disk is touched, and nothing
-/// already written is lost. (Each file is charged as it is when the
+/// The budget bounds the bytes the region files (and, in persistent mode,
+/// their header maps) hold together: a write that would make a file grow
+/// past it fails with [`Error::BudgetExceeded`] before any disk is
+/// touched, and nothing already written is lost; a header map the budget
+/// cannot hold is not written (the reopen reads the same headers without
+/// it, one page at a time). (Each file is charged as it is when the
 /// directory opens, even past the budget: a new file's initial capacity,
 /// or what a persistent directory finds; no file grows then until enough
 /// is given back.) A file's length bounds the data blocks it
@@ -325,20 +328,26 @@ impl SpillDir {
         self.budget.limit()
     }
 
-    /// Bytes of the budget in use: the lengths of the region files
-    /// together (what the budget is charged with; at least
-    /// [`used_disk_space`](Self::used_disk_space)).
+    /// Bytes of the budget in use: the lengths of the region files and
+    /// their header maps together (what the budget is charged with; at
+    /// least [`used_disk_space`](Self::used_disk_space) but for the file
+    /// system's own metadata).
     pub fn budget_used(&self) -> u64 {
         self.budget.charged()
     }
 
-    /// Disk the region files occupy now: their allocated blocks
-    /// (`st_blocks` × 512) added up, read from the file system without
-    /// taking any core's lock. A file that cannot be looked at counts 0.
+    /// Disk the region files and their header maps occupy now: their
+    /// allocated blocks (`st_blocks` × 512) added up, read from the file
+    /// system without taking any core's lock. A file that cannot be looked
+    /// at counts 0.
     pub fn used_disk_space(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
         (0..self.cores.len())
-            .filter_map(|core| std::fs::metadata(core_path(&self.dir, core)).ok())
+            .flat_map(|core| {
+                let path = core_path(&self.dir, core);
+                [header_map::path_for(&path), path]
+            })
+            .filter_map(|path| std::fs::metadata(path).ok())
             .map(|metadata| metadata.blocks().saturating_mul(512))
             .sum()
     }

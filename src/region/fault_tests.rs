@@ -828,3 +828,50 @@ fn an_opener_gives_up_when_the_path_names_another_file_at_every_attempt() {
         .expect("a file is at the path");
     assert_eq!(Inode::of(&opened.file).unwrap(), Inode::at(&path).unwrap());
 }
+
+/// A header map is disk the region holds: with a disk budget, the map is
+/// charged to it, and a map the budget cannot hold is not written (the
+/// old one goes, and its bytes are given back). Before, maps were written
+/// outside the budget (up to 8 MiB per core of a `SpillDir`).
+#[test]
+fn a_header_map_is_charged_to_the_disk_budget_or_not_written() {
+    use crate::budget::DiskBudget;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let map = header_map::path_for(&path);
+    let map_len = || std::fs::metadata(&map).map_or(0, |metadata| metadata.len());
+    let mut region = open(&path);
+    for i in 0..50 {
+        region.write(&pattern(i, 40_000), EngineId::Query).unwrap();
+    }
+    let file_len = region.capacity() as u64;
+
+    // Room for the file and a map: the map is written and charged.
+    let roomy = Arc::new(DiskBudget::new(file_len + 4096));
+    region.attach_budget(Arc::clone(&roomy));
+    region.sync().unwrap();
+    assert!(map_len() > 0, "no map written");
+    assert_eq!(roomy.charged(), file_len + map_len());
+    // Given back with the region (the map written at close is charged
+    // first).
+    drop(region);
+    assert_eq!(roomy.charged(), 0);
+
+    // A budget the file fills: the map found at open is charged, the new
+    // one does not fit, so neither is kept.
+    let mut region = open(&path);
+    let found = map_len();
+    assert!(found > 0);
+    let full = Arc::new(DiskBudget::new(file_len));
+    region.attach_budget(Arc::clone(&full));
+    assert_eq!(full.charged(), file_len + found);
+    region.free(0).unwrap();
+    region.sync().unwrap();
+    assert!(!map.exists(), "a map the budget cannot hold was written");
+    assert_eq!(full.charged(), file_len);
+    drop(region);
+    assert_eq!(full.charged(), 0);
+    let region = open(&path);
+    assert_eq!(region.live_slot_count(), 49);
+    region.check_consistency().unwrap();
+}
