@@ -232,8 +232,10 @@ pub(crate) fn recover<S: Source>(
                 // stored end of the chain?
                 let Some(next) = resync(file, pos, chain_end, &fits)? else {
                     // Nothing: the extents past here were never committed, or
-                    // were given back (a crash between the end mark and the
-                    // counter). The chain ends here.
+                    // were given back (a power loss that kept a retraction's
+                    // end mark but not its counter, or a writer from before
+                    // December 2026 killed between the two: docs/FORMAT.md,
+                    // "free"). The chain ends here.
                     clean_end = true;
                     break;
                 };
@@ -303,6 +305,13 @@ pub(crate) fn recover<S: Source>(
                             slot: Some(slot),
                             reason,
                         });
+                        // No intact live header stays inside free space,
+                        // where a later resync could find it: one that
+                        // starts the run gets the run's tag, any other its
+                        // own (stored before the run's).
+                        if run.is_some() {
+                            repairs.push((pos, Tag::Free { len }));
+                        }
                         free(&mut space, &mut run, extent, false);
                     } else {
                         close_run(&mut run, &mut repairs);

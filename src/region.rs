@@ -1170,14 +1170,17 @@ impl OverflowRegion {
         self.next_generation = self.next_generation.wrapping_add(1);
         self.mapping
             .store_word(NEXT_GENERATION_OFFSET, self.next_generation);
-        if allocation.from_tail {
-            self.mapping.store_word(CHAIN_END_OFFSET, extent.end());
-        }
         if header.slot as usize == self.slots.len() {
             self.mapping
                 .store_word(SLOT_HIGH_WATER_OFFSET, u64::from(header.slot) + 1);
         }
         self.mapping.store_word(extent.offset, live_tag);
+        // After the commit: a chain end stored before it, with the end mark
+        // still at `offset`, would send the walk scanning the uncommitted
+        // payload for headers (docs/FORMAT.md, "write").
+        if allocation.from_tail {
+            self.mapping.store_word(CHAIN_END_OFFSET, extent.end());
+        }
         self.policy.auto.note_written(header.slot, extent);
         LiveSlot::new(extent, &header)
     }
@@ -1495,8 +1498,11 @@ impl OverflowRegion {
                 // The tail past the cursor is given back below, or kept as
                 // headroom: either way not punched piecemeal.
                 self.policy.pending_punch.take(cursor, u64::MAX);
-                self.mapping.store_word(cursor, Tag::End.encode());
+                // The chain end first: a kill between the two stores then
+                // leaves free extents up to the old end mark, which the
+                // walk follows (docs/FORMAT.md, "free").
                 self.mapping.store_word(CHAIN_END_OFFSET, cursor);
+                self.mapping.store_word(cursor, Tag::End.encode());
                 self.policy.compact_from = self.policy.compact_from.min(cursor);
                 self.give_back_tail();
             }

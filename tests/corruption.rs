@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use overflow_region::{DropReason, DroppedExtent, EngineId, Error, OverflowRegion};
 
 mod common;
-use common::{Rng, catching, scratch_dir};
+use common::{Rng, catching, live_header, live_header_claiming, scratch_dir, tag_word};
 
 const INITIAL_CAPACITY: usize = 64 << 10;
 const MAX_CAPACITY: usize = 1 << 20;
@@ -41,14 +41,6 @@ const LIVE: u8 = b'L';
 const FREE: u8 = b'F';
 const END: u8 = b'E';
 
-/// A tag: length in granules (bits 0..32), state (32..40), and the low 24
-/// bits of the CRC32C of those 5 bytes (40..64).
-fn tag_word(state: u8, len: u64) -> u64 {
-    let body = (u64::from(state) << 32) | (len / 16);
-    let check = u64::from(crc32c::crc32c(&body.to_le_bytes()[..5]) & 0xFF_FFFF);
-    (check << 40) | body
-}
-
 fn tag_state(word: u64) -> u8 {
     (word >> 32) as u8
 }
@@ -59,45 +51,6 @@ fn tag_len(word: u64) -> u64 {
 
 fn word_at(file: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(file[at..at + 8].try_into().unwrap())
-}
-
-/// A 32-byte live extent header with correct checksums over `payload`.
-fn live_header(
-    extent_len: u64,
-    slot: u32,
-    generation: u32,
-    engine: u8,
-    payload: &[u8],
-) -> [u8; 32] {
-    live_header_claiming(
-        extent_len,
-        slot,
-        generation,
-        payload.len() as u64,
-        engine,
-        crc32c::crc32c(payload),
-    )
-}
-
-/// A 32-byte live extent header saying anything, with a correct header CRC.
-fn live_header_claiming(
-    extent_len: u64,
-    slot: u32,
-    generation: u32,
-    payload_len: u64,
-    engine: u8,
-    payload_crc: u32,
-) -> [u8; 32] {
-    let mut header = [0u8; 32];
-    header[0..8].copy_from_slice(&tag_word(LIVE, extent_len).to_le_bytes());
-    header[8..12].copy_from_slice(&slot.to_le_bytes());
-    header[12..16].copy_from_slice(&generation.to_le_bytes());
-    header[16..22].copy_from_slice(&payload_len.to_le_bytes()[..6]);
-    header[22] = engine;
-    header[24..28].copy_from_slice(&payload_crc.to_le_bytes());
-    let crc = crc32c::crc32c(&header[..28]);
-    header[28..32].copy_from_slice(&crc.to_le_bytes());
-    header
 }
 
 /// One extent of the pristine file, as its chain says.

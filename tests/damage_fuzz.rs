@@ -69,7 +69,7 @@ use std::sync::OnceLock;
 use overflow_region::{EngineId, Error, OverflowReader, OverflowRegion, RegionFile, SlotRef};
 
 mod common;
-use common::{Rng, catching, scratch_dir};
+use common::{Rng, catching, scratch_dir, tag_word};
 
 const INITIAL_CAPACITY: usize = 256 << 10;
 const MAX_CAPACITY: usize = 4 << 20;
@@ -98,15 +98,6 @@ const NEXT_GENERATION_OFFSET: usize = 72;
 /// Bytes 24..28 of the old place of a slot that compaction moved; bytes
 /// 28..32 hold the copy's generation.
 const MOVED_MAGIC: &[u8; 4] = b"MOVD";
-
-/// A tag word: the extent length in 16-byte units (bits 0..32), the state
-/// (bits 32..40), and the low 24 bits of the CRC32C of those five bytes
-/// (bits 40..64).
-fn tag_word(state: u8, len: u64) -> u64 {
-    let body = (u64::from(state) << 32) | ((len / ALIGN as u64) & 0xFFFF_FFFF);
-    let check = u64::from(crc32c::crc32c(&body.to_le_bytes()[..5]) & 0xFF_FFFF);
-    (check << 40) | body
-}
 
 /// Bytes before the payload of an extent with `user_tag` (0: none).
 fn header_len(user_tag: u64) -> usize {

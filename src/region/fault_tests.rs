@@ -875,3 +875,93 @@ fn a_header_map_is_charged_to_the_disk_budget_or_not_written() {
     assert_eq!(region.live_slot_count(), 49);
     region.check_consistency().unwrap();
 }
+
+/// A blob that holds a region extent (a spilled page of a region file):
+/// a summed live header naming `slot` with generation `generation`, then a
+/// payload, as docs/FORMAT.md lays it out.
+fn blob_holding_an_extent(slot: u32, generation: u32) -> Vec<u8> {
+    let payload = b"FAKE BYTES, NEVER WRITTEN AS A SLOT";
+    let len = layout::extent_len_for(payload.len() as u64, EXTENT_HEADER_LEN).unwrap();
+    let header = LiveHeader {
+        extent_len: len,
+        slot,
+        generation,
+        payload_len: payload.len() as u64,
+        engine: EngineId::Query,
+        payload_crc: Some(checksum::crc32c(payload)),
+        user_tag: 0,
+    };
+    let (tag, encoded) = header.encode(&mut LiveTagMemo::default());
+    let mut bytes = vec![0u8; len as usize];
+    bytes[..8].copy_from_slice(&tag.to_le_bytes());
+    bytes[8..32].copy_from_slice(&encoded[..24]);
+    bytes[32..32 + payload.len()].copy_from_slice(payload);
+    let mut blob = vec![7u8; 64];
+    blob.extend_from_slice(&bytes);
+    blob.extend_from_slice(&[9u8; 64]);
+    blob
+}
+
+/// A process killed at any store of a write at the end of the file, or of
+/// the free that gives that tail back, leaves the slots as they were
+/// before the call or after it, even when the payload holds something
+/// that reads as an extent. With every store a `pwrite`, a failed store
+/// stops every store after it: what a kill between those two stores
+/// leaves. The chain end used to be stored before a write's live tag and
+/// after a retraction's end mark: either window left an end mark before
+/// the stored chain end, the walk scanned the payload past it for a live
+/// header, and took the blob's for slot 0 (newer, so it replaced the real
+/// one: `read(0)` returned the blob's bytes). Found in review.
+#[test]
+fn a_kill_at_any_store_of_a_write_or_retraction_at_the_end_finds_no_extent_in_a_payload() {
+    let real = pattern(1, 100);
+    for freeing in [false, true] {
+        let mut stopped = 0;
+        for skip in 0..24 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let mut region = open_pwrite_stores(&path);
+            assert_eq!(region.write(&real, EngineId::Query).unwrap(), 0);
+            let blob = blob_holding_an_extent(0, 1000);
+            if freeing {
+                assert_eq!(region.write(&blob, EngineId::Query).unwrap(), 1);
+            }
+            region.sync().unwrap();
+            fault::fail_after(Call::Pwrite, skip, libc::EIO);
+            let result = if freeing {
+                region.free(1)
+            } else {
+                region.write(&blob, EngineId::Query).map(drop)
+            };
+            let fired = !fault::armed(Call::Pwrite);
+            fault::disarm();
+            if result.is_err() {
+                stopped += 1;
+            }
+            drop(region);
+            let reopened = open(&path);
+            assert_eq!(
+                reopened.read(0).unwrap(),
+                real,
+                "freeing {freeing}, store {skip} failed: {:?}",
+                reopened.recovery()
+            );
+            if let Ok(bytes) = reopened.read(1) {
+                assert_eq!(bytes, blob, "freeing {freeing}, store {skip}");
+            }
+            assert!(
+                reopened.recovery().dropped.is_empty(),
+                "freeing {freeing}, store {skip}: {:?}",
+                reopened.recovery()
+            );
+            reopened.check_consistency().unwrap();
+            if !fired {
+                break;
+            }
+        }
+        assert!(
+            stopped > 1,
+            "freeing {freeing}: only {stopped} calls stopped"
+        );
+    }
+}

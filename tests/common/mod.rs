@@ -95,3 +95,50 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     }
     tempfile::tempdir().expect("a temporary directory")
 }
+
+/// A tag: length in granules (bits 0..32), state (32..40), and the low 24
+/// bits of the CRC32C of those 5 bytes (40..64).
+pub fn tag_word(state: u8, len: u64) -> u64 {
+    let body = (u64::from(state) << 32) | ((len / 16) & 0xFFFF_FFFF);
+    let check = u64::from(crc32c::crc32c(&body.to_le_bytes()[..5]) & 0xFF_FFFF);
+    (check << 40) | body
+}
+
+/// A 32-byte live extent header with correct checksums over `payload`.
+pub fn live_header(
+    extent_len: u64,
+    slot: u32,
+    generation: u32,
+    engine: u8,
+    payload: &[u8],
+) -> [u8; 32] {
+    live_header_claiming(
+        extent_len,
+        slot,
+        generation,
+        payload.len() as u64,
+        engine,
+        crc32c::crc32c(payload),
+    )
+}
+
+/// A 32-byte live extent header saying anything, with a correct header CRC.
+pub fn live_header_claiming(
+    extent_len: u64,
+    slot: u32,
+    generation: u32,
+    payload_len: u64,
+    engine: u8,
+    payload_crc: u32,
+) -> [u8; 32] {
+    let mut header = [0u8; 32];
+    header[0..8].copy_from_slice(&tag_word(b'L', extent_len).to_le_bytes());
+    header[8..12].copy_from_slice(&slot.to_le_bytes());
+    header[12..16].copy_from_slice(&generation.to_le_bytes());
+    header[16..22].copy_from_slice(&payload_len.to_le_bytes()[..6]);
+    header[22] = engine;
+    header[24..28].copy_from_slice(&payload_crc.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    header
+}
