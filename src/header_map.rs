@@ -104,8 +104,12 @@ pub(crate) fn len_on_disk(region: &Path) -> u64 {
         .sum()
 }
 
-/// The ranges of a map read from its file, if it is one, intact, and made
-/// for the file of identity `identity`.
+/// The ranges of a map read from its file, if it is one, intact, made for
+/// the file of identity `identity`, and of ranges in order, none empty,
+/// overlapping or touching (as `ranges` makes them): a map of the same
+/// pages again and again would otherwise ask the kernel to read them as
+/// many times (found in review: 2^20 ranges of the whole file held an open
+/// for 104 s).
 pub(crate) fn decode(bytes: &[u8], identity: u64) -> Option<Vec<(u32, u32)>> {
     let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
     if body.len() < 24 || body[..8] != MAGIC {
@@ -119,16 +123,22 @@ pub(crate) fn decode(bytes: &[u8], identity: u64) -> Option<Vec<(u32, u32)>> {
     if u64_at(8) != identity || body.len() != count.checked_mul(8)?.checked_add(24)? {
         return None;
     }
-    Some(
-        body[24..]
-            .chunks_exact(8)
-            .map(|range| {
-                let u32_at =
-                    |at: usize| u32::from_le_bytes(range[at..at + 4].try_into().expect("4 bytes"));
-                (u32_at(0), u32_at(4))
-            })
-            .collect(),
-    )
+    let ranges: Vec<(u32, u32)> = body[24..]
+        .chunks_exact(8)
+        .map(|range| {
+            let u32_at =
+                |at: usize| u32::from_le_bytes(range[at..at + 4].try_into().expect("4 bytes"));
+            (u32_at(0), u32_at(4))
+        })
+        .collect();
+    let mut past = 0u64; // the first page a range may start at
+    for &(first, count) in &ranges {
+        if count == 0 || u64::from(first) < past {
+            return None;
+        }
+        past = u64::from(first) + u64::from(count) + 1;
+    }
+    Some(ranges)
 }
 
 /// Writes the map of `ranges` next to the region file at `region`: into a
@@ -271,5 +281,20 @@ mod tests {
         for len in 0..bytes.len() {
             assert_eq!(decode(&bytes[..len], 42), None, "cut to {len} bytes");
         }
+    }
+
+    #[test]
+    fn a_map_of_ranges_out_of_order_empty_or_overlapping_is_not_used() {
+        for ranges in [
+            vec![(0, u32::MAX), (0, u32::MAX)],
+            vec![(5, 1), (1, 1)],
+            vec![(1, 3), (3, 1)],
+            vec![(1, 3), (4, 1)],
+            vec![(1, 0)],
+        ] {
+            assert_eq!(decode(&encode(42, &ranges), 42), None, "{ranges:?}");
+        }
+        let ranges = vec![(0, 1), (2, 1), (u32::MAX - 1, 1)];
+        assert_eq!(decode(&encode(42, &ranges), 42), Some(ranges));
     }
 }

@@ -108,6 +108,39 @@ fn a_map_that_does_not_check_out_is_ignored() {
     }
 }
 
+/// A map with its checksum and its file's identity right, but naming the
+/// whole file again and again (4096 ranges over every page), is not used:
+/// the open asked the kernel to read the whole file once per range (2^20
+/// ranges held an open for 104 s; found in review).
+#[test]
+fn a_map_that_names_pages_again_and_again_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let (region, kept) = fill(&path);
+    drop(region);
+    let good = std::fs::read(map_path(&path)).unwrap();
+    // Magic and identity from the map the writer made; its ranges replaced.
+    let mut hostile = good[..16].to_vec();
+    let ranges: u64 = 4096;
+    hostile.extend_from_slice(&ranges.to_le_bytes());
+    for _ in 0..ranges {
+        hostile.extend_from_slice(&0u32.to_le_bytes());
+        hostile.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&hostile);
+    hostile.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(map_path(&path), &hostile).unwrap();
+
+    let region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+    let file_pages = region.capacity() as u64 / 4096;
+    let prefetched = region.recovery().header_pages_prefetched;
+    assert!(
+        prefetched <= file_pages,
+        "{prefetched} pages prefetched from a file of {file_pages}"
+    );
+    assert_eq!(contents(&region), kept);
+}
+
 /// An ephemeral spill directory writes no maps, and removes those a
 /// persistent run left next to its region files.
 #[test]
