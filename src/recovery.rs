@@ -200,6 +200,9 @@ pub(crate) fn recover<S: Source>(
     let mut run: Option<FreeRun> = None;
     let mut clean_end = false;
     let mut moves_finished = 0;
+    // Old places with the moved mark: offset, length, the slot their header
+    // names and the generation of the copy the mark names.
+    let mut marked: Vec<(u64, u64, u32, u32)> = Vec::new();
 
     let free = |space: &mut Space, run: &mut Option<FreeRun>, extent: Extent, tagged: bool| {
         space.recover_free(extent);
@@ -392,9 +395,12 @@ pub(crate) fn recover<S: Source>(
             // The old place of a slot that compaction moved, marked just
             // before its free (its header no longer checks out): the copy
             // is committed, and durable whenever this place was, so
-            // finishing the free loses nothing.
+            // finishing the free loses nothing. Whether the walk finds
+            // that copy is known once it is over (`marked`).
+            let header = header_at(file, pos)?;
+            let copy = u32::from_le_bytes(header[28..32].try_into().expect("32 bytes"));
+            marked.push((pos, len, layout::slot_of_header(header), copy));
             walked += 1;
-            moves_finished += 1;
             free(&mut space, &mut run, Extent { offset: pos, len }, false);
             pos += len;
             continue;
@@ -442,6 +448,29 @@ pub(crate) fn recover<S: Source>(
             max_slot_seen
         };
     slots.finish_recovery(slot_high_water as usize, slot_table_limit);
+    // A moved mark is a finished move only if the walk found the copy it
+    // names; otherwise it is damage that happened to write those bytes
+    // over a header, and the slot it held is lost: reported.
+    for (offset, len, slot, copy) in marked {
+        if slots
+            .get(slot as usize)
+            .is_ok_and(|kept| kept.generation == copy)
+        {
+            moves_finished += 1;
+        } else {
+            report.dropped.push(DroppedExtent {
+                offset,
+                len,
+                slot: Some(slot as usize),
+                reason: DropReason::DamagedHeader {
+                    detail: format!(
+                        "a moved mark names generation {copy} of slot {slot}, which is not \
+                         in the file: no copy to keep"
+                    ),
+                },
+            });
+        }
+    }
     // Entries of slots that lost to a newer copy go.
     unsummed.retain(|&(slot, generation)| {
         slots
