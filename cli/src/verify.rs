@@ -30,10 +30,26 @@ const UNCHECKED: u8 = 3;
 
 pub(crate) fn run(args: &Args) -> Outcome {
     let mut status = 0;
+    // Stdout closed by its reader (`| head`): the files are still checked,
+    // and the exit status and stderr still say what was found.
+    let mut stdout_open = true;
     for path in &args.files.files {
         match open(path) {
             Ok(file) => {
-                if !report(&file)? {
+                if stdout_open {
+                    match report(&file) {
+                        Ok(()) => {}
+                        Err(crate::Failure::BrokenPipe) => stdout_open = false,
+                        Err(failure) => return Err(failure),
+                    }
+                }
+                if !file.is_intact() {
+                    let damaged = damaged(&file).len();
+                    eprintln!(
+                        "overflow-region: {}: damaged: {damaged} extent{}",
+                        file.path().display(),
+                        plural(damaged as u64)
+                    );
                     status = status.max(DAMAGED);
                 }
             }
@@ -46,8 +62,21 @@ pub(crate) fn run(args: &Args) -> Outcome {
     Ok(ExitCode::from(status))
 }
 
-/// Prints what the check of `file` found; true if it is intact.
-fn report(file: &RegionFile) -> Result<bool, crate::Failure> {
+/// The extents the check dropped: offset, length, slot, why.
+fn damaged(file: &RegionFile) -> Vec<(u64, u64, Option<usize>, &String)> {
+    file.extents()
+        .iter()
+        .filter_map(|extent| match &extent.kind {
+            ExtentKind::Dropped { slot, reason } => {
+                Some((extent.offset, extent.len, *slot, reason))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Prints what the check of `file` found on stdout.
+fn report(file: &RegionFile) -> Result<(), crate::Failure> {
     let stats = file.stats();
     let mut out = BufWriter::new(io::stdout().lock());
     let unsummed = file.recovery().payloads_unsummed;
@@ -70,18 +99,9 @@ fn report(file: &RegionFile) -> Result<bool, crate::Failure> {
             writeln!(out, " verified")?;
         }
         out.flush()?;
-        return Ok(true);
+        return Ok(());
     }
-    let damaged: Vec<_> = file
-        .extents()
-        .iter()
-        .filter_map(|extent| match &extent.kind {
-            ExtentKind::Dropped { slot, reason } => {
-                Some((extent.offset, extent.len, *slot, reason))
-            }
-            _ => None,
-        })
-        .collect();
+    let damaged = damaged(file);
     let bytes: u64 = damaged.iter().map(|d| d.1).sum();
     let path = file.path().display();
     writeln!(
@@ -103,11 +123,5 @@ fn report(file: &RegionFile) -> Result<bool, crate::Failure> {
         stats.live_bytes
     )?;
     out.flush()?;
-    drop(out);
-    eprintln!(
-        "overflow-region: {path}: damaged: {} extent{}",
-        damaged.len(),
-        plural(damaged.len() as u64)
-    );
-    Ok(false)
+    Ok(())
 }

@@ -821,3 +821,35 @@ fn a_slot_index_near_2_pow_32_does_not_allocate_by_index() {
     );
     assert_eq!(output.stdout, b"far away", "{output:?}");
 }
+
+/// With stdout closed by its reader (`verify ... | head -1` under
+/// `pipefail`), `verify` still checks every file and its exit status and
+/// stderr still say what it found. It exited 0, silently, at the first
+/// write that failed (found in review).
+#[test]
+fn verify_reports_damage_when_stdout_is_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, live) = small(dir.path());
+    let offset = RegionFile::open(&path)
+        .unwrap()
+        .slot(live[1].0)
+        .unwrap()
+        .offset;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset as usize + 32 + 10] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let missing = dir.path().join("missing");
+    for (files, status) in [(vec![&path], 1), (vec![&path, &missing], 3)] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_overflow-region"))
+            .arg("verify")
+            .args(&files)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(status), "{files:?}: {stderr}");
+        assert!(stderr.contains("damaged: 1 extent"), "{stderr}");
+    }
+}
