@@ -283,7 +283,6 @@ fn build_pristine() -> Pristine {
     assert!(file.is_intact(), "the pristine file is intact");
     let header_offsets = file
         .extents()
-        .iter()
         .map(|extent| extent.offset as usize)
         .chain([DATA_START + file.stats().used_bytes as usize])
         .collect();

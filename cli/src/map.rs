@@ -112,7 +112,7 @@ fn segments(file: &RegionFile) -> (Vec<Segment>, u64) {
     let size = file.stats().file_size;
     let data_start = file
         .extents()
-        .first()
+        .next()
         .map_or(DATA_START, |extent| extent.offset)
         .min(size);
     let mut segments = vec![(0, data_start, FILE_HEADER)];

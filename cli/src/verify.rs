@@ -63,13 +63,10 @@ pub(crate) fn run(args: &Args) -> Outcome {
 }
 
 /// The extents the check dropped: offset, length, slot, why.
-fn damaged(file: &RegionFile) -> Vec<(u64, u64, Option<usize>, &String)> {
+fn damaged(file: &RegionFile) -> Vec<(u64, u64, Option<usize>, String)> {
     file.extents()
-        .iter()
-        .filter_map(|extent| match &extent.kind {
-            ExtentKind::Dropped { slot, reason } => {
-                Some((extent.offset, extent.len, *slot, reason))
-            }
+        .filter_map(|extent| match extent.kind {
+            ExtentKind::Dropped { slot, reason } => Some((extent.offset, extent.len, slot, reason)),
             _ => None,
         })
         .collect()
