@@ -106,41 +106,56 @@ fn kind_color(kind: usize) -> RGBColor {
 /// `[start, end)` of the file is `kind`.
 type Segment = (u64, u64, usize);
 
-/// The file, byte range by byte range, from 0 to its size; and the cursor
-/// (end of the last extent).
-fn segments(file: &RegionFile) -> (Vec<Segment>, u64) {
+/// Where the data area starts (the first extent's offset) and the cursor
+/// (the end of the last extent).
+fn bounds(file: &RegionFile) -> (u64, u64) {
     let size = file.stats().file_size;
     let data_start = file
         .extents()
         .next()
         .map_or(DATA_START, |extent| extent.offset)
         .min(size);
-    let mut segments = vec![(0, data_start, FILE_HEADER)];
+    let cursor = file
+        .extents()
+        .next_back()
+        .map_or(data_start, |extent| extent.offset + extent.len)
+        .max(data_start);
+    (data_start, cursor)
+}
+
+/// The file, byte range by byte range, from 0 to its size, as the extents
+/// are reached (a file of millions of extents is never listed whole).
+fn segments(
+    file: &RegionFile,
+    (data_start, cursor): (u64, u64),
+) -> impl Iterator<Item = Segment> + '_ {
+    let size = file.stats().file_size;
     let mut at = data_start;
-    for extent in file.extents() {
+    let extents = file.extents().flat_map(move |extent| {
         let (start, end) = (extent.offset, extent.offset + extent.len);
-        if start > at {
-            // Extents tile the data area; a gap would be a bug elsewhere,
-            // shown as free space.
-            segments.push((at, start, FREE));
-        }
-        match &extent.kind {
+        // Extents tile the data area; a gap would be a bug elsewhere, shown
+        // as free space.
+        let gap = (start > at).then_some((at, start, FREE));
+        at = at.max(end);
+        let parts = match extent.kind {
             ExtentKind::Live(slot) => {
                 let header_end = (start + EXTENT_HEADER_LEN).min(end);
                 let payload_end = (header_end + slot.payload_len).min(end);
-                segments.push((start, header_end, header_kind(slot.engine)));
-                segments.push((header_end, payload_end, slot.engine.as_u8() as usize));
-                segments.push((payload_end, end, SLACK));
+                [
+                    Some((start, header_end, header_kind(slot.engine))),
+                    Some((header_end, payload_end, slot.engine.as_u8() as usize)),
+                    Some((payload_end, end, SLACK)),
+                ]
             }
-            ExtentKind::Free => segments.push((start, end, FREE)),
-            ExtentKind::Dropped { .. } => segments.push((start, end, DAMAGED)),
-        }
-        at = at.max(end);
-    }
-    let cursor = at;
-    segments.push((cursor, size.max(cursor), UNUSED));
-    segments.retain(|&(start, end, _)| end > start);
-    (segments, cursor)
+            ExtentKind::Free => [Some((start, end, FREE)), None, None],
+            ExtentKind::Dropped { .. } => [Some((start, end, DAMAGED)), None, None],
+        };
+        std::iter::once(gap).chain(parts).flatten()
+    });
+    std::iter::once((0, data_start, FILE_HEADER))
+        .chain(extents)
+        .chain(std::iter::once((cursor, size.max(cursor), UNUSED)))
+        .filter(|&(start, end, _)| end > start)
 }
 
 /// How the drawn range is cut into cells and the cells into rows: rows of
@@ -221,21 +236,33 @@ impl Grid {
 }
 
 /// Per cell: the kind it is drawn as, and whether it is hatched (punched).
-fn classify(grid: &Grid, segments: &[Segment], holes: &[(u64, u64)]) -> Vec<(u8, bool)> {
+/// `segments` come in order and do not overlap; one that reaches past a
+/// cell is kept for the next.
+fn classify(
+    grid: &Grid,
+    mut segments: impl Iterator<Item = Segment>,
+    holes: &[(u64, u64)],
+) -> Vec<(u8, bool)> {
     let mut cells = Vec::with_capacity(grid.cells as usize);
-    let (mut seg, mut hole) = (0, 0);
+    let mut segment = segments.next();
+    let mut hole = 0;
     for i in 0..grid.cells {
         let lo = grid.start + i * grid.cell_bytes;
         let hi = (lo + grid.cell_bytes).min(grid.end);
         let mut bytes = [0u64; KINDS];
-        while seg < segments.len() && segments[seg].1 <= lo {
-            seg += 1;
-        }
-        let mut j = seg;
-        while j < segments.len() && segments[j].0 < hi {
-            let (start, end, kind) = segments[j];
+        while let Some((start, end, kind)) = segment {
+            if end <= lo {
+                segment = segments.next();
+                continue;
+            }
+            if start >= hi {
+                break;
+            }
             bytes[kind] += end.min(hi) - start.max(lo);
-            j += 1;
+            if end > hi {
+                break;
+            }
+            segment = segments.next();
         }
         while hole < holes.len() && holes[hole].1 <= lo {
             hole += 1;
@@ -379,12 +406,8 @@ fn hatch(x: i32, y: i32) -> bool {
 
 pub(crate) fn run(args: &Args) -> Outcome {
     let file = open(&args.file.file)?;
-    let (segments, cursor) = segments(&file);
+    let (data_start, cursor) = bounds(&file);
     let size = file.stats().file_size;
-    let data_start = segments
-        .iter()
-        .find(|s| s.2 != FILE_HEADER)
-        .map_or(size, |s| s.0);
     let (start, end) = if args.whole_file || cursor <= data_start {
         (0, size)
     } else {
@@ -394,7 +417,7 @@ pub(crate) fn run(args: &Args) -> Outcome {
     // the drawing fails.
     std::fs::File::create(&args.png)
         .map_err(|error| format!("{}: cannot create: {error}", args.png.display()))?;
-    if let Err(error) = draw(args, &file, &segments, cursor, start, end) {
+    if let Err(error) = draw(args, &file, (data_start, cursor), start, end) {
         let _ = std::fs::remove_file(&args.png);
         return Err(format!("{}: {error}", args.png.display()).into());
     }
@@ -405,8 +428,7 @@ pub(crate) fn run(args: &Args) -> Outcome {
 fn draw(
     args: &Args,
     file: &RegionFile,
-    segments: &[Segment],
-    cursor: u64,
+    (data_start, cursor): (u64, u64),
     start: u64,
     end: u64,
 ) -> Result<(), String> {
@@ -414,7 +436,7 @@ fn draw(
     let width = args.width;
     let map_width = width - (LABELS + MARGIN) as u32;
     let grid = Grid::new(start, end, map_width, map_width * 5 / 8);
-    let cells = classify(&grid, segments, file.holes());
+    let cells = classify(&grid, segments(file, (data_start, cursor)), file.holes());
 
     // Title and figures: two lines, three on a narrow picture.
     let stats = file.stats();
