@@ -1645,3 +1645,48 @@ fn slots_moved_before_their_first_sync_are_summed_by_it() {
         assert_eq!(region.read(slot).unwrap(), pattern(i, 900).as_slice());
     }
 }
+
+/// Payloads on both sides of the longest one the slot table packs into its
+/// read word (4 MiB - 1 bytes; longer ones are kept whole in a side map):
+/// each reads back exactly, through the region and through a reader, and
+/// after a free of one of them and a reopen.
+#[test]
+fn payloads_around_the_packed_length_limit_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let lens = [4 * MIB - 1, 4 * MIB, 4 * MIB + 1, 100];
+    let mut region = open(&path, MIB, 64 * MIB);
+    let slots: Vec<usize> = lens
+        .iter()
+        .enumerate()
+        .map(|(seed, &len)| {
+            region
+                .write(&pattern(seed as u64, len), EngineId::Query)
+                .unwrap()
+        })
+        .collect();
+    let reader = overflow_region::OverflowReader::open(&path).unwrap();
+    for (seed, (&slot, &len)) in slots.iter().zip(&lens).enumerate() {
+        let expected = pattern(seed as u64, len);
+        assert_eq!(region.read(slot).unwrap(), &expected[..], "slot {slot}");
+        let mut out = Vec::new();
+        reader
+            .read_into(&region.slot_ref(slot).unwrap(), &mut out)
+            .unwrap();
+        assert_eq!(out, expected, "slot {slot} through a reader");
+    }
+    region.free(slots[1]).unwrap();
+    consistent(&region);
+    drop(reader);
+    drop(region);
+
+    let region = open(&path, MIB, 64 * MIB);
+    consistent(&region);
+    for (seed, (&slot, &len)) in slots.iter().zip(&lens).enumerate() {
+        if slot == slots[1] {
+            assert!(matches!(region.read(slot), Err(Error::SlotFree { .. })));
+        } else {
+            assert_eq!(region.read(slot).unwrap(), &pattern(seed as u64, len)[..]);
+        }
+    }
+}
