@@ -106,6 +106,13 @@ const LEN_SHIFT: u32 = 2;
 const ENGINE_SHIFT: u32 = 16;
 /// Bits of the slack (in units) at the bottom of `Entry::data`.
 const SLACK_BITS: u32 = 15;
+/// Bits of the engine in `Entry::data`, between the slack and the
+/// generation.
+const ENGINE_BITS: u32 = 3;
+const _: () = assert!(
+    EngineId::ALL.len() <= 1 << ENGINE_BITS && SLACK_BITS <= ENGINE_SHIFT,
+    "every engine's byte fits the packed entry's engine field"
+);
 /// Bytes per unit of offset and slack in a packed entry.
 const UNIT: u64 = 16;
 
@@ -164,8 +171,9 @@ impl Entry {
 
     /// The packed live slot (`is_packed`).
     fn unpack(self) -> LiveSlot {
-        let engine = EngineId::from_u8((self.data >> ENGINE_SHIFT & 0b111) as u8)
-            .expect("packed from an EngineId");
+        let engine =
+            EngineId::from_u8((self.data >> ENGINE_SHIFT & ((1 << ENGINE_BITS) - 1)) as u8)
+                .expect("packed from an EngineId");
         let slack = (self.data & ((1 << SLACK_BITS) - 1)) * UNIT;
         let payload_end = self.payload_offset() + self.payload_len();
         LiveSlot {
