@@ -269,14 +269,16 @@ impl Mapping {
         Ok(())
     }
 
-    /// Writes the first bytes of an empty file (a new region's header) with
-    /// `pwrite`; the file is then `header.len()` bytes long. Nothing is
-    /// written unless the file is empty.
+    /// Writes the first bytes of a file no longer than `header` (a new
+    /// region's header) with `pwrite`; the file is then `header.len()`
+    /// bytes long. Nothing is written if the file is longer. A file that
+    /// is not empty (an initialisation cut short) is written over, never
+    /// cut: a reader may have it mapped.
     pub(crate) fn start_file(&mut self, header: &[u8]) -> io::Result<()> {
-        if self.file_len != 0 || header.len() > self.reserved {
+        if self.file_len > header.len() as u64 || header.len() > self.reserved {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "a header is written only into an empty file that the reservation holds",
+                "a header is written only over a shorter file that the reservation holds",
             ));
         }
         self.file.write_all_at(header, 0)?;
