@@ -102,3 +102,129 @@ fn unfinished_file_child_helper() {
     assert!(second.is_err());
     println!("CHILD DONE");
 }
+
+// ---------------------------------------------------------------------------
+// Bad handles: every safe call returns, never panics, never reads bytes that
+// are not the handle's.
+
+/// Handles made of boundary values (offsets and lengths at and near 0, the
+/// end of the file, u64::MAX, unaligned; other files' identities; the
+/// generations around the counter) are refused by `read_into`, `with_slot`
+/// and `OverflowRegion::read_ref`, without a panic; only a real handle
+/// reads, and then exactly its bytes.
+#[test]
+fn made_up_handles_never_panic_and_never_read() {
+    use overflow_region::EngineId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("made-up");
+    let other_path = dir.path().join("other");
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 64 << 20).unwrap();
+    let mut other = OverflowRegion::open_with_config(&other_path, 64 << 10, 64 << 20).unwrap();
+    let mut real = Vec::new();
+    for i in 0..40u64 {
+        let data: Vec<u8> = (0..(i * 37) % 3000).map(|b| (b ^ i) as u8).collect();
+        let slot = if i % 3 == 0 {
+            region.write_tagged(&data, EngineId::Wal, i + 1).unwrap()
+        } else {
+            region.write(&data, EngineId::Vector).unwrap()
+        };
+        real.push((region.slot_ref(slot).unwrap(), data));
+    }
+    // Some freed, so free headers and stale handles are in the mix.
+    for (handle, _) in real.iter().step_by(4) {
+        region.free(handle.slot()).unwrap();
+    }
+    let reader = OverflowReader::open(&path).unwrap();
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    let identities = [real[0].0.file(), identity_of(&other_path), 0, u64::MAX];
+    let offsets = [
+        0,
+        8,
+        104,
+        4095,
+        4096,
+        4097,
+        4104,
+        real[1].0.offset(),
+        real[1].0.offset() + 8,
+        real[1].0.offset() + 32,
+        file_len - 32,
+        file_len - 8,
+        file_len,
+        file_len + 8,
+        1 << 44,
+        u64::MAX - 40,
+        u64::MAX - 31,
+        u64::MAX - 7,
+        u64::MAX,
+    ];
+    let lens = [
+        0,
+        1,
+        real[1].0.len() as u64,
+        4096,
+        file_len,
+        u64::MAX - 40,
+        u64::MAX - 31,
+        u64::MAX,
+    ];
+    let generations = [0, 1, real[1].0.generation(), 1 << 32, u64::MAX];
+    let mut buf = Vec::new();
+    let mut tried = 0u64;
+    for &file in &identities {
+        for slot in [0u32, 1, 2, 39, 40, u32::MAX] {
+            for &generation in &generations {
+                for &offset in &offsets {
+                    for &len in &lens {
+                        let handle = SlotRef::from_parts(file, slot, generation, offset, len);
+                        let genuine = real
+                            .iter()
+                            .find(|(h, _)| *h == handle)
+                            .map(|(_, data)| data);
+                        tried += 1;
+                        match reader.read_into(&handle, &mut buf) {
+                            Ok(()) => assert_eq!(
+                                Some(&buf),
+                                genuine,
+                                "{handle:?} read bytes it does not name"
+                            ),
+                            Err(Error::SlotChanged { .. }) => {}
+                            Err(other) => panic!("{handle:?}: {other}"),
+                        }
+                        let _ = reader.with_slot(&handle, |bytes| bytes.len());
+                        if let Ok(bytes) = region.read_ref(&handle) {
+                            assert_eq!(Some(&bytes.to_vec()), genuine, "{handle:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The live real handles still read, the freed ones do not.
+    for (i, (handle, data)) in real.iter().enumerate() {
+        let result = reader.read_into(handle, &mut buf);
+        if i % 4 == 0 {
+            assert!(result.is_err(), "freed {handle:?} read");
+        } else {
+            result.unwrap();
+            assert_eq!(&buf, data);
+        }
+    }
+    // A real handle of another region, at the same slot, offset and length
+    // as one of this region's: refused by both.
+    let twin = &real[1];
+    other
+        .write(&vec![9u8; twin.1.len()], EngineId::Vector)
+        .unwrap();
+    let slot = other
+        .write(&vec![7u8; twin.1.len()], EngineId::Vector)
+        .unwrap();
+    let foreign = other.slot_ref(slot).unwrap();
+    assert_eq!(
+        (foreign.slot(), foreign.len()),
+        (twin.0.slot(), twin.0.len())
+    );
+    assert!(reader.read_into(&foreign, &mut buf).is_err());
+    assert!(region.read_ref(&foreign).is_err());
+    println!("{tried} made-up handles refused");
+}
