@@ -226,21 +226,6 @@ impl OverflowReader {
                 "the handle belongs to another region file (this path now names a different file)",
             ));
         }
-        // Headers keep the generation's low 32 bits: a handle older than
-        // 2^32 writes could match a later tenant, so it is refused.
-        let next_generation = self
-            .mapping
-            .load_word(NEXT_GENERATION_OFFSET)
-            .ok_or_else(|| changed("the file header is out of bounds"))?;
-        if next_generation
-            .wrapping_sub(slot.generation)
-            .wrapping_sub(1)
-            >= 1 << 32
-        {
-            return Err(changed(
-                "the handle is older than 2^32 writes (or from the future)",
-            ));
-        }
         let before = self
             .load_header(slot.offset)
             .ok_or_else(|| changed("its header is out of bounds"))?;
@@ -270,6 +255,25 @@ impl OverflowReader {
             .ok_or_else(|| changed("its header is out of bounds"))?;
         if !layout::same_tenancy(&before, &after) {
             return Err(changed("it was freed or reused while it was read"));
+        }
+        // Headers keep the generation's low 32 bits: a handle older than
+        // 2^32 writes could match a later tenant, so it is refused. The
+        // counter is loaded after the header: a write stores it before its
+        // live tag, so it is at least one past the generation of the
+        // tenancy read. Loaded before, it could predate a write that
+        // committed just before the header was read, 2^32 after the handle.
+        let next_generation = self
+            .mapping
+            .load_word(NEXT_GENERATION_OFFSET)
+            .ok_or_else(|| changed("the file header is out of bounds"))?;
+        if next_generation
+            .wrapping_sub(slot.generation)
+            .wrapping_sub(1)
+            >= 1 << 32
+        {
+            return Err(changed(
+                "the handle is older than 2^32 writes (or from the future)",
+            ));
         }
         // No checksum: the header read before and after the copy, with the
         // handle's slot, generation and length, is what proves the bytes

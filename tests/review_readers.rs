@@ -228,3 +228,78 @@ fn made_up_handles_never_panic_and_never_read() {
     assert!(region.read_ref(&foreign).is_err());
     println!("{tried} made-up handles refused");
 }
+
+// ---------------------------------------------------------------------------
+// The generation window must be checked against the counter as it was when
+// the header was read, not before.
+
+/// A handle made 2^32 writes ago names the same index, place, length and
+/// 32-bit generation as the write that is 2^32 writes later. `read_into`
+/// refuses it by the counter at 72..80, but it loaded the counter before
+/// the header: a reader that loads the counter just before that write's
+/// commit and the header just after takes the later tenant for the
+/// handle's and returns its bytes. The owner here rewrites one slot in
+/// place, each write 2^32 after the tenancy a reader asks for (the counter
+/// fast-forwarded as in tests/reader.rs); a reader must never read.
+#[test]
+fn a_handle_2_pow_32_writes_old_is_refused_even_racing_the_write() {
+    use overflow_region::EngineId;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrap-race");
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 1 << 20).unwrap();
+    let ring = region.write(&[0xAA; 64], EngineId::Wal).unwrap();
+    region.write(&[0xBB; 64], EngineId::Wal).unwrap();
+    drop(region);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let counter = u64::from_le_bytes(bytes[72..80].try_into().unwrap());
+    bytes[72..80].copy_from_slice(&((1u64 << 32) + counter).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 1 << 20).unwrap();
+    let reader = OverflowReader::open(&path).unwrap();
+    let place = region.slot_ref(ring).unwrap();
+    // The generation of the owner's next write, published before it.
+    let next = AtomicU64::new(place.generation() + 1);
+    let stop = AtomicBool::new(false);
+    let wrong = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| {
+            let mut buf = Vec::new();
+            let mut wrong = 0u64;
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let generation = next.load(Ordering::Acquire) - (1 << 32);
+                let stale = SlotRef::from_parts(
+                    place.file(),
+                    place.slot() as u32,
+                    generation,
+                    place.offset(),
+                    place.len() as u64,
+                );
+                reads += 1;
+                if reader.read_into(&stale, &mut buf).is_ok() {
+                    wrong += 1;
+                }
+            }
+            println!("{reads} reads, {wrong} read a tenancy 2^32 writes later");
+            wrong
+        });
+        let start = std::time::Instant::now();
+        let mut writes = 0u64;
+        while start.elapsed() < std::time::Duration::from_secs(2) {
+            for _ in 0..256 {
+                region.free(ring).unwrap();
+                let slot = region.write(&[writes as u8; 64], EngineId::Wal).unwrap();
+                assert_eq!(slot, ring);
+                let handle = region.slot_ref(slot).unwrap();
+                assert_eq!(handle.offset(), place.offset());
+                next.store(handle.generation() + 1, Ordering::Release);
+                writes += 1;
+            }
+        }
+        println!("{writes} writes");
+        stop.store(true, Ordering::Relaxed);
+        reading.join().unwrap()
+    });
+    assert_eq!(wrong, 0, "a handle 2^32 writes old read a later tenant");
+}
