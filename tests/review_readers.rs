@@ -303,3 +303,129 @@ fn a_handle_2_pow_32_writes_old_is_refused_even_racing_the_write() {
     });
     assert_eq!(wrong, 0, "a handle 2^32 writes old read a later tenant");
 }
+
+// ---------------------------------------------------------------------------
+// Punched pages on a full file system that a read fault must allocate on,
+// behind another file system's name.
+
+const OVERLAY_CHILD: &str = "stale_reader_on_full_overlay_child_helper";
+
+/// An overlay mount whose upper directory is on a small tmpfs (as in a
+/// container whose writable layer is in memory); unmounted on drop.
+struct OverlayOnTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl OverlayOnTmpfs {
+    fn make() -> Result<OverlayOnTmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (lower, upper_fs, mnt) = (
+            dir.path().join("lower"),
+            dir.path().join("t"),
+            dir.path().join("mnt"),
+        );
+        for d in [&lower, &upper_fs, &mnt] {
+            std::fs::create_dir(d).map_err(|e| e.to_string())?;
+        }
+        let run = |args: &[&str]| -> Result<(), String> {
+            let output = Command::new("mount")
+                .args(args)
+                .output()
+                .map_err(|e| format!("cannot run mount: {e}"))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+            }
+        };
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        run(&["-t", "tmpfs", "-o", "size=8m", "tmpfs", &s(&upper_fs)])?;
+        let mounted = OverlayOnTmpfs { dir };
+        for d in ["upper", "work"] {
+            std::fs::create_dir(upper_fs.join(d)).map_err(|e| e.to_string())?;
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            s(&lower),
+            s(&upper_fs.join("upper")),
+            s(&upper_fs.join("work"))
+        );
+        run(&["-t", "overlay", "overlay", "-o", &options, &s(&mnt)])?;
+        Ok(mounted)
+    }
+
+    fn mount_point(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for OverlayOnTmpfs {
+    fn drop(&mut self) {
+        for d in ["mnt", "t"] {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path().join(d))
+                .status();
+        }
+    }
+}
+
+/// A reader decides to copy with `pread` instead of through its mapping
+/// when the file is on tmpfs (a read fault on a punched page of a full
+/// tmpfs raises SIGBUS). On an overlay whose upper layer is tmpfs the file
+/// system reports itself as overlayfs, but the mapping is the tmpfs file's:
+/// a stale handle whose extent was punched, read on a full file system,
+/// killed the reader with SIGBUS. Needs root to mount; skipped otherwise.
+#[test]
+fn stale_reader_on_a_full_overlay_over_tmpfs_gets_an_error_not_a_signal() {
+    let mounted = match OverlayOnTmpfs::make() {
+        Ok(mounted) => mounted,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount an overlay over tmpfs: {reason}");
+            return;
+        }
+    };
+    let path = mounted.mount_point().join("r");
+    let (status, output) = run_child(OVERLAY_CHILD, &path);
+    assert!(
+        status.success() && output.contains("CHILD DONE"),
+        "the reader on a full overlay over tmpfs died ({status}):\n{output}"
+    );
+}
+
+/// Not a test on its own: the child of
+/// `stale_reader_on_a_full_overlay_over_tmpfs_gets_an_error_not_a_signal`.
+#[test]
+#[ignore = "run as a child by stale_reader_on_a_full_overlay_over_tmpfs_gets_an_error_not_a_signal"]
+fn stale_reader_on_full_overlay_child_helper() {
+    use overflow_region::EngineId;
+    use std::io::Write;
+    let Some(path) = std::env::var_os(CHILD_PATH_ENV) else {
+        return;
+    };
+    let path = Path::new(&path);
+    let mut region = OverflowRegion::open_with_config(path, 1 << 20, 16 << 20).unwrap();
+    let a = region
+        .write(&vec![1u8; 300 << 10], EngineId::Query)
+        .unwrap();
+    let b = region
+        .write(&vec![2u8; 300 << 10], EngineId::Query)
+        .unwrap();
+    region.write(&[3u8; 100], EngineId::Query).unwrap();
+    let stale = region.slot_ref(b).unwrap();
+    let reader = OverflowReader::open(path).unwrap();
+    region.free(a).unwrap();
+    region.free(b).unwrap();
+    region.sync().unwrap();
+    // Fill the file system.
+    let mut filler = std::fs::File::create(path.with_file_name("filler")).unwrap();
+    for chunk in [1 << 20, 64 << 10, 4 << 10, 512] {
+        let bytes = vec![0x5A; chunk];
+        while filler.write_all(&bytes).is_ok() {}
+    }
+    let mut buf = Vec::new();
+    let result = reader.read_into(&stale, &mut buf);
+    println!("stale read on the full file system: {result:?}");
+    assert!(matches!(result, Err(Error::SlotChanged { .. })));
+    println!("CHILD DONE");
+}

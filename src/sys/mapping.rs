@@ -680,9 +680,10 @@ pub(crate) struct SharedMapping {
     file_len: AtomicU64,
     /// The mapped file.
     file: File,
-    /// True when reads go through `pread` instead of the mapping: on tmpfs a
-    /// read fault on a punched page must allocate memory, and on a full
-    /// tmpfs that fault is a SIGBUS; `pread` of a hole returns zeros.
+    /// True when reads go through `pread` instead of the mapping: on any
+    /// file system but ext4, xfs and btrfs. On tmpfs (and an overlay over
+    /// it) a read fault on a punched page must allocate memory, and on a
+    /// full tmpfs that fault is a SIGBUS; `pread` of a hole returns zeros.
     pread: bool,
 }
 
@@ -698,8 +699,9 @@ impl SharedMapping {
     pub(crate) fn new(file: File, reserve: u64) -> io::Result<SharedMapping> {
         let reserved = reserve.next_multiple_of(page_size());
         let (base, reserved_usize) = map_reservation(&file, reserved, ProtFlags::READ)?;
-        // When the file system cannot be told, `pread` is the safe choice.
-        let pread = super::file::on_tmpfs(&file).unwrap_or(true);
+        // Only where a read fault on a hole is known never to need space;
+        // when the file system cannot be told, `pread` is the safe choice.
+        let pread = !super::file::maps_holes_without_allocating(&file).unwrap_or(false);
         let mapping = SharedMapping {
             base,
             reserved: reserved_usize,
@@ -770,7 +772,7 @@ impl SharedMapping {
     }
 
     /// Copies `offset..offset + len` into `out` (replacing its contents) with
-    /// atomic loads (with `pread` on tmpfs: see `pread`), or returns `false`
+    /// atomic loads (with `pread` off ext4, xfs and btrfs: see `pread`), or returns `false`
     /// if the range is not inside the known
     /// file or `offset` is not 8-byte aligned. The copy may mix old and new
     /// bytes if the writer is changing them: the caller verifies it.
