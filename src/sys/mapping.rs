@@ -595,6 +595,13 @@ impl Mapping {
             return;
         }
         word.store(value.to_le(), Ordering::Release);
+        // And every later store after it: a reader's seqlock (header, copy,
+        // header again) needs a free tag seen before any byte a later
+        // write puts into the freed extent, and a Release store orders
+        // only the stores before it. The writer side of a seqlock (on
+        // x86-64, whose stores are ordered anyway, this only keeps the
+        // compiler from moving later stores above the tag).
+        std::sync::atomic::fence(Ordering::Release);
     }
 
     /// Writes every dirty page of the mapping to the file and the file to
