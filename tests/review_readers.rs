@@ -429,3 +429,88 @@ fn stale_reader_on_full_overlay_child_helper() {
     assert!(matches!(result, Err(Error::SlotChanged { .. })));
     println!("CHILD DONE");
 }
+
+// ---------------------------------------------------------------------------
+// Readers that copy with `pread` (tmpfs) while the owner's sync stores
+// checksum words into the headers they read.
+
+/// On tmpfs a reader loads header words with `pread`, which is not one
+/// atomic load: a sync storing a live slot's checksum word (bytes 24..32)
+/// at that moment may be read half old, half new. A slot that stays live
+/// and in place must read back every time all the same, never
+/// `SlotChanged`. The owner writes batches of slots, publishes their
+/// handles, and syncs (summing each); readers read the current batch.
+#[test]
+fn live_slots_read_back_every_time_while_sync_sums_them_on_tmpfs() {
+    use overflow_region::EngineId;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, RwLock};
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let path = dir.path().join("sums");
+    let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 256 << 20).unwrap();
+    let reader = OverflowReader::open(&path).unwrap();
+    type Batch = Arc<Vec<(SlotRef, u8)>>;
+    let batch: RwLock<Batch> = RwLock::new(Arc::new(Vec::new()));
+    let stop = AtomicBool::new(false);
+    let (failures, reads) = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| {
+            let mut buf = Vec::new();
+            let (mut failures, mut reads) = (Vec::new(), 0u64);
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let current = batch.read().unwrap().clone();
+                for _ in 0..64 {
+                    let Some((handle, byte)) = current.get(i % current.len().max(1)) else {
+                        break;
+                    };
+                    i = i.wrapping_add(7);
+                    reads += 1;
+                    match reader.read_into(handle, &mut buf) {
+                        Ok(()) if buf.iter().all(|b| b == byte) && buf.len() == handle.len() => {}
+                        Ok(()) => failures.push(format!("{handle:?}: wrong bytes")),
+                        Err(error) => failures.push(format!("{handle:?}: {error}")),
+                    }
+                }
+            }
+            (failures, reads)
+        });
+        let start = std::time::Instant::now();
+        let mut rounds = 0u64;
+        let mut kept = Vec::new();
+        while start.elapsed() < std::time::Duration::from_secs(2) {
+            let mut fresh = Vec::new();
+            for i in 0..256u64 {
+                let byte = (rounds * 256 + i) as u8;
+                let slot = region.write(&[byte; 48], EngineId::Wal).unwrap();
+                fresh.push((region.slot_ref(slot).unwrap(), byte));
+                kept.push(slot);
+            }
+            *batch.write().unwrap() = Arc::new(fresh);
+            // Give the reader a moment on the unsummed headers.
+            std::thread::yield_now();
+            region.sync().unwrap();
+            rounds += 1;
+            if kept.len() > 50_000 {
+                for slot in kept.drain(..) {
+                    // Only slots no longer on the board.
+                    let on_board = batch.read().unwrap().iter().any(|(h, _)| h.slot() == slot);
+                    if !on_board {
+                        region.free(slot).unwrap();
+                    }
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        println!("{rounds} batches synced");
+        reading.join().unwrap()
+    });
+    println!("{reads} reads, {} failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "live slots failed to read: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+}

@@ -694,9 +694,13 @@ pub(crate) struct SharedMapping {
     pread: bool,
 }
 
-// SAFETY: the mapping is read-only and every access to it is an atomic load
-// (`load_word`, `copy_out`), so sharing it between threads is as sound as
-// sharing a `[AtomicU64]`; `file_len` is atomic and `File` is `Send + Sync`.
+// SAFETY: the mapping is read-only, and this value reads its addresses only
+// with atomic loads (`load_word`) or `copy_atomic` (`copy_out`), never
+// through a reference. The bytes change under it only by stores made
+// through other mappings of the file (the writer's, in this process or
+// another): other addresses, to which these are memory changed by an
+// outside agent. So sharing it between threads is as sound as sharing a
+// `[AtomicU64]`; `file_len` is atomic and `File` is `Send + Sync`.
 unsafe impl Send for SharedMapping {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for SharedMapping {}
@@ -772,7 +776,10 @@ impl SharedMapping {
         }
         // SAFETY: aligned (the base is page aligned), inside the file-backed
         // prefix of the live mapping (checked above; struct invariants), and
-        // only ever accessed atomically in this process.
+        // this mapping's addresses are only ever read atomically or by
+        // `copy_atomic`, never through a reference. (A writer in this
+        // process stores to the same pages through its own mapping, at
+        // other addresses: see the `Send` impl.)
         let word =
             unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) };
         Some(u64::from_le(word.load(Ordering::Acquire)))
@@ -875,8 +882,9 @@ fn copy_streaming(source: &[u8], target: &mut [u8]) {
 /// # Safety
 ///
 /// `source` must be 8-byte aligned, `source..source + target.len()` must
-/// lie in a live mapping accessed only atomically in this process, and not
-/// overlap `target`.
+/// lie in a live mapping whose addresses this process never accesses
+/// through a reference or with non-atomic stores (other mappings of the
+/// same pages may be written), and not overlap `target`.
 unsafe fn copy_atomic(source: *const u8, target: &mut [std::mem::MaybeUninit<u8>]) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     // SAFETY: the caller's contract, and `target` is valid for writes of
@@ -897,7 +905,7 @@ unsafe fn copy_atomic(source: *const u8, target: &mut [std::mem::MaybeUninit<u8>
         let (whole, rest) = target.split_at_mut(8 * words);
         for (i, slot) in whole.chunks_exact_mut(8).enumerate() {
             // SAFETY: an aligned word inside the source range (the caller's
-            // contract), only ever accessed atomically in this process.
+            // contract), whose address is only ever accessed atomically.
             let word = unsafe { AtomicU64::from_ptr(source.add(8 * i).cast_mut().cast::<u64>()) };
             let word = word.load(Ordering::Relaxed);
             // SAFETY: `slot` is 8 bytes of `target`; an unaligned store of
