@@ -514,3 +514,186 @@ fn live_slots_read_back_every_time_while_sync_sums_them_on_tmpfs() {
         &failures[..failures.len().min(5)]
     );
 }
+
+// ---------------------------------------------------------------------------
+// Everything the owner does to extents at once, under readers, on a file
+// system read through the mapping and on one read with `pread`.
+
+/// Payload of the write whose handle carries `seed` (in the bytes
+/// themselves, so a reader can tell whose bytes it got).
+fn seeded_payload(seed: u64) -> Vec<u8> {
+    let len = match seed % 16 {
+        0 => 150_000 + (seed % 7) as usize * 4099, // long: written with pwrite at the end
+        1..=3 => 9_000 + (seed % 13) as usize * 577,
+        _ => (seed % 700) as usize,
+    };
+    let mut x = seed;
+    (0..len)
+        .map(|i| {
+            if i % 8 == 0 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+            }
+            (x >> (8 * (i % 8))) as u8
+        })
+        .collect()
+}
+
+fn owner_does_everything_under_readers(dir: &Path, label: &str) {
+    use overflow_region::{EngineId, MemoryTuning};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let path = dir.join("everything");
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: 64 << 10,
+        overflow_max_bytes: 512 << 20,
+        overflow_punch_hole_bytes: 8 << 10,
+        overflow_slack_percent: 2,
+        overflow_auto_compact: true,
+        overflow_shrink: true,
+        ..MemoryTuning::default()
+    };
+    let mut region = OverflowRegion::open_with_tuning(&path, &tuning).unwrap();
+    let board: Mutex<Vec<(SlotRef, u64)>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let reader = OverflowReader::open(&path).unwrap();
+    let (ok, changed, wrong) = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| {
+            let (mut ok, mut changed, mut wrong) = (0u64, 0u64, Vec::new());
+            let mut buf = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let picked: Vec<(SlotRef, u64)> = {
+                    let board = board.lock().unwrap();
+                    (0..16)
+                        .filter_map(|k| board.get((i + 97 * k) % board.len().max(1)).copied())
+                        .collect()
+                };
+                i = i.wrapping_add(31);
+                for (handle, seed) in picked {
+                    match reader.read_into(&handle, &mut buf) {
+                        Ok(()) if buf == seeded_payload(seed) => ok += 1,
+                        Ok(()) => wrong.push(format!("{handle:?} (seed {seed})")),
+                        Err(Error::SlotChanged { .. }) => changed += 1,
+                        Err(other) => wrong.push(format!("{handle:?}: {other}")),
+                    }
+                }
+            }
+            (ok, changed, wrong)
+        });
+        let mut live: HashMap<usize, u64> = HashMap::new();
+        let mut seed = 0u64;
+        let start = std::time::Instant::now();
+        let mut ops = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(1500) {
+            ops += 1;
+            let target = if (start.elapsed().as_millis() / 300).is_multiple_of(2) {
+                600
+            } else {
+                40
+            };
+            if live.len() < target && !ops.is_multiple_of(3) || live.is_empty() {
+                seed += 1;
+                let data = seeded_payload(seed);
+                let slot = if seed.is_multiple_of(5) {
+                    region.write_tagged(&data, EngineId::Wal, seed).unwrap()
+                } else {
+                    region.write(&data, EngineId::Vector).unwrap()
+                };
+                live.insert(slot, seed);
+            } else {
+                let slot = *live.keys().nth(ops as usize % live.len()).unwrap();
+                region.free(slot).unwrap();
+                live.remove(&slot);
+            }
+            if ops.is_multiple_of(97) {
+                region.sync().unwrap();
+            }
+            if ops.is_multiple_of(211) {
+                region.compact_step(1 << 20).unwrap();
+            }
+            if ops.is_multiple_of(16) {
+                // Fresh handles of every live slot (compaction moves them).
+                let mut board = board.lock().unwrap();
+                if board.len() > 4096 {
+                    board.drain(..2048);
+                }
+                for (&slot, &seed) in live.iter().take(64) {
+                    board.push((region.slot_ref(slot).unwrap(), seed));
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for (&slot, &seed) in &live {
+            assert_eq!(region.read(slot).unwrap(), seeded_payload(seed));
+        }
+        region.check_consistency().unwrap();
+        reading.join().unwrap()
+    });
+    println!(
+        "{label}: reads ok {ok}, changed {changed}, wrong {}",
+        wrong.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{label}: {:?}",
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(ok > 0 && changed > 0, "{label}: the test proves nothing");
+}
+
+#[test]
+fn readers_while_the_owner_writes_frees_syncs_compacts_punches_and_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    owner_does_everything_under_readers(dir.path(), "mapped");
+}
+
+#[test]
+fn readers_with_pread_while_the_owner_does_everything_on_tmpfs() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    owner_does_everything_under_readers(dir.path(), "tmpfs");
+}
+
+/// A reader reserves the maximum capacity the writer had when the reader
+/// opened. A writer reopened with a larger one grows the file past that
+/// reservation: the reader reads what lies inside it and refuses what lies
+/// past it, never touching an address outside its mapping.
+#[test]
+fn a_reader_refuses_slots_past_its_reservation_after_the_writer_grew_the_maximum() {
+    use overflow_region::EngineId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grown-max");
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 1 << 20).unwrap();
+    let early = region.write(&[5u8; 1000], EngineId::Wal).unwrap();
+    let early = region.slot_ref(early).unwrap();
+    drop(region);
+    let reader = OverflowReader::open(&path).unwrap();
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 64 << 20).unwrap();
+    let mut late = Vec::new();
+    for i in 0..40u8 {
+        let slot = region.write(&[i; 100_000], EngineId::Wal).unwrap();
+        late.push((region.slot_ref(slot).unwrap(), i));
+    }
+    assert!(std::fs::metadata(&path).unwrap().len() > 2 << 20);
+    let mut buf = Vec::new();
+    reader.read_into(&early, &mut buf).unwrap();
+    assert_eq!(buf, [5u8; 1000]);
+    let (mut inside, mut past) = (0, 0);
+    for (handle, i) in &late {
+        match reader.read_into(handle, &mut buf) {
+            Ok(()) => {
+                assert!(handle.offset() + 40 + handle.len() as u64 <= 1 << 20);
+                assert_eq!(buf, vec![*i; 100_000]);
+                inside += 1;
+            }
+            Err(Error::SlotChanged { .. }) => past += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(inside > 0 && past > 0, "{inside} inside, {past} past");
+}
