@@ -204,14 +204,24 @@ impl OverflowReader {
         // The header and the payload after it are most likely cache misses:
         // ask for both at once.
         self.mapping.prefetch(slot.offset, extent_len);
+        let stat_error = |source| Error::Io {
+            path: self.path.clone(),
+            operation: "stat",
+            source,
+        };
+        // With a user tag the payload starts 8 bytes further on: check that
+        // range first (re-reading the file's length if the known one does
+        // not hold it), or the header's and payload's loads below, which
+        // never re-read it, would find a tagged slot across the known end
+        // past the file. The shorter range is enough for a slot without.
         let in_file = self
             .mapping
-            .check_range(slot.offset, extent_len)
-            .map_err(|source| Error::Io {
-                path: self.path.clone(),
-                operation: "stat",
-                source,
-            })?;
+            .check_range(slot.offset, extent_len.saturating_add(USER_TAG_LEN))
+            .map_err(stat_error)?
+            || self
+                .mapping
+                .check_range(slot.offset, extent_len)
+                .map_err(stat_error)?;
         if !in_file {
             return Err(changed("its extent lies past the end of the file"));
         }

@@ -697,3 +697,60 @@ fn a_reader_refuses_slots_past_its_reservation_after_the_writer_grew_the_maximum
     }
     assert!(inside > 0 && past > 0, "{inside} inside, {past} past");
 }
+
+// ---------------------------------------------------------------------------
+// A tagged slot's payload starts 40 bytes into its extent, not 32.
+
+/// A reader checks that the extent lies inside the file as it last knew
+/// it, re-reading the length only when it does not. A tagged slot written
+/// across that old end after the file grew, whose first 32 + len bytes
+/// end at it exactly, passed the check without a re-read, and then its
+/// user tag or payload (8 bytes further on) lay past the known end: the
+/// reader reported a live slot as changed, at every read until another
+/// read made it re-read the length.
+#[test]
+fn a_tagged_slot_across_the_length_a_reader_knew_reads_back() {
+    // A payload that ends where the known file does, and an empty one
+    // whose user tag starts there.
+    for payload_len in [None, Some(0)] {
+        tagged_slot_across_the_known_end(payload_len);
+    }
+}
+
+fn tagged_slot_across_the_known_end(payload_len: Option<u64>) {
+    use overflow_region::EngineId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tagged-end");
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 64 << 20).unwrap();
+    let reader = OverflowReader::open(&path).unwrap();
+    let known = std::fs::metadata(&path).unwrap().len();
+    // Fill up to a little below the end the reader knows.
+    let mut cursor = 4096u64;
+    let extent = |len: u64| (32 + len).next_multiple_of(16);
+    while cursor + 3000 < known {
+        let slot = region.write(&[1u8; 1000], EngineId::Wal).unwrap();
+        cursor = region.slot_ref(slot).unwrap().offset() + extent(1000);
+    }
+    if let Some(len) = payload_len {
+        // One more filler, so the slot's header ends `len` before the end.
+        let filler = known - 32 - len - cursor - 32;
+        let slot = region
+            .write(&vec![2u8; filler as usize], EngineId::Wal)
+            .unwrap();
+        cursor = region.slot_ref(slot).unwrap().offset() + extent(filler);
+    }
+    let len = known - 32 - cursor;
+    let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    let slot = region.write_tagged(&data, EngineId::Wal, 77).unwrap();
+    let handle = region.slot_ref(slot).unwrap();
+    assert_eq!(handle.offset(), cursor, "the slot went elsewhere");
+    assert!(
+        std::fs::metadata(&path).unwrap().len() > known,
+        "the file grew"
+    );
+    let mut buf = Vec::new();
+    reader
+        .read_into(&handle, &mut buf)
+        .unwrap_or_else(|e| panic!("a live tagged slot of {len} bytes: {e}"));
+    assert_eq!(buf, data);
+}
