@@ -754,3 +754,50 @@ fn tagged_slot_across_the_known_end(payload_len: Option<u64>) {
         .unwrap_or_else(|e| panic!("a live tagged slot of {len} bytes: {e}"));
     assert_eq!(buf, data);
 }
+
+/// A reader outlives its region: after the owner is dropped (which punches
+/// and would shrink the file, but not under a reader), after the path is
+/// removed, and across a new owner that frees everything and compacts,
+/// every read is the handle's bytes or `SlotChanged`, never a fault.
+#[test]
+fn a_reader_outlives_its_region_and_the_path() {
+    use overflow_region::EngineId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outlived");
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 64 << 20).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..200u64 {
+        let data = vec![i as u8; 1000 + (i as usize * 997) % 150_000];
+        let slot = region.write(&data, EngineId::Query).unwrap();
+        handles.push((region.slot_ref(slot).unwrap(), data));
+    }
+    let reader = OverflowReader::open(&path).unwrap();
+    for (handle, _) in handles.iter().step_by(2) {
+        region.free(handle.slot()).unwrap();
+    }
+    drop(region);
+    let mut buf = Vec::new();
+    let check = |buf: &mut Vec<u8>, expect_live: &dyn Fn(usize) -> bool| {
+        for (i, (handle, data)) in handles.iter().enumerate() {
+            match reader.read_into(handle, buf) {
+                Ok(()) => assert_eq!(buf, data),
+                Err(error @ Error::SlotChanged { moved, .. }) => {
+                    assert!(!expect_live(i) || moved, "slot {i} lost: {error:?}")
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    };
+    check(&mut buf, &|i| i % 2 == 1);
+    // A new owner frees the rest and compacts, shrinking what it can.
+    let mut region = OverflowRegion::open_with_config(&path, 64 << 10, 64 << 20).unwrap();
+    for (handle, _) in handles.iter().skip(1).step_by(4) {
+        region.free(handle.slot()).unwrap();
+    }
+    region.compact().unwrap();
+    check(&mut buf, &|_| false);
+    drop(region);
+    std::fs::remove_file(&path).unwrap();
+    check(&mut buf, &|_| false);
+    drop(reader);
+}
