@@ -204,14 +204,24 @@ impl OverflowReader {
         // The header and the payload after it are most likely cache misses:
         // ask for both at once.
         self.mapping.prefetch(slot.offset, extent_len);
+        let stat_error = |source| Error::Io {
+            path: self.path.clone(),
+            operation: "stat",
+            source,
+        };
+        // With a user tag the payload starts 8 bytes further on: check that
+        // range first (re-reading the file's length if the known one does
+        // not hold it), or the header's and payload's loads below, which
+        // never re-read it, would find a tagged slot across the known end
+        // past the file. The shorter range is enough for a slot without.
         let in_file = self
             .mapping
-            .check_range(slot.offset, extent_len)
-            .map_err(|source| Error::Io {
-                path: self.path.clone(),
-                operation: "stat",
-                source,
-            })?;
+            .check_range(slot.offset, extent_len.saturating_add(USER_TAG_LEN))
+            .map_err(stat_error)?
+            || self
+                .mapping
+                .check_range(slot.offset, extent_len)
+                .map_err(stat_error)?;
         if !in_file {
             return Err(changed("its extent lies past the end of the file"));
         }
@@ -224,21 +234,6 @@ impl OverflowReader {
         if identity != slot.file {
             return Err(changed(
                 "the handle belongs to another region file (this path now names a different file)",
-            ));
-        }
-        // Headers keep the generation's low 32 bits: a handle older than
-        // 2^32 writes could match a later tenant, so it is refused.
-        let next_generation = self
-            .mapping
-            .load_word(NEXT_GENERATION_OFFSET)
-            .ok_or_else(|| changed("the file header is out of bounds"))?;
-        if next_generation
-            .wrapping_sub(slot.generation)
-            .wrapping_sub(1)
-            >= 1 << 32
-        {
-            return Err(changed(
-                "the handle is older than 2^32 writes (or from the future)",
             ));
         }
         let before = self
@@ -270,6 +265,25 @@ impl OverflowReader {
             .ok_or_else(|| changed("its header is out of bounds"))?;
         if !layout::same_tenancy(&before, &after) {
             return Err(changed("it was freed or reused while it was read"));
+        }
+        // Headers keep the generation's low 32 bits: a handle older than
+        // 2^32 writes could match a later tenant, so it is refused. The
+        // counter is loaded after the header: a write stores it before its
+        // live tag, so it is at least one past the generation of the
+        // tenancy read. Loaded before, it could predate a write that
+        // committed just before the header was read, 2^32 after the handle.
+        let next_generation = self
+            .mapping
+            .load_word(NEXT_GENERATION_OFFSET)
+            .ok_or_else(|| changed("the file header is out of bounds"))?;
+        if next_generation
+            .wrapping_sub(slot.generation)
+            .wrapping_sub(1)
+            >= 1 << 32
+        {
+            return Err(changed(
+                "the handle is older than 2^32 writes (or from the future)",
+            ));
         }
         // No checksum: the header read before and after the copy, with the
         // handle's slot, generation and length, is what proves the bytes

@@ -430,8 +430,11 @@ impl OverflowRegion {
         let counters = layout::read_file_header(path, &file, file_len)?;
         if file_len < DATA_START {
             // Our own header, written by an initialisation that did not
-            // finish (no slot was ever written): start it again.
-            file.set_len(0).map_err(Error::io(path, "truncate"))?;
+            // finish (no slot was ever written): start it again, over the
+            // old header. Not by cutting the file first: a reader may have
+            // it mapped, and would fault on the cut page. (On btrfs the
+            // interrupted initialisation turned copy-on-write off while the
+            // file was empty, before it wrote the header.)
             return Self::initialise(path, file, settings);
         }
         if file_len > settings.max {
@@ -673,7 +676,11 @@ impl OverflowRegion {
         // it was (empty), not a header without a region.
         let mut mapping =
             Self::map(file, &settings).map_err(|source| settings.map_error(path, source))?;
-        let mut header = [0u8; FILE_HEADER_PROBE_LEN];
+        // Zeros to the end of what an unfinished initialisation left (less
+        // than a page), so nothing of it is kept.
+        let unfinished = usize::try_from(mapping.len()).unwrap_or(usize::MAX);
+        debug_assert!(unfinished < DATA_START as usize);
+        let mut header = vec![0u8; unfinished.max(FILE_HEADER_PROBE_LEN)];
         header[..28].copy_from_slice(&layout::encode_file_header());
         header[IDENTITY_OFFSET as usize..][..16]
             .copy_from_slice(&layout::encode_identity(identity));

@@ -143,13 +143,20 @@ pub(crate) fn on_btrfs(file: &File) -> io::Result<bool> {
     Ok(statfs.f_type as i64 == BTRFS_MAGIC)
 }
 
-/// Whether `file` is on tmpfs, where even a read fault on a punched page
-/// must allocate memory, and so can fault on a full file system: readers
-/// there copy with `pread` instead of through the mapping.
-pub(crate) fn on_tmpfs(file: &File) -> io::Result<bool> {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// Whether a read fault on a punched page of `file` is served without
+/// allocating anything from its file system: true on ext4, xfs and btrfs
+/// (a page of zeros in the page cache, no blocks), which a reader may then
+/// read through its mapping. Elsewhere such a fault may need space there,
+/// and on a full file system it is a SIGBUS: on tmpfs (the page is the
+/// file's memory), and on an overlay whose upper layer is tmpfs, which
+/// reports itself as overlayfs but maps the tmpfs file; readers there copy
+/// with `pread` (a hole reads as zeros).
+pub(crate) fn maps_holes_without_allocating(file: &File) -> io::Result<bool> {
+    const EXT4_MAGIC: i64 = 0xEF53;
+    const XFS_MAGIC: i64 = 0x5846_5342;
     #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
-    Ok(rustix::fs::fstatfs(file)?.f_type as i64 == TMPFS_MAGIC)
+    let kind = rustix::fs::fstatfs(file)?.f_type as i64;
+    Ok(matches!(kind, EXT4_MAGIC | XFS_MAGIC | BTRFS_MAGIC))
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`, a UUID), or `None`

@@ -269,14 +269,16 @@ impl Mapping {
         Ok(())
     }
 
-    /// Writes the first bytes of an empty file (a new region's header) with
-    /// `pwrite`; the file is then `header.len()` bytes long. Nothing is
-    /// written unless the file is empty.
+    /// Writes the first bytes of a file no longer than `header` (a new
+    /// region's header) with `pwrite`; the file is then `header.len()`
+    /// bytes long. Nothing is written if the file is longer. A file that
+    /// is not empty (an initialisation cut short) is written over, never
+    /// cut: a reader may have it mapped.
     pub(crate) fn start_file(&mut self, header: &[u8]) -> io::Result<()> {
-        if self.file_len != 0 || header.len() > self.reserved {
+        if self.file_len > header.len() as u64 || header.len() > self.reserved {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "a header is written only into an empty file that the reservation holds",
+                "a header is written only over a shorter file that the reservation holds",
             ));
         }
         self.file.write_all_at(header, 0)?;
@@ -593,6 +595,13 @@ impl Mapping {
             return;
         }
         word.store(value.to_le(), Ordering::Release);
+        // And every later store after it: a reader's seqlock (header, copy,
+        // header again) needs a free tag seen before any byte a later
+        // write puts into the freed extent, and a Release store orders
+        // only the stores before it. The writer side of a seqlock (on
+        // x86-64, whose stores are ordered anyway, this only keeps the
+        // compiler from moving later stores above the tag).
+        std::sync::atomic::fence(Ordering::Release);
     }
 
     /// Writes every dirty page of the mapping to the file and the file to
@@ -678,15 +687,20 @@ pub(crate) struct SharedMapping {
     file_len: AtomicU64,
     /// The mapped file.
     file: File,
-    /// True when reads go through `pread` instead of the mapping: on tmpfs a
-    /// read fault on a punched page must allocate memory, and on a full
-    /// tmpfs that fault is a SIGBUS; `pread` of a hole returns zeros.
+    /// True when reads go through `pread` instead of the mapping: on any
+    /// file system but ext4, xfs and btrfs. On tmpfs (and an overlay over
+    /// it) a read fault on a punched page must allocate memory, and on a
+    /// full tmpfs that fault is a SIGBUS; `pread` of a hole returns zeros.
     pread: bool,
 }
 
-// SAFETY: the mapping is read-only and every access to it is an atomic load
-// (`load_word`, `copy_out`), so sharing it between threads is as sound as
-// sharing a `[AtomicU64]`; `file_len` is atomic and `File` is `Send + Sync`.
+// SAFETY: the mapping is read-only, and this value reads its addresses only
+// with atomic loads (`load_word`) or `copy_atomic` (`copy_out`), never
+// through a reference. The bytes change under it only by stores made
+// through other mappings of the file (the writer's, in this process or
+// another): other addresses, to which these are memory changed by an
+// outside agent. So sharing it between threads is as sound as sharing a
+// `[AtomicU64]`; `file_len` is atomic and `File` is `Send + Sync`.
 unsafe impl Send for SharedMapping {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for SharedMapping {}
@@ -696,8 +710,9 @@ impl SharedMapping {
     pub(crate) fn new(file: File, reserve: u64) -> io::Result<SharedMapping> {
         let reserved = reserve.next_multiple_of(page_size());
         let (base, reserved_usize) = map_reservation(&file, reserved, ProtFlags::READ)?;
-        // When the file system cannot be told, `pread` is the safe choice.
-        let pread = super::file::on_tmpfs(&file).unwrap_or(true);
+        // Only where a read fault on a hole is known never to need space;
+        // when the file system cannot be told, `pread` is the safe choice.
+        let pread = !super::file::maps_holes_without_allocating(&file).unwrap_or(false);
         let mapping = SharedMapping {
             base,
             reserved: reserved_usize,
@@ -761,14 +776,17 @@ impl SharedMapping {
         }
         // SAFETY: aligned (the base is page aligned), inside the file-backed
         // prefix of the live mapping (checked above; struct invariants), and
-        // only ever accessed atomically in this process.
+        // this mapping's addresses are only ever read atomically or by
+        // `copy_atomic`, never through a reference. (A writer in this
+        // process stores to the same pages through its own mapping, at
+        // other addresses: see the `Send` impl.)
         let word =
             unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) };
         Some(u64::from_le(word.load(Ordering::Acquire)))
     }
 
     /// Copies `offset..offset + len` into `out` (replacing its contents) with
-    /// atomic loads (with `pread` on tmpfs: see `pread`), or returns `false`
+    /// atomic loads (with `pread` off ext4, xfs and btrfs: see `pread`), or returns `false`
     /// if the range is not inside the known
     /// file or `offset` is not 8-byte aligned. The copy may mix old and new
     /// bytes if the writer is changing them: the caller verifies it.
@@ -864,8 +882,9 @@ fn copy_streaming(source: &[u8], target: &mut [u8]) {
 /// # Safety
 ///
 /// `source` must be 8-byte aligned, `source..source + target.len()` must
-/// lie in a live mapping accessed only atomically in this process, and not
-/// overlap `target`.
+/// lie in a live mapping whose addresses this process never accesses
+/// through a reference or with non-atomic stores (other mappings of the
+/// same pages may be written), and not overlap `target`.
 unsafe fn copy_atomic(source: *const u8, target: &mut [std::mem::MaybeUninit<u8>]) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     // SAFETY: the caller's contract, and `target` is valid for writes of
@@ -886,7 +905,7 @@ unsafe fn copy_atomic(source: *const u8, target: &mut [std::mem::MaybeUninit<u8>
         let (whole, rest) = target.split_at_mut(8 * words);
         for (i, slot) in whole.chunks_exact_mut(8).enumerate() {
             // SAFETY: an aligned word inside the source range (the caller's
-            // contract), only ever accessed atomically in this process.
+            // contract), whose address is only ever accessed atomically.
             let word = unsafe { AtomicU64::from_ptr(source.add(8 * i).cast_mut().cast::<u64>()) };
             let word = word.load(Ordering::Relaxed);
             // SAFETY: `slot` is 8 bytes of `target`; an unaligned store of
