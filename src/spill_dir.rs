@@ -144,12 +144,18 @@ impl SpillDir {
     ) -> Result<SpillDir> {
         let page = mapping::page_size();
         let minimum = 2 * page;
-        if cores == 0 || budget_bytes / (cores as u64) < minimum {
+        if cores == 0 {
+            return Err(Error::InvalidConfig {
+                reason: "a spill directory needs one core or more, not 0 cores".to_owned(),
+            });
+        }
+        if budget_bytes / (cores as u64) < minimum {
             return Err(Error::InvalidConfig {
                 reason: format!(
                     "a spill directory of {cores} cores needs a budget of at least {} bytes \
                      ({minimum} per core), not {budget_bytes}",
-                    (cores as u64).max(1) * minimum
+                    // No overflow for any number of cores.
+                    u128::from(cores as u64) * u128::from(minimum)
                 ),
             });
         }
