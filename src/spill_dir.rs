@@ -187,12 +187,11 @@ impl SpillDir {
         for core in 0..cores {
             let path = core_path(dir, core);
             let found = std::fs::symlink_metadata(&path).ok();
+            // The length of the file the region opens: through a symbolic
+            // link, the target's, not the link's.
+            let found_len = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
             let tuning = MemoryTuning {
-                overflow_max_bytes: core_max_capacity(
-                    &tuning,
-                    budget_bytes,
-                    found.as_ref().map_or(0, |metadata| metadata.len()),
-                ),
+                overflow_max_bytes: core_max_capacity(&tuning, budget_bytes, found_len),
                 ..tuning.clone()
             };
             let mut region = match OverflowRegion::open_with_tuning(&path, &tuning) {

@@ -1,7 +1,9 @@
 //! `SpillDir` at its edges, from a review: core counts the budget cannot
-//! hold.
+//! hold, and symbolic links among the cores' files.
 
-use overflow_region::{Error, MemoryTuning, SpillDir, SpillMode};
+use std::path::Path;
+
+use overflow_region::{EngineId, Error, MemoryTuning, SpillDir, SpillMode};
 
 const MIB: usize = 1 << 20;
 
@@ -47,4 +49,45 @@ fn no_cores_is_refused_without_a_wrong_minimum() {
     };
     assert!(!reason.contains("at least"), "{reason}");
     assert!(reason.contains("0 cores"), "{reason}");
+}
+
+/// Writes `bytes` into core 0 of a persistent directory at `dir` with a
+/// large budget, and closes it.
+fn persistent_core_0_of(dir: &Path, bytes: usize) {
+    let spill = SpillDir::open(dir, 1, &tuning(), SpillMode::Persistent, 1 << 30).unwrap();
+    let data = vec![7u8; bytes];
+    spill
+        .with_core(0, |region| region.write(&data, EngineId::Query))
+        .unwrap();
+}
+
+/// A persistent directory whose `core-0` is a symbolic link to a region
+/// file opens as it would with the file itself there, even when the file
+/// is longer than the budget: the maximum capacity of the core is sized by
+/// the file's length, not the link's (found in review: the link's length,
+/// a few bytes, made the core's maximum capacity too small for the file,
+/// and the open was refused).
+#[test]
+fn a_symlinked_core_file_longer_than_the_budget_opens_as_the_file_would() {
+    let budget = 16 << 20;
+    // The file itself there: it opens, charged as it is.
+    let plain = tempfile::tempdir().unwrap();
+    persistent_core_0_of(plain.path(), 40 * MIB);
+    let spill = SpillDir::open(plain.path(), 1, &tuning(), SpillMode::Persistent, budget).unwrap();
+    assert!(spill.budget_used() > budget);
+    drop(spill);
+
+    // The same file elsewhere, named by a link.
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    persistent_core_0_of(elsewhere.path(), 40 * MIB);
+    let target = elsewhere.path().join("core-0");
+    std::os::unix::fs::symlink(&target, dir.path().join("core-0")).unwrap();
+    let spill = SpillDir::open(dir.path(), 1, &tuning(), SpillMode::Persistent, budget)
+        .unwrap_or_else(|error| panic!("a linked core file was refused: {error}"));
+    let live = spill
+        .with_core(0, |region| Ok(region.live_slot_count()))
+        .unwrap();
+    assert_eq!(live, 1);
+    assert!(spill.budget_used() >= std::fs::metadata(&target).unwrap().len());
 }
