@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::budget::DiskBudget;
+use crate::engine::EngineId;
 use crate::error::{Error, Result};
 use crate::header_map;
 use crate::reader::OverflowReader;
-use crate::region::OverflowRegion;
+use crate::region::{CompactReport, OverflowRegion};
 use crate::stats::RegionStats;
 use crate::sys::file::Inode;
 use crate::sys::mapping;
@@ -214,7 +215,9 @@ impl SpillDir {
     }
 
     /// Runs `f` with core `core`'s region, holding that core's lock (other
-    /// cores stay free) for as long as `f` runs.
+    /// cores stay free) for as long as `f` runs. `f` gets every call of the
+    /// region through [`CoreRegion`], but not the region itself, which
+    /// cannot be replaced.
     ///
     /// # Errors
     ///
@@ -223,10 +226,12 @@ impl SpillDir {
     pub fn with_core<T>(
         &self,
         core: usize,
-        f: impl FnOnce(&mut OverflowRegion) -> Result<T>,
+        f: impl FnOnce(&mut CoreRegion<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut region = self.lock(core)?;
-        f(&mut region)
+        f(&mut CoreRegion {
+            region: &mut region,
+        })
     }
 
     /// Like [`with_core`](Self::with_core), but returns `Ok(None)` at once,
@@ -253,7 +258,7 @@ impl SpillDir {
     pub fn try_with_core<T>(
         &self,
         core: usize,
-        f: impl FnOnce(&mut OverflowRegion) -> Result<T>,
+        f: impl FnOnce(&mut CoreRegion<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
         let mut region = match self.core(core)?.try_lock() {
             Ok(region) => region,
@@ -261,7 +266,10 @@ impl SpillDir {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
         };
-        f(&mut region).map(Some)
+        f(&mut CoreRegion {
+            region: &mut region,
+        })
+        .map(Some)
     }
 
     /// Core `core`'s region, locked. A panic in another holder of the lock
@@ -364,6 +372,112 @@ impl SpillDir {
     /// [`Error::UnknownCore`] past the number of cores.
     pub fn core_stats(&self, core: usize) -> Result<RegionStats> {
         Ok(self.lock(core)?.stats())
+    }
+}
+
+/// A core's region as [`SpillDir::with_core`] lends it: the calls of
+/// [`OverflowRegion`] that read (through `Deref`) and those that write,
+/// free and compact (here), but not the region itself. Swapped for
+/// another (`*region = OverflowRegion::open(..)`, which a
+/// `&mut OverflowRegion` would allow), the core would leave the
+/// directory's disk budget and the directory its file.
+///
+/// ```compile_fail
+/// use overflow_region::{MemoryTuning, OverflowRegion, SpillDir, SpillMode};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let other = tempfile::tempdir().unwrap();
+/// let tuning = MemoryTuning::default();
+/// let spill = SpillDir::open(dir.path(), 1, &tuning, SpillMode::Ephemeral, 16 << 20).unwrap();
+/// spill.with_core(0, |region| {
+///     // Found in review, when `region` was a `&mut OverflowRegion`: the
+///     // core then wrote 64 MiB under a budget of 16 MiB, charging nothing.
+///     *region = OverflowRegion::open(&other.path().join("core-0"))?;
+///     Ok(())
+/// })?;
+/// # Ok::<(), overflow_region::Error>(())
+/// ```
+///
+/// ```compile_fail
+/// use overflow_region::{MemoryTuning, OverflowRegion, SpillDir, SpillMode};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let other = tempfile::tempdir().unwrap();
+/// let tuning = MemoryTuning::default();
+/// let spill = SpillDir::open(dir.path(), 1, &tuning, SpillMode::Ephemeral, 16 << 20).unwrap();
+/// spill.with_core(0, |region| {
+///     let outside = OverflowRegion::open(&other.path().join("core-0"))?;
+///     drop(std::mem::replace(&mut **region, outside));
+///     Ok(())
+/// })?;
+/// # Ok::<(), overflow_region::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct CoreRegion<'a> {
+    region: &'a mut OverflowRegion,
+}
+
+impl std::ops::Deref for CoreRegion<'_> {
+    type Target = OverflowRegion;
+
+    fn deref(&self) -> &OverflowRegion {
+        self.region
+    }
+}
+
+impl CoreRegion<'_> {
+    /// As [`OverflowRegion::write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::write`].
+    pub fn write(&mut self, data: &[u8], engine: EngineId) -> Result<usize> {
+        self.region.write(data, engine)
+    }
+
+    /// As [`OverflowRegion::write_tagged`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::write_tagged`].
+    pub fn write_tagged(&mut self, data: &[u8], engine: EngineId, tag: u64) -> Result<usize> {
+        self.region.write_tagged(data, engine, tag)
+    }
+
+    /// As [`OverflowRegion::write_vectored`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::write_vectored`].
+    pub fn write_vectored(&mut self, parts: &[&[u8]], engine: EngineId, tag: u64) -> Result<usize> {
+        self.region.write_vectored(parts, engine, tag)
+    }
+
+    /// As [`OverflowRegion::free`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::free`].
+    pub fn free(&mut self, slot_index: usize) -> Result<()> {
+        self.region.free(slot_index)
+    }
+
+    /// As [`OverflowRegion::compact`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::compact`].
+    pub fn compact(&mut self) -> Result<CompactReport> {
+        self.region.compact()
+    }
+
+    /// As [`OverflowRegion::compact_step`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::compact_step`].
+    pub fn compact_step(&mut self, budget_bytes: u64) -> Result<CompactReport> {
+        self.region.compact_step(budget_bytes)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `SpillDir` at its edges, from a review: core counts the budget cannot
-//! hold, and symbolic links among the cores' files.
+//! hold, and symbolic links among the cores' files. (A core's region
+//! swapped through `with_core` is a compile-fail example on `CoreRegion`.)
 
 use std::path::Path;
 
