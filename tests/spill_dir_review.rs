@@ -92,3 +92,35 @@ fn a_symlinked_core_file_longer_than_the_budget_opens_as_the_file_would() {
     assert_eq!(live, 1);
     assert!(spill.budget_used() >= std::fs::metadata(&target).unwrap().len());
 }
+
+/// An ephemeral directory starts empty: a header map a previous run left
+/// without its region file (`core-0.headers`, here 8 MiB of it) is not
+/// charged to the new run's budget, and nothing of it is left when the
+/// directory is dropped.
+#[test]
+fn an_ephemeral_open_takes_a_stray_header_map_out_of_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let stray = dir.path().join("core-0.headers");
+    std::fs::write(&stray, vec![0u8; 8 * MIB]).unwrap();
+    std::fs::write(dir.path().join("core-1.headers.new"), vec![0u8; MIB]).unwrap();
+    let budget = 16 << 20;
+    let spill = SpillDir::open(dir.path(), 2, &tuning(), SpillMode::Ephemeral, budget).unwrap();
+    let files: u64 = (0..2)
+        .map(|core| {
+            std::fs::metadata(dir.path().join(format!("core-{core}")))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(
+        spill.budget_used(),
+        files,
+        "the budget charges more than the region files"
+    );
+    drop(spill);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "an ephemeral directory left {left:?}");
+}
