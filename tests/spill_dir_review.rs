@@ -124,3 +124,86 @@ fn an_ephemeral_open_takes_a_stray_header_map_out_of_the_budget() {
         .collect();
     assert!(left.is_empty(), "an ephemeral directory left {left:?}");
 }
+
+/// The lengths of the directory's region files and header maps, as the
+/// file system has them.
+fn lengths_on_disk(spill: &SpillDir) -> u64 {
+    std::fs::read_dir(spill.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Threads writing and freeing on every core under a budget they keep
+/// hitting, one core's reader open part of the time (the file is punched
+/// then, not shrunk): at the end the budget charges exactly what the files
+/// hold, and everything acknowledged reads back.
+#[test]
+fn the_budget_matches_the_files_after_threads_churn_against_it() {
+    for mode in [SpillMode::Ephemeral, SpillMode::Persistent] {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = MemoryTuning {
+            overflow_initial_bytes: 256 << 10,
+            overflow_max_bytes: 64 * MIB,
+            overflow_slack_percent: 0,
+            ..MemoryTuning::default()
+        };
+        let spill = SpillDir::open(dir.path(), 3, &tuning, mode, 6 << 20).unwrap();
+        let reader = spill.open_reader(1).unwrap();
+        let refused = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for thread in 0..4u64 {
+                let spill = &spill;
+                let refused = &refused;
+                s.spawn(move || {
+                    let mut state = thread.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    let mut next = move || {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state
+                    };
+                    let mut live: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+                    for _ in 0..1500 {
+                        let core = (next() % 3) as usize;
+                        if next() % 3 == 0 && !live.is_empty() {
+                            let (core, slot, bytes) = live.swap_remove(next() as usize % live.len());
+                            spill
+                                .with_core(core, |region| {
+                                    assert_eq!(region.read(slot)?, &bytes[..]);
+                                    region.free(slot)
+                                })
+                                .unwrap();
+                            continue;
+                        }
+                        let len = 1 + (next() % (600 << 10)) as usize;
+                        let bytes = vec![(next() % 251) as u8; len];
+                        match spill.with_core(core, |region| region.write(&bytes, EngineId::Query)) {
+                            Ok(slot) => live.push((core, slot, bytes)),
+                            Err(Error::BudgetExceeded { .. }) => {
+                                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(error) => panic!("{error}"),
+                        }
+                    }
+                    for (core, slot, bytes) in live {
+                        spill
+                            .with_core(core, |region| {
+                                assert_eq!(region.read(slot)?, &bytes[..]);
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert!(refused.into_inner() > 0, "the budget was never hit");
+        assert!(spill.budget_used() <= spill.budget_bytes());
+        assert_eq!(spill.budget_used(), lengths_on_disk(&spill), "{mode:?}");
+        drop(reader);
+        for core in 0..3 {
+            spill.with_core(core, |region| region.sync()).unwrap();
+        }
+        assert_eq!(spill.budget_used(), lengths_on_disk(&spill), "{mode:?} synced");
+    }
+}
