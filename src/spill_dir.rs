@@ -625,15 +625,15 @@ fn refuse_more_cores(dir: &Path, cores: usize) -> Result<()> {
     })
 }
 
-/// Removes the region files (`core-N`) a previous run left in `dir`, and
+/// Removes the region files (`core-N`, named as `core_path` names them:
+/// not `core-007`) a previous run left in `dir`, and
 /// their header maps (`core-N.headers`, `core-N.headers.new`). A file with
 /// a region's name that is not a region file, or one another writer has
 /// open, stops it with an error; that file is left as it is.
 fn remove_regions(dir: &Path) -> Result<()> {
-    let is_core = |name: &str| {
-        name.strip_prefix("core-")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
+    // Only the names `core_path` gives (found in review: any digits were
+    // taken, and a `core-007` that is not a region file refused the open).
+    let is_core = |name: &str| core_of(name).is_some();
     let entries = std::fs::read_dir(dir).map_err(Error::io(dir, "read directory"))?;
     for entry in entries {
         let entry = entry.map_err(Error::io(dir, "read directory"))?;

@@ -167,7 +167,8 @@ fn the_budget_matches_the_files_after_threads_churn_against_it() {
                     for _ in 0..1500 {
                         let core = (next() % 3) as usize;
                         if next() % 3 == 0 && !live.is_empty() {
-                            let (core, slot, bytes) = live.swap_remove(next() as usize % live.len());
+                            let (core, slot, bytes) =
+                                live.swap_remove(next() as usize % live.len());
                             spill
                                 .with_core(core, |region| {
                                     assert_eq!(region.read(slot)?, &bytes[..]);
@@ -178,7 +179,8 @@ fn the_budget_matches_the_files_after_threads_churn_against_it() {
                         }
                         let len = 1 + (next() % (600 << 10)) as usize;
                         let bytes = vec![(next() % 251) as u8; len];
-                        match spill.with_core(core, |region| region.write(&bytes, EngineId::Query)) {
+                        match spill.with_core(core, |region| region.write(&bytes, EngineId::Query))
+                        {
                             Ok(slot) => live.push((core, slot, bytes)),
                             Err(Error::BudgetExceeded { .. }) => {
                                 refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -204,6 +206,38 @@ fn the_budget_matches_the_files_after_threads_churn_against_it() {
         for core in 0..3 {
             spill.with_core(core, |region| region.sync()).unwrap();
         }
-        assert_eq!(spill.budget_used(), lengths_on_disk(&spill), "{mode:?} synced");
+        assert_eq!(
+            spill.budget_used(),
+            lengths_on_disk(&spill),
+            "{mode:?} synced"
+        );
+    }
+}
+
+/// Only the names the directory gives its files (`core-0`, `core-17`) are
+/// its files: an ephemeral open leaves a file named otherwise alone, as a
+/// persistent one does, instead of refusing to open because it is not a
+/// region file (found in review: `core-007` and `core-` followed by 30
+/// digits made an ephemeral open fail with `NotARegion`).
+#[test]
+fn an_ephemeral_open_leaves_files_of_other_names_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let others = [
+        "core-007",
+        "core-123456789012345678901234567890",
+        "core-01.headers",
+    ];
+    for name in others {
+        std::fs::write(dir.path().join(name), b"not the spill directory's").unwrap();
+    }
+    let spill = SpillDir::open(dir.path(), 2, &tuning(), SpillMode::Ephemeral, 16 << 20)
+        .unwrap_or_else(|error| panic!("refused: {error}"));
+    drop(spill);
+    for name in others {
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            b"not the spill directory's",
+            "{name}"
+        );
     }
 }
