@@ -179,12 +179,15 @@ impl SpillDir {
         let mut spill = SpillDir {
             dir: dir.to_owned(),
             mode,
-            cores: Vec::with_capacity(cores),
+            // Grown core by core, not reserved for `cores` up front: a
+            // count no process could open is an error at the core that
+            // cannot be opened, not an allocation failure (an abort).
+            cores: Vec::new(),
             budget: Arc::new(DiskBudget::new(budget_bytes)),
         };
         // In persistent mode, which cores' files this open created: a
         // failed open removes them again (`Drop` does it in ephemeral mode).
-        let mut created = Vec::with_capacity(cores);
+        let mut created = Vec::new();
         for core in 0..cores {
             let path = core_path(dir, core);
             let found = std::fs::symlink_metadata(&path).ok();

@@ -241,3 +241,44 @@ fn an_ephemeral_open_leaves_files_of_other_names_alone() {
         );
     }
 }
+
+/// What `a_huge_core_count_under_a_huge_budget_fails_without_aborting`
+/// runs in its child.
+const HUGE_CHILD: &str = "OVERFLOW_REVIEW_HUGE_CORES_CHILD";
+
+/// 2^40 cores under a budget large enough for them is an error once the
+/// cores cannot all be opened (here the child may hold 64 descriptors),
+/// not an abort (found in review: the open reserved memory for 2^40
+/// cores up front, and the allocation failure aborted the process).
+#[test]
+fn a_huge_core_count_under_a_huge_budget_fails_without_aborting() {
+    if std::env::var_os(HUGE_CHILD).is_some() {
+        let dir = std::path::PathBuf::from(std::env::var_os(HUGE_CHILD).unwrap());
+        let tuning = MemoryTuning {
+            overflow_initial_bytes: 64 << 10,
+            overflow_max_bytes: MIB,
+            ..MemoryTuning::default()
+        };
+        let result = SpillDir::open(&dir, 1 << 40, &tuning, SpillMode::Ephemeral, u64::MAX);
+        println!("result: {:?}", result.map(|_| ()));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" --exact \"$1\" --nocapture")
+        .arg(std::env::current_exe().unwrap())
+        .arg("a_huge_core_count_under_a_huge_budget_fails_without_aborting")
+        .env(HUGE_CHILD, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("result: Err("),
+        "{:?}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "the failed open left {} files", left.len());
+}
