@@ -93,6 +93,6 @@ pub use inspect::{ExtentInfo, ExtentKind, RegionFile, SlotInfo};
 pub use reader::{OverflowReader, SlotRef};
 pub use recovery::{DropReason, DroppedExtent, RecoveryReport};
 pub use region::{CompactReport, DamagedSlot, OverflowRegion, SlotEntry, VerifyReport};
-pub use spill_dir::{SpillDir, SpillMode};
+pub use spill_dir::{CoreRegion, SpillDir, SpillMode};
 pub use stats::{EngineStats, RegionStats};
 pub use tuning::MemoryTuning;

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::budget::DiskBudget;
+use crate::engine::EngineId;
 use crate::error::{Error, Result};
 use crate::header_map;
 use crate::reader::OverflowReader;
-use crate::region::OverflowRegion;
+use crate::region::{CompactReport, OverflowRegion};
 use crate::stats::RegionStats;
 use crate::sys::file::Inode;
 use crate::sys::mapping;
@@ -144,12 +145,18 @@ impl SpillDir {
     ) -> Result<SpillDir> {
         let page = mapping::page_size();
         let minimum = 2 * page;
-        if cores == 0 || budget_bytes / (cores as u64) < minimum {
+        if cores == 0 {
+            return Err(Error::InvalidConfig {
+                reason: "a spill directory needs one core or more, not 0 cores".to_owned(),
+            });
+        }
+        if budget_bytes / (cores as u64) < minimum {
             return Err(Error::InvalidConfig {
                 reason: format!(
                     "a spill directory of {cores} cores needs a budget of at least {} bytes \
                      ({minimum} per core), not {budget_bytes}",
-                    (cores as u64).max(1) * minimum
+                    // No overflow for any number of cores.
+                    u128::from(cores as u64) * u128::from(minimum)
                 ),
             });
         }
@@ -172,21 +179,23 @@ impl SpillDir {
         let mut spill = SpillDir {
             dir: dir.to_owned(),
             mode,
-            cores: Vec::with_capacity(cores),
+            // Grown core by core, not reserved for `cores` up front: a
+            // count no process could open is an error at the core that
+            // cannot be opened, not an allocation failure (an abort).
+            cores: Vec::new(),
             budget: Arc::new(DiskBudget::new(budget_bytes)),
         };
         // In persistent mode, which cores' files this open created: a
         // failed open removes them again (`Drop` does it in ephemeral mode).
-        let mut created = Vec::with_capacity(cores);
+        let mut created = Vec::new();
         for core in 0..cores {
             let path = core_path(dir, core);
             let found = std::fs::symlink_metadata(&path).ok();
+            // The length of the file the region opens: through a symbolic
+            // link, the target's, not the link's.
+            let found_len = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
             let tuning = MemoryTuning {
-                overflow_max_bytes: core_max_capacity(
-                    &tuning,
-                    budget_bytes,
-                    found.as_ref().map_or(0, |metadata| metadata.len()),
-                ),
+                overflow_max_bytes: core_max_capacity(&tuning, budget_bytes, found_len),
                 ..tuning.clone()
             };
             let mut region = match OverflowRegion::open_with_tuning(&path, &tuning) {
@@ -209,7 +218,9 @@ impl SpillDir {
     }
 
     /// Runs `f` with core `core`'s region, holding that core's lock (other
-    /// cores stay free) for as long as `f` runs.
+    /// cores stay free) for as long as `f` runs. `f` gets every call of the
+    /// region through [`CoreRegion`], but not the region itself, which
+    /// cannot be replaced.
     ///
     /// # Errors
     ///
@@ -218,10 +229,12 @@ impl SpillDir {
     pub fn with_core<T>(
         &self,
         core: usize,
-        f: impl FnOnce(&mut OverflowRegion) -> Result<T>,
+        f: impl FnOnce(&mut CoreRegion<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut region = self.lock(core)?;
-        f(&mut region)
+        f(&mut CoreRegion {
+            region: &mut region,
+        })
     }
 
     /// Like [`with_core`](Self::with_core), but returns `Ok(None)` at once,
@@ -248,7 +261,7 @@ impl SpillDir {
     pub fn try_with_core<T>(
         &self,
         core: usize,
-        f: impl FnOnce(&mut OverflowRegion) -> Result<T>,
+        f: impl FnOnce(&mut CoreRegion<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
         let mut region = match self.core(core)?.try_lock() {
             Ok(region) => region,
@@ -256,7 +269,10 @@ impl SpillDir {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
         };
-        f(&mut region).map(Some)
+        f(&mut CoreRegion {
+            region: &mut region,
+        })
+        .map(Some)
     }
 
     /// Core `core`'s region, locked. A panic in another holder of the lock
@@ -359,6 +375,112 @@ impl SpillDir {
     /// [`Error::UnknownCore`] past the number of cores.
     pub fn core_stats(&self, core: usize) -> Result<RegionStats> {
         Ok(self.lock(core)?.stats())
+    }
+}
+
+/// A core's region as [`SpillDir::with_core`] lends it: the calls of
+/// [`OverflowRegion`] that read (through `Deref`) and those that write,
+/// free and compact (here), but not the region itself. Swapped for
+/// another (`*region = OverflowRegion::open(..)`, which a
+/// `&mut OverflowRegion` would allow), the core would leave the
+/// directory's disk budget and the directory its file.
+///
+/// ```compile_fail
+/// use overflow_region::{MemoryTuning, OverflowRegion, SpillDir, SpillMode};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let other = tempfile::tempdir().unwrap();
+/// let tuning = MemoryTuning::default();
+/// let spill = SpillDir::open(dir.path(), 1, &tuning, SpillMode::Ephemeral, 16 << 20).unwrap();
+/// spill.with_core(0, |region| {
+///     // Found in review, when `region` was a `&mut OverflowRegion`: the
+///     // core then wrote 64 MiB under a budget of 16 MiB, charging nothing.
+///     *region = OverflowRegion::open(&other.path().join("core-0"))?;
+///     Ok(())
+/// })?;
+/// # Ok::<(), overflow_region::Error>(())
+/// ```
+///
+/// ```compile_fail
+/// use overflow_region::{MemoryTuning, OverflowRegion, SpillDir, SpillMode};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let other = tempfile::tempdir().unwrap();
+/// let tuning = MemoryTuning::default();
+/// let spill = SpillDir::open(dir.path(), 1, &tuning, SpillMode::Ephemeral, 16 << 20).unwrap();
+/// spill.with_core(0, |region| {
+///     let outside = OverflowRegion::open(&other.path().join("core-0"))?;
+///     drop(std::mem::replace(&mut **region, outside));
+///     Ok(())
+/// })?;
+/// # Ok::<(), overflow_region::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct CoreRegion<'a> {
+    region: &'a mut OverflowRegion,
+}
+
+impl std::ops::Deref for CoreRegion<'_> {
+    type Target = OverflowRegion;
+
+    fn deref(&self) -> &OverflowRegion {
+        self.region
+    }
+}
+
+impl CoreRegion<'_> {
+    /// As [`OverflowRegion::write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::write`].
+    pub fn write(&mut self, data: &[u8], engine: EngineId) -> Result<usize> {
+        self.region.write(data, engine)
+    }
+
+    /// As [`OverflowRegion::write_tagged`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::write_tagged`].
+    pub fn write_tagged(&mut self, data: &[u8], engine: EngineId, tag: u64) -> Result<usize> {
+        self.region.write_tagged(data, engine, tag)
+    }
+
+    /// As [`OverflowRegion::write_vectored`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::write_vectored`].
+    pub fn write_vectored(&mut self, parts: &[&[u8]], engine: EngineId, tag: u64) -> Result<usize> {
+        self.region.write_vectored(parts, engine, tag)
+    }
+
+    /// As [`OverflowRegion::free`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::free`].
+    pub fn free(&mut self, slot_index: usize) -> Result<()> {
+        self.region.free(slot_index)
+    }
+
+    /// As [`OverflowRegion::compact`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::compact`].
+    pub fn compact(&mut self) -> Result<CompactReport> {
+        self.region.compact()
+    }
+
+    /// As [`OverflowRegion::compact_step`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::compact_step`].
+    pub fn compact_step(&mut self, budget_bytes: u64) -> Result<CompactReport> {
+        self.region.compact_step(budget_bytes)
     }
 }
 
@@ -506,20 +628,41 @@ fn refuse_more_cores(dir: &Path, cores: usize) -> Result<()> {
     })
 }
 
-/// Removes the region files (`core-N`) a previous run left in `dir`. A
-/// file with such a name that is not a region file, or one another writer
-/// has open, stops it with an error; that file is left as it is.
+/// Removes the region files (`core-N`, named as `core_path` names them:
+/// not `core-007`) a previous run left in `dir`, and
+/// their header maps (`core-N.headers`, `core-N.headers.new`). A file with
+/// a region's name that is not a region file, or one another writer has
+/// open, stops it with an error; that file is left as it is.
 fn remove_regions(dir: &Path) -> Result<()> {
+    // Only the names `core_path` gives (found in review: any digits were
+    // taken, and a `core-007` that is not a region file refused the open).
+    let is_core = |name: &str| core_of(name).is_some();
     let entries = std::fs::read_dir(dir).map_err(Error::io(dir, "read directory"))?;
     for entry in entries {
         let entry = entry.map_err(Error::io(dir, "read directory"))?;
-        let name = entry.file_name();
-        let is_core = name
-            .to_str()
-            .and_then(|name| name.strip_prefix("core-"))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if is_core {
+        if entry.file_name().to_str().is_some_and(is_core) {
             OverflowRegion::remove_region_file(&entry.path())?;
+        }
+    }
+    // Then the header maps no region file is left for (a removal stopped
+    // between the two): no region of this run would read or replace
+    // them, and each is charged to the budget (found in review: 9 MiB of
+    // them stayed charged, and stayed after the drop).
+    let entries = std::fs::read_dir(dir).map_err(Error::io(dir, "read directory"))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir, "read directory"))?;
+        let is_map = entry.file_name().to_str().is_some_and(|name| {
+            let region = name.strip_suffix(".new").unwrap_or(name);
+            region.strip_suffix(".headers").is_some_and(is_core)
+        });
+        if is_map {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&path, "remove")(error));
+                }
+                _ => {}
+            }
         }
     }
     Ok(())

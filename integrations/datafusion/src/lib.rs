@@ -106,7 +106,7 @@ use bytes::Bytes;
 use datafusion_common::{DataFusionError, Result};
 use datafusion_execution::spill_file::{SpillFile, SpillWriter, TempFileFactory};
 use futures::Stream;
-use overflow_region::{EngineId, OverflowRegion, SpillDir};
+use overflow_region::{CoreRegion, EngineId, SpillDir};
 
 /// A [`TempFileFactory`] that stores DataFusion's spill files in the
 /// regions of a [`SpillDir`]. See the [crate documentation](crate).
@@ -348,7 +348,7 @@ impl FileInner {
         let dir = &self.shared.dir;
         let cores = dir.cores();
         let write =
-            |region: &mut OverflowRegion| region.write_tagged(bytes, EngineId::Query, self.id);
+            |region: &mut CoreRegion<'_>| region.write_tagged(bytes, EngineId::Query, self.id);
         let order = || (0..cores).map(|i| (self.home + i) % cores);
         let mut refusals = Refusals::default();
         let mut placed = None;
