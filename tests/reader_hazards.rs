@@ -1,5 +1,5 @@
-//! Review of the cross-thread reader path: tests that show what a reader
-//! can and cannot be made to do by the owner's operations and by bad input.
+//! The cross-thread reader path at its edges: what a reader can and cannot
+//! be made to do by the owner's operations and by bad input.
 
 use std::path::Path;
 use std::process::Command;
