@@ -162,6 +162,77 @@ fn a_failed_growth_is_an_error_that_changes_nothing() {
     assert_eq!(region.read(kept).unwrap(), b"kept");
 }
 
+/// A signal that interrupts `fallocate` (`EINTR`) is not a failed growth:
+/// the call is made again and the write succeeds.
+#[test]
+fn a_growth_interrupted_by_a_signal_is_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    let capacity = region.capacity();
+    fault::fail_after(Call::Fallocate, 0, libc::EINTR);
+    let written = region.write(&vec![1u8; 2 * MIB], EngineId::Query);
+    let fired = !fault::armed(Call::Fallocate);
+    fault::disarm();
+    assert!(fired, "the growth did not call fallocate");
+    let slot = written.unwrap();
+    assert!(region.capacity() > capacity);
+    assert_eq!(region.read(slot).unwrap(), vec![1u8; 2 * MIB]);
+    region.check_consistency().unwrap();
+}
+
+/// A signal that interrupts a punch (`EINTR`) is not a file system that
+/// cannot punch: the call is made again and the pages are given back.
+#[test]
+fn a_punch_interrupted_by_a_signal_is_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    region.write(&[1u8; 100], EngineId::Wal).unwrap();
+    let big = region
+        .write(&vec![2u8; 512 << 10], EngineId::Query)
+        .unwrap();
+    region.write(&[3u8; 100], EngineId::Wal).unwrap();
+    let allocated = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).unwrap().blocks() * 512
+    };
+    let before = allocated();
+    fault::fail_after(Call::Punch, 0, libc::EINTR);
+    // A long extent's middle is punched by its free, not later. (A failed
+    // punch counts its range as a hole all the same: the blocks the file
+    // holds are what tell.)
+    region.free(big).unwrap();
+    let fired = !fault::armed(Call::Punch);
+    fault::disarm();
+    assert!(fired, "the free punched nothing");
+    let after = allocated();
+    assert!(
+        after + (256 << 10) <= before,
+        "allocated {before} bytes before the free, {after} after"
+    );
+    region.check_consistency().unwrap();
+}
+
+/// A signal that interrupts a reader's wait for the readers' lock
+/// (`EINTR`, while a writer truncates) is not an error: it waits again.
+#[test]
+fn a_reader_whose_lock_wait_is_interrupted_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    let slot = region.write(b"read me", EngineId::Wal).unwrap();
+    let handle = region.slot_ref(slot).unwrap();
+    fault::fail_after(Call::ReadersLock, 0, libc::EINTR);
+    let reader = crate::OverflowReader::open(&path);
+    let fired = !fault::armed(Call::ReadersLock);
+    fault::disarm();
+    assert!(fired, "opening a reader took no readers' lock");
+    let mut out = Vec::new();
+    reader.unwrap().read_into(&handle, &mut out).unwrap();
+    assert_eq!(out, b"read me");
+}
+
 /// Refilling punched pages for a write into freed space, when `pwrite`
 /// fails: an error, the pages still known as holes, and a later write
 /// into the same place works and reads back.

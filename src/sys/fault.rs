@@ -24,6 +24,8 @@ pub(crate) enum Call {
     WriteBack,
     /// Reading `/proc/sys/kernel/random/boot_id` in `file::boot_id`.
     BootId,
+    /// The waiting `fcntl` of `ReadersLock::hold_shared`.
+    ReadersLock,
 }
 
 #[cfg(test)]

@@ -211,16 +211,19 @@ impl Mapping {
             return Ok(());
         }
         let old_len = self.file_len;
-        let allocated = fault::check(Call::Fallocate).map_err(|error| {
-            rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
-        });
-        let result = match allocated.and_then(|()| {
-            rustix::fs::fallocate(
-                &self.file,
-                FallocateFlags::empty(),
-                old_len,
-                new_len - old_len,
-            )
+        let result = match retry_interrupted(|| {
+            fault::check(Call::Fallocate)
+                .map_err(|error| {
+                    rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
+                })
+                .and_then(|()| {
+                    rustix::fs::fallocate(
+                        &self.file,
+                        FallocateFlags::empty(),
+                        old_len,
+                        new_len - old_len,
+                    )
+                })
         }) {
             Err(rustix::io::Errno::OPNOTSUPP) => self.write_zeros(old_len, new_len),
             other => other.map_err(io::Error::from),
@@ -367,13 +370,20 @@ impl Mapping {
                 .checked_add(len)
                 .is_some_and(|end| end <= self.file_len)
         );
-        fault::check(Call::Punch)?;
-        match rustix::fs::fallocate(
-            &self.file,
-            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-            offset,
-            len,
-        ) {
+        match retry_interrupted(|| {
+            fault::check(Call::Punch)
+                .map_err(|error| {
+                    rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
+                })
+                .and_then(|()| {
+                    rustix::fs::fallocate(
+                        &self.file,
+                        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                        offset,
+                        len,
+                    )
+                })
+        }) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::OPNOTSUPP) => Ok(false),
             Err(error) => Err(error.into()),
@@ -981,9 +991,17 @@ impl ReadersLock {
         }
     }
 
-    /// A reader announces itself (waits while the writer is truncating).
+    /// A reader announces itself (waits while the writer is truncating;
+    /// a signal that interrupts the wait is not an error: it waits again).
     pub(crate) fn hold_shared(file: &File) -> io::Result<()> {
-        Self::set(file, libc::F_OFD_SETLKW, libc::F_RDLCK)
+        loop {
+            match fault::check(Call::ReadersLock)
+                .and_then(|()| Self::set(file, libc::F_OFD_SETLKW, libc::F_RDLCK))
+            {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 
     /// The writer: `Ok(true)` if no reader holds the file, and then it is
@@ -1006,6 +1024,18 @@ impl ReadersLock {
     /// Releases what `try_exclusive` took.
     pub(crate) fn release(file: &File) -> io::Result<()> {
         Self::set(file, libc::F_OFD_SETLK, libc::F_UNLCK)
+    }
+}
+
+/// Runs `call` again for as long as a signal interrupts it (`EINTR`):
+/// `fallocate` may be interrupted part of the way, and asking again for
+/// the same range finishes it.
+fn retry_interrupted(mut call: impl FnMut() -> rustix::io::Result<()>) -> rustix::io::Result<()> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other,
+        }
     }
 }
 
