@@ -62,7 +62,11 @@ pub struct RegionStats {
     /// tag other than 0).
     pub header_bytes: u64,
     /// Bytes of the file whose pages were punched out (given back to the
-    /// file system) and not written since.
+    /// file system) and not written since. From
+    /// [`RegionFile`](crate::RegionFile), the holes the file system reports
+    /// (`SEEK_HOLE`): on ext4 these include space allocated ahead
+    /// (`fallocate`) and never written, which still holds its blocks; the
+    /// file's allocated blocks are what it holds on disk.
     pub punched_bytes: u64,
     /// Bytes from the start of the data area to the end of the last extent.
     pub used_bytes: u64,

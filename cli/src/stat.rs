@@ -197,7 +197,9 @@ fn table(file: &RegionFile, classes: &[SizeClass]) -> String {
     row(
         "punched",
         stats.punched_bytes,
-        "holes: pages given back to the file system".into(),
+        "holes as the file system reports them: punched pages, and on ext4 \
+         also space allocated ahead and never written (see allocated)"
+            .into(),
     );
     let _ = writeln!(
         s,
