@@ -3,6 +3,8 @@
 //! ```text
 //! overflow-region stat FILE... [--json]     what each file holds, in figures
 //! overflow-region verify FILE...            check every header and checksum
+//!                                           (for stat and verify, a directory
+//!                                           stands for the files in it)
 //! overflow-region ls FILE [--json] [--engine ENGINE] [--tag TAG]
 //!                                           one line per live slot
 //! overflow-region dump FILE SLOT [--hex]    a slot's bytes on stdout
@@ -91,9 +93,82 @@ struct FileArg {
 /// The region files argument of the commands that take several.
 #[derive(clap::Args)]
 struct FilesArg {
-    /// The region files (opened read-only, no lock taken)
+    /// The region files (opened read-only, no lock taken); a directory
+    /// (such as a spill directory) stands for the files in it, except
+    /// header maps (`*.headers`)
     #[arg(value_name = "FILE", required = true)]
     files: Vec<PathBuf>,
+}
+
+impl FilesArg {
+    /// The files named, each directory replaced by the files in it (see
+    /// [`files_in`]); a directory that cannot be listed, or holds no file,
+    /// is an error message in its place.
+    fn expand(&self) -> Vec<Result<PathBuf, String>> {
+        let mut expanded = Vec::new();
+        for path in &self.files {
+            if !path.is_dir() {
+                expanded.push(Ok(path.clone()));
+                continue;
+            }
+            match files_in(path) {
+                Ok(files) if files.is_empty() => expanded.push(Err(format!(
+                    "{}: a directory with no region file in it",
+                    path.display()
+                ))),
+                Ok(files) => expanded.extend(files.into_iter().map(Ok)),
+                Err(error) => expanded.push(Err(format!(
+                    "{}: cannot list the directory: {error}",
+                    path.display()
+                ))),
+            }
+        }
+        expanded
+    }
+}
+
+/// The files in `dir` (following symbolic links), not its header maps
+/// (`NAME.headers`, and `NAME.headers.new` left by a crash while one was
+/// written) nor its subdirectories, in the order of their names with runs
+/// of digits compared as numbers (`core-2` before `core-10`).
+fn files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".headers") || name.ends_with(".headers.new") || path.is_dir() {
+            continue;
+        }
+        files.push(path);
+    }
+    files.sort_by_cached_key(|path| {
+        natural_key(&path.file_name().unwrap_or_default().to_string_lossy())
+    });
+    Ok(files)
+}
+
+/// A sort key that orders runs of digits by their value: the name split
+/// into text and numbers (a number too long for `u128` stays text).
+fn natural_key(name: &str) -> Vec<(String, u128)> {
+    let mut key = Vec::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (part, tail) = if digits > 0 {
+            rest.split_at(digits)
+        } else {
+            let text = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest.split_at(text)
+        };
+        match part.parse::<u128>() {
+            Ok(number) if digits > 0 => key.push((String::new(), number)),
+            _ => key.push((part.to_owned(), 0)),
+        }
+        rest = tail;
+    }
+    key
 }
 
 /// The `--json` switch.

@@ -84,7 +84,16 @@ struct Json<'a> {
 pub(crate) fn run(args: &Args) -> Outcome {
     let mut status = ExitCode::SUCCESS;
     let mut first = true;
-    for path in &args.files.files {
+    for path in args.files.expand() {
+        let path = match path {
+            Ok(path) => path,
+            Err(message) => {
+                eprintln!("overflow-region: {message}");
+                status = ExitCode::FAILURE;
+                continue;
+            }
+        };
+        let path = &path;
         let file = match open(path) {
             Ok(file) => file,
             Err(message) => {

@@ -33,7 +33,16 @@ pub(crate) fn run(args: &Args) -> Outcome {
     // Stdout closed by its reader (`| head`): the files are still checked,
     // and the exit status and stderr still say what was found.
     let mut stdout_open = true;
-    for path in &args.files.files {
+    for path in args.files.expand() {
+        let path = match path {
+            Ok(path) => path,
+            Err(message) => {
+                eprintln!("overflow-region: {message}");
+                status = status.max(UNCHECKED);
+                continue;
+            }
+        };
+        let path = &path;
         match open(path) {
             Ok(file) => {
                 if stdout_open {
@@ -80,7 +89,8 @@ fn report(file: &RegionFile) -> Result<(), crate::Failure> {
     if file.is_intact() {
         write!(
             out,
-            "ok: {} slot{}, {} bytes",
+            "{}: ok: {} slot{}, {} bytes",
+            file.path().display(),
             stats.live_slots,
             plural(stats.live_slots),
             stats.live_bytes

@@ -169,7 +169,10 @@ fn verify_passes_an_intact_file() {
         .arg(&path)
         .assert()
         .code(0)
-        .stdout(format!("ok: 3 slots, {bytes} bytes verified\n"))
+        .stdout(format!(
+            "{}: ok: 3 slots, {bytes} bytes verified\n",
+            path.display()
+        ))
         .stderr("");
 }
 
@@ -486,7 +489,10 @@ fn every_command_works_while_a_writer_holds_the_file() {
         .arg(&path)
         .assert()
         .success()
-        .stdout(predicate::str::starts_with(format!("ok: {live} slots, ")));
+        .stdout(predicate::str::starts_with(format!(
+            "{}: ok: {live} slots, ",
+            path.display()
+        )));
     cli()
         .arg("dump")
         .arg(&path)
@@ -616,14 +622,28 @@ fn verify_tells_damage_from_a_file_it_cannot_check() {
         .code(3)
         .stdout("")
         .stderr(predicate::str::contains("open failed"));
-    cli().arg("verify").arg(dir.path()).assert().code(3);
+    // A directory stands for its files: the damaged one among them.
+    cli().arg("verify").arg(dir.path()).assert().code(1);
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    cli()
+        .arg("verify")
+        .arg(&empty)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "a directory with no region file in it",
+        ));
     cli()
         .arg("verify")
         .arg(&intact)
         .arg(&damaged)
         .assert()
         .code(1)
-        .stdout(predicate::str::starts_with("ok: 3 slots"));
+        .stdout(predicate::str::starts_with(format!(
+            "{}: ok: 3 slots",
+            intact.display()
+        )));
     cli()
         .arg("verify")
         .arg(&damaged)
@@ -683,10 +703,13 @@ fn stat_takes_several_files_and_shows_capacity() {
                 ))),
         );
 
-    // A directory among them: named as one, the others still shown, status 1.
+    // A directory with no file in it among them: named, the others still
+    // shown, status 1.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
     cli()
         .arg("stat")
-        .arg(dir.path())
+        .arg(&empty)
         .arg(&other)
         .assert()
         .code(1)
@@ -695,7 +718,7 @@ fn stat_takes_several_files_and_shows_capacity() {
             other.display()
         )))
         .stderr(
-            predicate::str::contains("is a directory")
+            predicate::str::contains("a directory with no region file in it")
                 .and(predicate::str::contains("read failed").not()),
         );
 }
@@ -852,4 +875,69 @@ fn verify_reports_damage_when_stdout_is_a_closed_pipe() {
         assert_eq!(output.status.code(), Some(status), "{files:?}: {stderr}");
         assert!(stderr.contains("damaged: 1 extent"), "{stderr}");
     }
+}
+
+/// A spill directory as an argument: `stat` and `verify` take it for its
+/// region files, in core order (`core-2` before `core-10`), leaving out
+/// header maps.
+#[test]
+fn stat_and_verify_take_a_spill_directory_for_its_cores() {
+    use overflow_region::{MemoryTuning, SpillDir, SpillMode};
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = MemoryTuning {
+        overflow_initial_bytes: 1 << 20,
+        ..MemoryTuning::default()
+    };
+    let spill = SpillDir::open(dir.path(), 11, &tuning, SpillMode::Persistent, 64 << 20).unwrap();
+    for core in 0..11 {
+        spill
+            .with_core(core, |region| {
+                region.write(&vec![core as u8; 100 + core], EngineId::Query)?;
+                region.sync()
+            })
+            .unwrap();
+    }
+    drop(spill);
+    // Header maps, whole or left half written by a crash: not region files.
+    std::fs::write(dir.path().join("core-3.headers"), b"not a region").unwrap();
+    std::fs::write(dir.path().join("core-3.headers.new"), b"half").unwrap();
+
+    let output = cli()
+        .args(["stat", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<Value> = output
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    let paths: Vec<String> = lines
+        .iter()
+        .map(|line| line["path"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..11)
+        .map(|core| {
+            dir.path()
+                .join(format!("core-{core}"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(paths, expected);
+    for (core, line) in lines.iter().enumerate() {
+        assert_eq!(line["engines"]["query"]["live_bytes"], 100 + core);
+    }
+    cli()
+        .arg("verify")
+        .arg(dir.path())
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(format!(
+            "{}: ok: 1 slot, 110 bytes verified",
+            dir.path().join("core-10").display()
+        )))
+        .stderr("");
 }
