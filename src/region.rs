@@ -595,6 +595,23 @@ impl OverflowRegion {
                 {
                     return Ok(None);
                 }
+                Err(file::OpenRefused::Io(_, error))
+                    if error.kind() == io::ErrorKind::NotFound
+                        && let Ok(target) = std::fs::read_link(path) =>
+                {
+                    return Err(Error::Io {
+                        path: path.to_owned(),
+                        operation: "open",
+                        source: io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!(
+                                "a symbolic link to {}, which names nothing (remove the link, \
+                                 or make what it names)",
+                                target.display()
+                            ),
+                        ),
+                    });
+                }
                 Err(refused) => return Err(Error::open_refused(path, refused)),
             };
             check(&opened.file)?;

@@ -282,3 +282,41 @@ fn a_huge_core_count_under_a_huge_budget_fails_without_aborting() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "the failed open left {} files", left.len());
 }
+
+/// A `core-N` that is a symbolic link naming nothing: an ephemeral open
+/// says so (it used to say only "No such file or directory" about a name
+/// `ls` shows), and leaves the link alone. A region opened through a link
+/// into a directory that does not exist says the same.
+#[test]
+fn a_dangling_core_link_is_named_as_one() {
+    use overflow_region::OverflowRegion;
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let target = dir.path().join("gone");
+    let link = spill.join("core-0");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let error = SpillDir::open(
+        &spill,
+        1,
+        &MemoryTuning::default(),
+        SpillMode::Ephemeral,
+        64 << 20,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("a symbolic link to") && error.contains(&target.display().to_string()),
+        "{error}"
+    );
+    assert!(std::fs::symlink_metadata(&link).is_ok(), "the link is left");
+    assert!(!target.exists());
+
+    let nowhere = dir.path().join("no-such-dir").join("region");
+    let link = dir.path().join("region");
+    std::os::unix::fs::symlink(&nowhere, &link).unwrap();
+    let error = OverflowRegion::open_with_config(&link, 1 << 20, 8 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("which names nothing"), "{error}");
+}
