@@ -6,76 +6,16 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use overflow_region::{EngineId, Error, MemoryTuning, SpillDir, SpillMode};
 
 const MIB: usize = 1 << 20;
 
-/// A 32 MiB ext4 on a loop device, unmounted on drop.
-struct Mounted {
-    _dir: tempfile::TempDir,
-    mount_point: PathBuf,
-}
-
-impl Mounted {
-    fn ext4() -> Result<Mounted, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount_point = dir.path().join("mnt");
-        std::fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
-        let image = dir.path().join("fs.img");
-        File::create(&image)
-            .and_then(|file| file.set_len(32 * MIB as u64))
-            .map_err(|e| e.to_string())?;
-        let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
-            let output = Command::new(program)
-                .args(args)
-                .output()
-                .map_err(|error| format!("cannot run {program}: {error}"))?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{program}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                ))
-            }
-        };
-        run(
-            "mkfs.ext4",
-            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
-        )?;
-        run(
-            "mount",
-            &[
-                "-o".as_ref(),
-                "loop".as_ref(),
-                image.as_os_str(),
-                mount_point.as_os_str(),
-            ],
-        )?;
-        Ok(Mounted {
-            _dir: dir,
-            mount_point,
-        })
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.mount_point)
-            .status()
-            .is_ok_and(|status| status.success());
-        if !ok {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mount_point)
-                .status();
-        }
-    }
-}
+#[path = "common/mounted.rs"]
+mod mounted;
+use mounted::Mounted;
 
 /// Fills the file system holding `dir` but for about `room` bytes.
 fn fill_but(dir: &Path, room: u64) {
@@ -127,7 +67,7 @@ fn a_growth_that_fills_the_disk_leaves_the_budget_charging_what_the_files_hold()
         eprintln!("skipped: needs root to mount a small ext4");
         return;
     }
-    let mounted = match Mounted::ext4() {
+    let mounted = match Mounted::make("ext4") {
         Ok(mounted) => mounted,
         Err(reason) => {
             eprintln!("skipped: {reason}");

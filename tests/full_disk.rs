@@ -10,7 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use overflow_region::{EngineId, Error, MemoryTuning, OverflowReader, OverflowRegion};
@@ -31,95 +31,9 @@ fn is_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-/// A small file system mounted on a fresh directory; unmounted (and its
-/// loop device detached) on drop.
-struct Mounted {
-    dir: tempfile::TempDir,
-    mount_point: PathBuf,
-}
-
-impl Mounted {
-    fn make(kind: &str) -> Result<Mounted, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount_point = dir.path().join("mnt");
-        fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
-        let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
-            let output = Command::new(program)
-                .args(args)
-                .output()
-                .map_err(|error| format!("cannot run {program}: {error}"))?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                Err(format!(
-                    "{program} failed: {}",
-                    stderr.lines().next().unwrap_or("").trim()
-                ))
-            }
-        };
-        if kind == "tmpfs" {
-            run(
-                "mount",
-                &[
-                    "-t".as_ref(),
-                    "tmpfs".as_ref(),
-                    "-o".as_ref(),
-                    "size=32m".as_ref(),
-                    "tmpfs".as_ref(),
-                    mount_point.as_os_str(),
-                ],
-            )?;
-        } else {
-            // mkfs.xfs refuses less than 300 MB; btrfs needs room for its
-            // own metadata. The images are sparse until filled.
-            let size = match kind {
-                "xfs" => 320 * MIB,
-                "btrfs" => 128 * MIB,
-                _ => 32 * MIB,
-            };
-            let image = dir.path().join("fs.img");
-            File::create(&image)
-                .and_then(|file| file.set_len(size as u64))
-                .map_err(|e| e.to_string())?;
-            let mkfs = format!("mkfs.{kind}");
-            let quiet: &[&str] = match kind {
-                "ext4" => &["-q", "-F"],
-                "xfs" => &["-q", "-f"],
-                _ => &["-q", "-f"],
-            };
-            let mut args: Vec<&std::ffi::OsStr> = quiet.iter().map(|a| a.as_ref()).collect();
-            args.push(image.as_os_str());
-            run(&mkfs, &args)?;
-            run(
-                "mount",
-                &[
-                    "-o".as_ref(),
-                    "loop".as_ref(),
-                    image.as_os_str(),
-                    mount_point.as_os_str(),
-                ],
-            )?;
-        }
-        Ok(Mounted { dir, mount_point })
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.mount_point)
-            .status()
-            .is_ok_and(|status| status.success());
-        if !unmounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mount_point)
-                .status();
-        }
-        let _ = &self.dir;
-    }
-}
+#[path = "common/mounted.rs"]
+mod mounted;
+use mounted::Mounted;
 
 /// Fills the file system holding `dir` until it reports no space.
 fn fill(dir: &Path) {
