@@ -672,12 +672,7 @@ fn stat_takes_several_files_and_shows_capacity() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    let lines: Vec<Value> = output
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_slice(line).unwrap())
-        .collect();
+    let lines = json_lines(&output.stdout);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["max_capacity"], 64 << 20);
     assert_eq!(lines[1]["max_capacity"], 48 << 20);
@@ -908,12 +903,7 @@ fn stat_and_verify_take_a_spill_directory_for_its_cores() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    let lines: Vec<Value> = output
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_slice(line).unwrap())
-        .collect();
+    let lines = json_lines(&output.stdout);
     let paths: Vec<String> = lines
         .iter()
         .map(|line| line["path"].as_str().unwrap().to_owned())
@@ -940,4 +930,13 @@ fn stat_and_verify_take_a_spill_directory_for_its_cores() {
             dir.path().join("core-10").display()
         )))
         .stderr("");
+}
+
+/// One JSON value per non-empty line of `stdout` (`stat --json`).
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    stdout
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect()
 }

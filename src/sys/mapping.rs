@@ -211,20 +211,12 @@ impl Mapping {
             return Ok(());
         }
         let old_len = self.file_len;
-        let result = match retry_interrupted(|| {
-            fault::check(Call::Fallocate)
-                .map_err(|error| {
-                    rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
-                })
-                .and_then(|()| {
-                    rustix::fs::fallocate(
-                        &self.file,
-                        FallocateFlags::empty(),
-                        old_len,
-                        new_len - old_len,
-                    )
-                })
-        }) {
+        let result = match self.fallocate(
+            Call::Fallocate,
+            FallocateFlags::empty(),
+            old_len,
+            new_len - old_len,
+        ) {
             Err(rustix::io::Errno::OPNOTSUPP) => self.write_zeros(old_len, new_len),
             other => other.map_err(io::Error::from),
         };
@@ -370,23 +362,37 @@ impl Mapping {
                 .checked_add(len)
                 .is_some_and(|end| end <= self.file_len)
         );
-        match retry_interrupted(|| {
-            fault::check(Call::Punch)
-                .map_err(|error| {
-                    rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
-                })
-                .and_then(|()| {
-                    rustix::fs::fallocate(
-                        &self.file,
-                        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-                        offset,
-                        len,
-                    )
-                })
-        }) {
+        match self.fallocate(
+            Call::Punch,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::OPNOTSUPP) => Ok(false),
             Err(error) => Err(error.into()),
+        }
+    }
+
+    /// `fallocate` (after the test seam's `call`), made again for as long
+    /// as a signal interrupts it (`EINTR`): interrupted part of the way,
+    /// asking again for the same range finishes it.
+    fn fallocate(
+        &self,
+        call: Call,
+        flags: FallocateFlags,
+        offset: u64,
+        len: u64,
+    ) -> rustix::io::Result<()> {
+        loop {
+            let result = fault::check(call)
+                .map_err(|error| {
+                    rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
+                })
+                .and_then(|()| rustix::fs::fallocate(&self.file, flags, offset, len));
+            if result != Err(rustix::io::Errno::INTR) {
+                return result;
+            }
         }
     }
 
@@ -1024,18 +1030,6 @@ impl ReadersLock {
     /// Releases what `try_exclusive` took.
     pub(crate) fn release(file: &File) -> io::Result<()> {
         Self::set(file, libc::F_OFD_SETLK, libc::F_UNLCK)
-    }
-}
-
-/// Runs `call` again for as long as a signal interrupts it (`EINTR`):
-/// `fallocate` may be interrupted part of the way, and asking again for
-/// the same range finishes it.
-fn retry_interrupted(mut call: impl FnMut() -> rustix::io::Result<()>) -> rustix::io::Result<()> {
-    loop {
-        match call() {
-            Err(rustix::io::Errno::INTR) => continue,
-            other => return other,
-        }
     }
 }
 
