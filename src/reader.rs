@@ -2,6 +2,7 @@
 //! and processes, without the owner's lock and without a lock on its hot path.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -122,6 +123,10 @@ impl SlotRef {
 pub struct OverflowReader {
     path: PathBuf,
     mapping: SharedMapping,
+    /// The file's identity once read and not 0 (it never changes once set),
+    /// so a read where each load is a `pread` does not ask for it each time;
+    /// 0 until then.
+    identity: AtomicU64,
 }
 
 impl std::fmt::Debug for OverflowReader {
@@ -165,6 +170,7 @@ impl OverflowReader {
         Ok(OverflowReader {
             path: path.to_owned(),
             mapping,
+            identity: AtomicU64::new(0),
         })
     }
 
@@ -227,10 +233,17 @@ impl OverflowReader {
         }
         // The file's identity never changes once set: a handle from a file
         // that was deleted and created again at this path has another.
-        let identity = self
-            .mapping
-            .load_word(IDENTITY_OFFSET)
-            .ok_or_else(|| changed("the file header is out of bounds"))?;
+        let identity = match self.identity.load(Ordering::Relaxed) {
+            0 => {
+                let identity = self
+                    .mapping
+                    .load_word(IDENTITY_OFFSET)
+                    .ok_or_else(|| changed("the file header is out of bounds"))?;
+                self.identity.store(identity, Ordering::Relaxed);
+                identity
+            }
+            known => known,
+        };
         if identity != slot.file {
             return Err(changed(
                 "the handle belongs to another region file (this path now names a different file)",
@@ -324,6 +337,19 @@ impl OverflowReader {
             bytes: [0; (EXTENT_HEADER_LEN + USER_TAG_LEN) as usize],
             len: EXTENT_HEADER_LEN as usize,
         };
+        // Where each load is a `pread`, the header and the word after it
+        // (the user tag if there is one) in one call; past the end of the
+        // file (a short payload last in it), word by word below.
+        let mut words = [0u64; ((EXTENT_HEADER_LEN + USER_TAG_LEN) / 8) as usize];
+        if self.mapping.reads_with_pread() && self.mapping.load_words(offset, &mut words) {
+            for (chunk, word) in loaded.bytes.chunks_exact_mut(8).zip(words) {
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            if layout::user_tag_follows(&loaded.bytes[..loaded.len]) {
+                loaded.len += USER_TAG_LEN as usize;
+            }
+            return Some(loaded);
+        }
         for (i, chunk) in loaded.bytes[..loaded.len].chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&self.mapping.load_word(offset + 8 * i as u64)?.to_le_bytes());
         }

@@ -1267,3 +1267,34 @@ fn a_made_up_handle_at_the_end_of_the_offsets_is_refused() {
     }
     assert_eq!(region.read_ref(&real).unwrap(), b"some bytes");
 }
+
+/// Where a reader reads with `pread` (tmpfs), its header comes in one call
+/// with the word after it: tagged and untagged slots of every short length,
+/// the last one ending the region, read back exactly.
+#[test]
+fn a_pread_reader_reads_tagged_and_untagged_slots_of_every_short_length() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let path = dir.path().join("short");
+    let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 8 << 20).unwrap();
+    let mut handles = Vec::new();
+    for len in 0..=48usize {
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+        let plain = region.write(&data, EngineId::Wal).unwrap();
+        let tagged = region
+            .write_tagged(&data, EngineId::Query, len as u64 + 1)
+            .unwrap();
+        handles.push((region.slot_ref(plain).unwrap(), data.clone()));
+        handles.push((region.slot_ref(tagged).unwrap(), data));
+    }
+    let reader = OverflowReader::open(&path).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        for (handle, data) in &handles {
+            reader.read_into(handle, &mut out).unwrap();
+            assert_eq!(&out, data, "{handle:?}");
+        }
+    }
+}

@@ -815,6 +815,50 @@ impl SharedMapping {
         Some(u64::from_le(word.load(Ordering::Acquire)))
     }
 
+    /// Whether reads go through `pread` (see the field): each load is then
+    /// a system call, so callers load several words with one
+    /// [`load_words`](Self::load_words) where they can.
+    pub(crate) fn reads_with_pread(&self) -> bool {
+        self.pread
+    }
+
+    /// The words at `offset..offset + 8 * words.len()` into `words`, if
+    /// `offset` is aligned and the range lies inside the known file: with
+    /// `pread`, one call for all of them (which copies them in no promised
+    /// order: the caller checks them as it checks a copy); through the
+    /// mapping, one atomic load each, in order.
+    pub(crate) fn load_words(&self, offset: u64, words: &mut [u64]) -> bool {
+        let Some(end) = (words.len() as u64)
+            .checked_mul(8)
+            .and_then(|len| offset.checked_add(len))
+        else {
+            return false;
+        };
+        if !offset.is_multiple_of(8) || end > self.file_len.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.pread {
+            let mut bytes = [0u8; 64];
+            let Some(bytes) = bytes.get_mut(..8 * words.len()) else {
+                return false;
+            };
+            if self.file.read_exact_at(bytes, offset).is_err() {
+                return false;
+            }
+            for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+                *word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            }
+            return true;
+        }
+        for (at, word) in (offset..).step_by(8).zip(words.iter_mut()) {
+            match self.load_word(at) {
+                Some(loaded) => *word = loaded,
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// Copies `offset..offset + len` into `out` (replacing its contents) with
     /// atomic loads (with `pread` off ext4, xfs and btrfs: see `pread`), or returns `false`
     /// if the range is not inside the known
