@@ -459,7 +459,7 @@ pub(crate) fn encode_identity(identity: u64) -> [u8; 16] {
 }
 
 /// The identity in 16 bytes read at [`IDENTITY_OFFSET`], if they hold one.
-fn decode_identity(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn decode_identity(bytes: &[u8]) -> Option<u64> {
     let identity = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     (identity != 0 && bytes[..16] == encode_identity(identity)).then_some(identity)
 }

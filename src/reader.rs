@@ -123,9 +123,9 @@ impl SlotRef {
 pub struct OverflowReader {
     path: PathBuf,
     mapping: SharedMapping,
-    /// The file's identity once read and not 0 (it never changes once set),
-    /// so a read where each load is a `pread` does not ask for it each time;
-    /// 0 until then.
+    /// The file's identity once read with its check holding (it never
+    /// changes then), so a read where each load is a `pread` does not ask
+    /// for it each time; 0 until then.
     identity: AtomicU64,
 }
 
@@ -235,12 +235,21 @@ impl OverflowReader {
         // that was deleted and created again at this path has another.
         let identity = match self.identity.load(Ordering::Relaxed) {
             0 => {
-                let identity = self
-                    .mapping
-                    .load_word(IDENTITY_OFFSET)
-                    .ok_or_else(|| changed("the file header is out of bounds"))?;
-                self.identity.store(identity, Ordering::Relaxed);
-                identity
+                // The value and its check, in one load where loads are
+                // `pread`s. Only a checked identity is kept: a writer gives
+                // the file another one where the check fails (a crash
+                // between the two stores, or damage).
+                let mut words = [0u64; 2];
+                if !self.mapping.load_words(IDENTITY_OFFSET, &mut words) {
+                    return Err(changed("the file header is out of bounds"));
+                }
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&words[0].to_le_bytes());
+                bytes[8..].copy_from_slice(&words[1].to_le_bytes());
+                if let Some(checked) = layout::decode_identity(&bytes) {
+                    self.identity.store(checked, Ordering::Relaxed);
+                }
+                words[0]
             }
             known => known,
         };

@@ -827,3 +827,48 @@ fn a_reader_outlives_its_region_and_the_path() {
     check(&mut buf, &|_| false);
     drop(reader);
 }
+
+/// A reader keeps the file's identity only once its check holds: a file
+/// whose identity check fails (a crash between its two stores, or damage)
+/// gets another identity from the next writer, and a reader that read the
+/// old value first must still read the new handles.
+#[test]
+fn a_reader_takes_a_new_identity_given_where_the_old_failed_its_check() {
+    use overflow_region::EngineId;
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 8 << 20).unwrap();
+    let old = region.write(b"before", EngineId::Wal).unwrap();
+    let old = region.slot_ref(old).unwrap();
+    region.sync().unwrap();
+    drop(region);
+    // The identity's check (the 4 bytes after its value) no longer holds.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0xFF; 4], 112).unwrap();
+    drop(file);
+
+    let reader = OverflowReader::open(&path).unwrap();
+    let mut out = Vec::new();
+    // Reads the identity's value, which still matches the old handle.
+    reader.read_into(&old, &mut out).unwrap();
+    assert_eq!(out, b"before");
+
+    let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 8 << 20).unwrap();
+    let new = region.write(b"after", EngineId::Wal).unwrap();
+    let new = region.slot_ref(new).unwrap();
+    assert_ne!(
+        new.file(),
+        old.file(),
+        "the writer gave the file a new identity"
+    );
+    reader.read_into(&new, &mut out).unwrap();
+    assert_eq!(out, b"after");
+    assert!(
+        matches!(
+            reader.read_into(&old, &mut out),
+            Err(Error::SlotChanged { .. })
+        ),
+        "the old identity's handle is refused"
+    );
+}
