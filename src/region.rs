@@ -31,6 +31,7 @@ use crate::sys::checksum;
 use crate::sys::file::{self, Inode};
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, Mapping};
 use crate::tuning::MemoryTuning;
+use giveback::NewPayload;
 
 /// A free remainder shorter than this stays inside the allocated extent as
 /// slack rather than becoming a free extent of its own: a free extent must
@@ -236,7 +237,8 @@ enum Payload<'a> {
     Parts(&'a [&'a [u8]]),
     /// Bytes already in the file at this offset (an extent being moved).
     Within { offset: u64 },
-    /// The caller's bytes, already in place (`write_direct`).
+    /// The caller's bytes, already in place (`write_direct`, or
+    /// `make_writable` with the refill of punched pages under them).
     Written,
 }
 
@@ -1015,8 +1017,14 @@ impl OverflowRegion {
             .allocate(extent_len)
             .map_err(|_| self.capacity_exceeded(payload_len))?;
         let direct = self.writes_direct(&allocation);
-        self.make_writable(&allocation, direct)?;
-        let payload = if direct {
+        let new_payload = NewPayload {
+            offset: allocation.extent.offset + header_len,
+            parts,
+        };
+        let placed = self.make_writable(&allocation, direct, Some(new_payload))?;
+        let payload = if placed {
+            Payload::Written
+        } else if direct {
             // In the header before any long folio exists, so a kill during
             // the write leaves it there (see region/giveback.rs).
             self.record_write_piece(true);

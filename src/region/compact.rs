@@ -572,7 +572,7 @@ impl OverflowRegion {
         };
         // Moves go into free space below, never past the end: no
         // `write_direct`.
-        self.make_writable(&allocation, false)?;
+        self.make_writable(&allocation, false, None)?;
         let header = LiveHeader {
             extent_len: allocation.extent.len,
             slot: index as u32,

@@ -282,6 +282,57 @@ fn a_failed_refill_is_an_error_and_the_space_stays_usable() {
     assert_eq!(region.read(slot).unwrap(), vec![4u8; 40 << 10]);
 }
 
+/// A refill that fails after part of a payload went into the holes
+/// (the second of its `pwrite` calls): an error, the region unchanged
+/// (the hole it failed in punched again, the part written too, and
+/// known as one), and the same write then works.
+#[test]
+fn a_refill_that_fails_halfway_through_its_payload_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path);
+    region.write(&pattern(1, 100), EngineId::Wal).unwrap();
+    let big = region
+        .write(&pattern(2, 900 << 10), EngineId::Query)
+        .unwrap();
+    region.write(&pattern(3, 100), EngineId::Wal).unwrap();
+    region.free(big).unwrap();
+    let holes_before = region.policy.holes.bytes();
+    let live_before = region.stats().live_bytes;
+
+    fault::fail_after(Call::Pwrite, 1, libc::ENOSPC);
+    let error = region
+        .write(&pattern(4, 200 << 10), EngineId::Query)
+        .unwrap_err();
+    let fired = !fault::armed(Call::Pwrite);
+    fault::disarm();
+    assert!(fired, "the second pwrite failed");
+    assert!(
+        matches!(
+            error,
+            Error::Io {
+                operation: "pwrite",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(region.stats().live_bytes, live_before);
+    // The hole it failed in, the first call's granules with it, is
+    // punched again.
+    assert_eq!(region.policy.holes.bytes(), holes_before);
+    region.check_consistency().unwrap();
+
+    let slot = region
+        .write(&pattern(4, 200 << 10), EngineId::Query)
+        .unwrap();
+    assert_eq!(region.read(slot).unwrap(), pattern(4, 200 << 10));
+    drop(region);
+    let region = open(&path);
+    assert_eq!(region.read(slot).unwrap(), pattern(4, 200 << 10));
+    assert_eq!(region.live_slots().count(), 3);
+}
+
 /// `sync` reports a failed `msync`/`fsync`, and a later one that works
 /// succeeds.
 #[test]

@@ -4,7 +4,8 @@
 //! the region calls in at its events:
 //!
 //! - before a range is written: `make_writable` (grows the file, refills
-//!   holes, takes the pages out of the punching batch, writes zeros ahead);
+//!   holes, with the payload's bytes where it lies over them, takes the
+//!   pages out of the punching batch, writes zeros ahead);
 //! - after an extent is freed and merged: `punch_free_extent`;
 //! - after the end of the region moves down: `give_back_tail`;
 //! - after each `write` and `free`: `keep_budget` (region/compact.rs moves
@@ -64,7 +65,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::compact::{AutoCompaction, Candidates};
-use super::{DIRECT_MIN, OverflowRegion, Settings, pages_touching};
+use super::{DIRECT_MIN, OverflowRegion, Settings, pages_touching, part_ranges};
 use crate::budget::DiskBudget;
 use crate::error::{Error, Result};
 use crate::holes::Holes;
@@ -72,6 +73,21 @@ use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WR
 use crate::space::Allocation;
 use crate::space::Extent;
 use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
+
+/// A write's payload, for `make_writable`: where it starts in the file and
+/// its bytes (one part for `write`).
+#[derive(Clone, Copy)]
+pub(super) struct NewPayload<'a> {
+    pub(super) offset: u64,
+    pub(super) parts: &'a [&'a [u8]],
+}
+
+impl NewPayload<'_> {
+    /// Where the payload ends in the file.
+    fn end(&self) -> u64 {
+        self.offset + self.parts.iter().map(|part| part.len() as u64).sum::<u64>()
+    }
+}
 
 /// The space policy's state, kept between the region's events (the
 /// region holds it as `OverflowRegion::policy`; the decisions on it are the
@@ -677,9 +693,17 @@ impl OverflowRegion {
     /// allocates blocks for any punched page in it, takes its pages out of
     /// the punching batch, and for a write at the end writes zeros ahead
     /// (`warm_tail`; not for a payload `write_direct` will write: `direct`).
+    /// Where punched pages refilled for it lie under `payload`, they get
+    /// its bytes rather than zeros, and then the whole payload is written
+    /// (`fill_holes`): true when it is, so `commit` need not store it.
     /// On error the allocation is undone and the region is unchanged.
     #[inline]
-    pub(super) fn make_writable(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
+    pub(super) fn make_writable(
+        &mut self,
+        allocation: &Allocation,
+        direct: bool,
+        payload: Option<NewPayload<'_>>,
+    ) -> Result<bool> {
         // Most writes land where the file is long enough, zeros were written
         // ahead, and nothing is punched or waiting to be: nothing to do.
         let extent = allocation.extent;
@@ -690,17 +714,22 @@ impl OverflowRegion {
             if allocation.from_tail {
                 self.policy.peak_end = self.policy.peak_end.max(extent.end());
             }
-            return Ok(());
+            return Ok(false);
         }
-        self.prepare_range(allocation, direct)
+        self.prepare_range(allocation, direct, payload)
     }
 
     /// The slow part of `make_writable`.
-    fn prepare_range(&mut self, allocation: &Allocation, direct: bool) -> Result<()> {
+    fn prepare_range(
+        &mut self,
+        allocation: &Allocation,
+        direct: bool,
+        payload: Option<NewPayload<'_>>,
+    ) -> Result<bool> {
         let extent = allocation.extent;
-        let mut result = Ok(());
+        let mut result = Ok(false);
         if extent.end() > self.mapping.len() {
-            result = self.grow_to_fit(extent.end());
+            result = self.grow_to_fit(extent.end()).map(|()| false);
         }
         if result.is_ok() && !self.policy.holes.is_empty() {
             // Space at the end is used front to back: fill a stretch ahead
@@ -716,7 +745,10 @@ impl OverflowRegion {
             } else {
                 0
             };
-            result = self.fill_holes(extent.offset, extent.end() + 8 + ahead);
+            // Zeros written ahead at the end (`warm_tail`) would land on a
+            // payload placed now: at the end, `commit` stores it.
+            let payload = payload.filter(|_| !allocation.from_tail);
+            result = self.fill_holes(extent.offset, extent.end() + 8 + ahead, payload);
         }
         if result.is_ok() && !self.policy.pending_punch.is_empty() {
             let (start, end) = pages_touching(extent.offset, extent.end() + 8);
@@ -749,27 +781,66 @@ impl OverflowRegion {
     /// failed refill would let that store fault on a full disk. A refill
     /// that fails punches its hole again, so the page cache holds nothing
     /// half written over it.
-    pub(super) fn fill_holes(&mut self, start: u64, end: u64) -> Result<()> {
+    ///
+    /// With a `payload` that a refilled hole covers part of, the holes get
+    /// its bytes where it lies (`Mapping::write_over`) and, once every
+    /// refill succeeded, the rest of it is stored through the mapping: true
+    /// then, the payload is in place. Its bytes written before a failure
+    /// lie in free space, as a failed `write_direct`'s do.
+    pub(super) fn fill_holes(
+        &mut self,
+        start: u64,
+        end: u64,
+        payload: Option<NewPayload<'_>>,
+    ) -> Result<bool> {
         let unit = self
             .settings
             .punch_granule()
             .unwrap_or_else(mapping::page_size);
         let start = start / unit * unit;
         let end = end.next_multiple_of(unit).min(self.mapping.len());
-        let mut taken = self.policy.holes.take(start, end).into_iter();
-        while let Some((hole_start, hole_end)) = taken.next() {
-            if let Err(source) = self.mapping.write_zeros(hole_start, hole_end) {
+        let taken = self.policy.holes.take(start, end);
+        let payload = payload.filter(|payload| {
+            let (from, to) = (payload.offset, payload.end());
+            taken
+                .iter()
+                .any(|&(hole_start, hole_end)| hole_start < to && from < hole_end)
+        });
+        for (index, &(hole_start, hole_end)) in taken.iter().enumerate() {
+            let refilled = match payload {
+                Some(payload) => {
+                    self.mapping
+                        .write_over(hole_start, hole_end, payload.offset, payload.parts)
+                }
+                None => self.mapping.write_zeros(hole_start, hole_end),
+            };
+            if let Err(source) = refilled {
                 if let Err(error) = self.mapping.punch_hole(hole_start, hole_end - hole_start) {
                     tracing::warn!(path = %self.path.display(), %error, hole_start, hole_end, "punching a failed refill again failed");
                 }
-                self.policy.holes.insert(hole_start, hole_end);
-                for (rest_start, rest_end) in taken {
+                for &(rest_start, rest_end) in &taken[index..] {
                     self.policy.holes.insert(rest_start, rest_end);
                 }
                 return Err(self.io_error("pwrite", source));
             }
         }
-        Ok(())
+        let Some(payload) = payload else {
+            return Ok(false);
+        };
+        // The payload's bytes between the holes, in pages with blocks.
+        let payload_end = payload.end();
+        let mut from = payload.offset;
+        for (hole_start, hole_end) in taken.into_iter().chain([(u64::MAX, u64::MAX)]) {
+            let to = hole_start.min(payload_end);
+            if from < to {
+                let (within_from, within_to) = (from - payload.offset, to - payload.offset);
+                for (within, bytes) in part_ranges(payload.parts, within_from, within_to) {
+                    self.mapping.store_bytes(payload.offset + within, bytes);
+                }
+            }
+            from = from.max(hole_end);
+        }
+        Ok(true)
     }
 
     /// Before a write at the end of the region into `extent`: if the pages
@@ -909,6 +980,76 @@ fn folio_around(at: u64, (start, end): (u64, u64)) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EngineId;
+
+    fn bytes(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+            .collect()
+    }
+
+    /// Writes into freed, punched space get their payload with the refill
+    /// (`Mapping::write_over`): payloads that start inside a refilled
+    /// granule, span several parts, and lie partly over pages refilled
+    /// before read back whole, before and after a reopen, and their
+    /// checksums (taken at `sync`) hold.
+    #[test]
+    fn payloads_written_with_the_refill_of_their_holes_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+        let first = region.write(&bytes(1, 100), EngineId::Wal).unwrap();
+        let big = region.write(&bytes(2, 900 << 10), EngineId::Query).unwrap();
+        let last = region.write(&bytes(3, 100), EngineId::Wal).unwrap();
+        region.free(big).unwrap();
+        let punched = region.policy.holes.bytes();
+        assert!(
+            punched >= 800 << 10,
+            "the freed extent was punched: {punched}"
+        );
+
+        // Inside the freed extent, not at the end: a short payload (its
+        // granules refilled whole), then one in three parts that starts in
+        // the granule the first one refilled, then a long one.
+        let (a, b, c) = (bytes(4, 5000), bytes(5, 70_001), bytes(6, 123));
+        let parts: [&[u8]; 3] = [&a, &b, &c];
+        let joined = [a.as_slice(), &b, &c].concat();
+        let mut written = vec![(
+            region.write(&bytes(7, 40_000), EngineId::Query).unwrap(),
+            bytes(7, 40_000),
+        )];
+        let held = region.policy.holes.bytes();
+        assert!(held < punched, "the first write refilled holes");
+        written.push((
+            region.write_vectored(&parts, EngineId::Query, 0).unwrap(),
+            joined,
+        ));
+        assert!(
+            region.policy.holes.bytes() < held,
+            "the second write refilled holes"
+        );
+        written.push((
+            region.write(&bytes(8, 300 << 10), EngineId::Query).unwrap(),
+            bytes(8, 300 << 10),
+        ));
+        for &(slot, ref payload) in &written {
+            assert_eq!(region.read(slot).unwrap(), &payload[..]);
+        }
+        region.check_consistency().unwrap();
+        region.sync().unwrap();
+        let report = region.verify(|_, _| {});
+        assert_eq!(report.damaged, Vec::new());
+        assert_eq!(report.slots_checked, 5);
+        drop(region);
+
+        let region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+        assert!(region.recovery().dropped.is_empty());
+        for &(slot, ref payload) in &written {
+            assert_eq!(region.read(slot).unwrap(), &payload[..]);
+        }
+        assert_eq!(region.read(first).unwrap(), bytes(1, 100));
+        assert_eq!(region.read(last).unwrap(), bytes(3, 100));
+    }
 
     #[test]
     fn the_folio_around_a_cut_is_the_longest_aligned_block_in_the_range() {

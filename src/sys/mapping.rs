@@ -52,6 +52,12 @@ pub(crate) const MAX_RESERVATION: u64 = 1 << 44;
 /// otherwise.
 const DEFAULT_WRITE_PIECE: u64 = 32 << 10;
 
+/// `MAX_WRITE_PIECE` zeros, for `pwrite` calls that write zeros.
+fn zero_piece() -> &'static [u8] {
+    static ZEROS: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    ZEROS.get_or_init(|| vec![0; MAX_WRITE_PIECE as usize].into_boxed_slice())
+}
+
 /// A file mapped over a fixed address-space reservation.
 pub(crate) struct Mapping {
     /// Start of the reservation. Invariant: the range `base..base + reserved`
@@ -264,9 +270,8 @@ impl Mapping {
     /// it, several times what a page written this way costs (figures in
     /// docs/PERFORMANCE.md, "what a new page costs").
     pub(crate) fn write_zeros(&mut self, start: u64, end: u64) -> io::Result<()> {
-        static ZEROS: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
         debug_assert!(start <= end && end <= self.reserved as u64);
-        let zeros = ZEROS.get_or_init(|| vec![0; MAX_WRITE_PIECE as usize].into_boxed_slice());
+        let zeros = zero_piece();
         let mut at = start;
         while at < end {
             let piece_end = (at + 1).next_multiple_of(self.write_piece).min(end);
@@ -274,6 +279,72 @@ impl Mapping {
             self.file
                 .write_all_at(&zeros[..(piece_end - at) as usize], at)?;
             at = piece_end;
+        }
+        Ok(())
+    }
+
+    /// Writes `start..end` as `write_zeros` does (`pwrite`, in calls that
+    /// never cross a multiple of the write piece), except that the bytes
+    /// from `at` on are `parts`, one after another, where they fall inside
+    /// the range. The caller guarantees that nothing live lies in the range.
+    /// A refill of punched pages that a payload is about to cover: the
+    /// payload goes in with the call that allocates the blocks, where zeros
+    /// and then stores through the mapping would copy twice and fault on
+    /// every page.
+    pub(crate) fn write_over(
+        &mut self,
+        start: u64,
+        end: u64,
+        at: u64,
+        parts: &[&[u8]],
+    ) -> io::Result<()> {
+        debug_assert!(start <= end && end <= self.file_len);
+        let zeros = zero_piece();
+        let payload_end = at + parts.iter().map(|part| part.len() as u64).sum::<u64>();
+        let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(parts.len() + 2);
+        let mut piece_start = start;
+        while piece_start < end {
+            let piece_end = (piece_start + 1)
+                .next_multiple_of(self.write_piece)
+                .min(end);
+            // Zeros before the payload, the payload's bytes in the piece,
+            // zeros after it.
+            let bytes_from = at.clamp(piece_start, piece_end);
+            let bytes_to = payload_end.clamp(bytes_from, piece_end);
+            slices.clear();
+            if bytes_from > piece_start {
+                slices.push(io::IoSlice::new(
+                    &zeros[..(bytes_from - piece_start) as usize],
+                ));
+            }
+            let mut part_start = at;
+            for part in parts {
+                let part_end = part_start + part.len() as u64;
+                let (lo, hi) = (bytes_from.max(part_start), bytes_to.min(part_end));
+                if lo < hi {
+                    slices.push(io::IoSlice::new(
+                        &part[(lo - part_start) as usize..(hi - part_start) as usize],
+                    ));
+                }
+                part_start = part_end;
+            }
+            if piece_end > bytes_to {
+                slices.push(io::IoSlice::new(&zeros[..(piece_end - bytes_to) as usize]));
+            }
+            let mut offset = piece_start;
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                fault::check(Call::Pwrite)?;
+                let written = match rustix::io::pwritev(&self.file, rest, offset) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(written) => written,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(error) => return Err(error.into()),
+                };
+                offset += written as u64;
+                io::IoSlice::advance_slices(&mut rest, written);
+            }
+            piece_start = piece_end;
         }
         Ok(())
     }
