@@ -7,7 +7,7 @@
 //! alternating, so a slow spell of the machine hits both alike. Prints each
 //! one's pairs per second, the bytes automatic compaction moved, and
 //! `used_bytes`/live and allocated blocks (`st_blocks`)/live sampled after
-//! every round (mean and largest), then the throughput of the policy on
+//! every round (mean, largest and last), then the throughput of the policy on
 //! divided by off.
 //!
 //! ```sh
@@ -47,6 +47,7 @@ struct Samples {
     sum: f64,
     count: f64,
     largest: f64,
+    last: f64,
 }
 
 impl Samples {
@@ -54,6 +55,7 @@ impl Samples {
         self.sum += value;
         self.count += 1.0;
         self.largest = self.largest.max(value);
+        self.last = value;
     }
 
     fn mean(&self) -> f64 {
@@ -164,14 +166,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (churn, moved_before) in churns.iter().zip(moved_before) {
         let moved = churn.region.stats().auto_moved_bytes - moved_before;
         println!(
-            "{}: {:>6.0} k pairs/s, moved {:>6.1} MiB; used/live mean {:.3} largest {:.3}; allocated/live mean {:.3} largest {:.3}",
+            "{}: {:>6.0} k pairs/s, moved {:>6.1} MiB; used/live mean {:.3} largest {:.3} last {:.3}; allocated/live mean {:.3} largest {:.3} last {:.3}",
             churn.name,
             pairs / churn.busy.as_secs_f64() / 1e3,
             moved as f64 / f64::from(1 << 20),
             churn.used_per_live.mean(),
             churn.used_per_live.largest,
+            churn.used_per_live.last,
             churn.blocks_per_live.mean(),
             churn.blocks_per_live.largest,
+            churn.blocks_per_live.last,
         );
     }
     println!(
