@@ -465,6 +465,15 @@ impl CoreRegion<'_> {
         self.region.free(slot_index)
     }
 
+    /// As [`OverflowRegion::free_many`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OverflowRegion::free_many`].
+    pub fn free_many(&mut self, slots: &[usize]) -> Result<()> {
+        self.region.free_many(slots)
+    }
+
     /// As [`OverflowRegion::compact`].
     ///
     /// # Errors

@@ -1690,3 +1690,49 @@ fn payloads_around_the_packed_length_limit_read_back_exactly() {
         }
     }
 }
+
+/// `free_many` frees every slot it can and then reports the first it could
+/// not: an unknown index and a slot listed twice are passed over, the rest
+/// are freed, and a reopen finds exactly the slots left live.
+#[test]
+fn free_many_frees_what_it_can_and_reports_the_first_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let mut region = open(&path, MIB, 64 * MIB);
+    let slots: Vec<usize> = (0..6)
+        .map(|i| {
+            region
+                .write(&pattern(i, 300 * KIB), EngineId::Query)
+                .unwrap()
+        })
+        .collect();
+    let error = region
+        .free_many(&[slots[1], 999, slots[1], slots[2], slots[4]])
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::UnknownSlot {
+                slot: 999,
+                slot_count: 6
+            }
+        ),
+        "{error}"
+    );
+    consistent(&region);
+    assert_eq!(region.live_slot_count(), 3);
+    for &freed in &[slots[1], slots[2], slots[4]] {
+        assert!(matches!(region.read(freed), Err(Error::SlotFree { .. })));
+    }
+    // Nothing refused: Ok, and the region empties.
+    region.free_many(&[]).unwrap();
+    region.free_many(&[slots[5], slots[0]]).unwrap();
+    assert_eq!(region.live_slot_count(), 1);
+    drop(region);
+
+    let region = open(&path, MIB, 64 * MIB);
+    consistent(&region);
+    let live: Vec<usize> = region.live_slots().map(|entry| entry.slot).collect();
+    assert_eq!(live, [slots[3]]);
+    assert_eq!(region.read(slots[3]).unwrap(), pattern(3, 300 * KIB));
+}

@@ -135,6 +135,12 @@ pub(super) struct Policy {
     /// True while compaction moves extents: it does not punch holes it is
     /// about to fill again.
     pub(super) compacting: bool,
+    /// While `OverflowRegion::free_many` frees its slots: whether one of
+    /// them called for the pages waiting to be punched to be punched. They
+    /// are punched once, after the last (nothing is written in between, so
+    /// no long folio can be cut where a write reused part of a free
+    /// extent). `None` otherwise.
+    pub(super) punch_after_frees: Option<bool>,
     /// Automatic compaction: the pass under way, and old places of moved
     /// slots waiting for a sync. Invariant: those old places are neither
     /// free nor a live slot's extent, and still carry their live headers
@@ -164,6 +170,7 @@ impl Policy {
             peak_end: DATA_START,
             warm_end: DATA_START,
             compacting: false,
+            punch_after_frees: None,
             auto: AutoCompaction::default(),
             unknown_long_folios,
             disk_budget: None,
@@ -451,7 +458,10 @@ impl OverflowRegion {
                 .next_from(freed.offset)
                 .is_some_and(|at| at < freed.end());
             if long || (self.policy.pending_punch.bytes() >= batch && !self.holds_within_budget()) {
-                self.punch_pending();
+                match &mut self.policy.punch_after_frees {
+                    Some(wanted) => *wanted = true,
+                    None => self.punch_pending(),
+                }
             }
         }
     }
@@ -981,11 +991,65 @@ fn folio_around(at: u64, (start, end): (u64, u64)) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
     use crate::EngineId;
+    use crate::sys::fault::{self, Call};
 
     fn bytes(seed: u8, len: usize) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
             .collect()
+    }
+
+    /// Calls of kind `call` that `f` makes on this thread.
+    fn calls_made(call: Call, f: impl FnOnce()) -> u32 {
+        const FAR: u32 = 1 << 30;
+        fault::fail_after(call, FAR, libc::EIO);
+        f();
+        let left = fault::skips_left(call);
+        fault::disarm();
+        FAR - left.expect("the far failure never fires")
+    }
+
+    /// `free_many` gives the space of a run of long slots back with one
+    /// punch where `free`, slot by slot, punches the middle of each at once;
+    /// the disk given back is the same.
+    #[test]
+    fn freeing_a_run_together_punches_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut punches = Vec::new();
+        let mut holes = Vec::new();
+        for together in [false, true] {
+            let path = dir.path().join(format!("r{together}"));
+            let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
+            region.write(&bytes(1, 100), EngineId::Wal).unwrap();
+            let run: Vec<usize> = (0..8)
+                .map(|i| {
+                    region
+                        .write(&bytes(i + 2, 256 << 10), EngineId::Query)
+                        .unwrap()
+                })
+                .collect();
+            region.write(&bytes(20, 100), EngineId::Wal).unwrap();
+            punches.push(calls_made(Call::Punch, || {
+                if together {
+                    region.free_many(&run).unwrap();
+                } else {
+                    for &slot in &run {
+                        region.free(slot).unwrap();
+                    }
+                }
+            }));
+            holes.push(region.policy.holes.bytes());
+            assert_eq!(region.live_slot_count(), 2);
+            region.check_consistency().unwrap();
+        }
+        assert_eq!(punches, [8, 1], "punches one by one, then together");
+        assert!(
+            holes[1] >= holes[0],
+            "holes one by one {}, together {}",
+            holes[0],
+            holes[1]
+        );
+        assert!(holes[1] >= 7 * (256 << 10), "{}", holes[1]);
     }
 
     /// Writes into freed, punched space get their payload with the refill

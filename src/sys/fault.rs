@@ -55,6 +55,20 @@ pub(crate) fn armed(call: Call) -> bool {
     ARMED.with(|armed| armed.borrow().iter().any(|&(c, _, _)| c == call))
 }
 
+/// How many more calls of kind `call` the failure armed for it lets
+/// through, if one is armed: a test arms one far ahead and reads this to
+/// count the calls made.
+#[cfg(test)]
+pub(crate) fn skips_left(call: Call) -> Option<u32> {
+    ARMED.with(|armed| {
+        armed
+            .borrow()
+            .iter()
+            .find(|&&(c, _, _)| c == call)
+            .map(|&(_, skip, _)| skip)
+    })
+}
+
 /// Before a system call of kind `call`: an armed failure, if its turn.
 #[cfg(test)]
 pub(crate) fn check(call: Call) -> io::Result<()> {
