@@ -1490,6 +1490,10 @@ impl OverflowRegion {
     /// Automatic compaction may add a step, as in [`write`](Self::write).
     pub fn free(&mut self, slot_index: usize) -> Result<()> {
         self.refuse_after_failed_store()?;
+        // Only `free_many` defers punching; a panic inside one (its owner
+        // may go on, as a `SpillDir` does with a poisoned lock) must not
+        // leave every later free deferring.
+        self.policy.punch_after_frees = None;
         let extent_len = self.free_slot(slot_index)?;
         self.keep_budget(extent_len);
         self.check_stores()
@@ -1500,7 +1504,10 @@ impl OverflowRegion {
     /// punched are punched once, after the last, where `free` would punch
     /// the middle of each long extent at once. Freeing the many slots of
     /// one spill run this way makes one cut, and one write-back before it,
-    /// at each end of the space they leave, rather than two per slot.
+    /// at each end of the space they leave, rather than two per slot. Where
+    /// the run ends the region, its space goes back as the tail does after
+    /// `free` (see [`MemoryTuning::overflow_slack_percent`](crate::MemoryTuning::overflow_slack_percent)),
+    /// and the middles of long extents in it are punched.
     ///
     /// ```
     /// # use overflow_region::{EngineId, OverflowRegion};
@@ -1526,6 +1533,9 @@ impl OverflowRegion {
     /// # Time complexity
     ///
     /// O(`slots.len()`), plus the disk it gives back, as for `free`.
+    /// Automatic compaction takes one step after the last free, for the
+    /// bytes of them all (within its bound per step), where `free` takes
+    /// one after each.
     pub fn free_many(&mut self, slots: &[usize]) -> Result<()> {
         self.refuse_after_failed_store()?;
         self.policy.punch_after_frees = Some(false);
@@ -1544,6 +1554,11 @@ impl OverflowRegion {
         }
         if self.policy.punch_after_frees.take() == Some(true) {
             self.punch_pending();
+            // Middles of long extents the run left past a lowered end: `free`
+            // would have punched those before the end came down to them
+            // (found in review: left alone, they stayed long folios, the
+            // header's `LONG_FOLIOS` bit set).
+            self.give_back_long_folio_tail();
         }
         self.keep_budget(freed_bytes);
         self.check_stores()?;

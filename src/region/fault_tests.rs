@@ -516,6 +516,74 @@ fn open_pwrite_stores(path: &Path) -> OverflowRegion {
     OverflowRegion::open_with_tuning(path, &tuning).unwrap()
 }
 
+/// `free_many` where every store is a `pwrite` and one fails partway
+/// through the run: an error, the slots after it are not freed, and the
+/// reopened region holds every slot the run did not reach, with its bytes,
+/// and none of those it freed before the failure.
+#[test]
+fn free_many_stops_at_a_failed_store_and_the_slots_after_it_stay() {
+    for skip in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let mut region = open_pwrite_stores(&path);
+        let slots: Vec<usize> = (0..10)
+            .map(|i| {
+                region
+                    .write(&pattern(i, 2000 + i), EngineId::Query)
+                    .unwrap()
+            })
+            .collect();
+        region.sync().unwrap();
+        let run = &slots[2..8];
+        fault::fail_after(Call::Pwrite, skip, libc::EIO);
+        let error = region.free_many(run).unwrap_err();
+        let fired = !fault::armed(Call::Pwrite);
+        fault::disarm();
+        assert!(fired, "skip {skip}: the store failed");
+        assert!(matches!(error, Error::Io { .. }), "skip {skip}: {error}");
+        // Freed in memory: the slots before the failure and the one it hit.
+        let reached = run
+            .iter()
+            .filter(|&&slot| region.read(slot).is_err())
+            .count();
+        assert!(
+            reached >= 1 && reached < run.len(),
+            "skip {skip}: {reached} freed"
+        );
+        assert!(
+            region.write(b"x", EngineId::Query).is_err(),
+            "it refuses changes"
+        );
+        drop(region);
+
+        let region = open(&path);
+        for (i, &slot) in slots.iter().enumerate() {
+            let position = run.iter().position(|&s| s == slot);
+            match position {
+                // Not in the run, or not reached: live with its bytes.
+                None => assert_eq!(region.read(slot).unwrap(), pattern(i, 2000 + i)),
+                Some(at) if at >= reached => {
+                    assert_eq!(
+                        region.read(slot).unwrap(),
+                        pattern(i, 2000 + i),
+                        "skip {skip}"
+                    );
+                }
+                // The one whose free failed: its bytes or gone.
+                Some(at) if at + 1 == reached => {
+                    if let Ok(bytes) = region.read(slot) {
+                        assert_eq!(bytes, pattern(i, 2000 + i));
+                    }
+                }
+                Some(_) => assert!(
+                    region.read(slot).is_err(),
+                    "skip {skip}: slot {slot} came back"
+                ),
+            }
+        }
+    }
+}
+
 /// With every store a `pwrite` (btrfs, or `overflow_pwrite_stores`): a
 /// store that fails at any point of a write or a free makes that call an
 /// error, nothing is stored after it, and the region refuses changes until

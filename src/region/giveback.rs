@@ -49,7 +49,9 @@
 //! a truncation take it. A hole or truncation that ends strictly inside one
 //! first writes back the longest folio that could hold that end
 //! (`folio_around`). Freeing a long extent punches its middle at once (not
-//! in a batch), so that happens mostly when the tail is given back (a long
+//! in a batch; `OverflowRegion::free_many` punches after its last free,
+//! and then the long folios it left past the end too, since nothing is
+//! written in between), so that happens mostly when the tail is given back (a long
 //! payload freed at the end), after a punch failed, or with a threshold
 //! above 96 KiB that a freed extent's merged run stays below.
 //!
@@ -1009,6 +1011,21 @@ mod tests {
         FAR - left.expect("the far failure never fires")
     }
 
+    /// A region holding a short slot and then a run of eight of 256 KiB,
+    /// and the run's slots.
+    fn region_with_run(path: &Path) -> (OverflowRegion, Vec<usize>) {
+        let mut region = OverflowRegion::open_with_config(path, 1 << 20, 64 << 20).unwrap();
+        region.write(&bytes(1, 100), EngineId::Wal).unwrap();
+        let run = (0..8)
+            .map(|i| {
+                region
+                    .write(&bytes(i + 2, 256 << 10), EngineId::Query)
+                    .unwrap()
+            })
+            .collect();
+        (region, run)
+    }
+
     /// `free_many` gives the space of a run of long slots back with one
     /// punch where `free`, slot by slot, punches the middle of each at once;
     /// the disk given back is the same.
@@ -1018,16 +1035,7 @@ mod tests {
         let mut punches = Vec::new();
         let mut holes = Vec::new();
         for together in [false, true] {
-            let path = dir.path().join(format!("r{together}"));
-            let mut region = OverflowRegion::open_with_config(&path, 1 << 20, 64 << 20).unwrap();
-            region.write(&bytes(1, 100), EngineId::Wal).unwrap();
-            let run: Vec<usize> = (0..8)
-                .map(|i| {
-                    region
-                        .write(&bytes(i + 2, 256 << 10), EngineId::Query)
-                        .unwrap()
-                })
-                .collect();
+            let (mut region, run) = region_with_run(&dir.path().join(format!("r{together}")));
             region.write(&bytes(20, 100), EngineId::Wal).unwrap();
             punches.push(calls_made(Call::Punch, || {
                 if together {
@@ -1050,6 +1058,40 @@ mod tests {
             holes[1]
         );
         assert!(holes[1] >= 7 * (256 << 10), "{}", holes[1]);
+    }
+
+    /// A run that ends the region, freed together: the middles of its long
+    /// extents are punched as `free` one by one punches them, and none is
+    /// left as a long folio past the end (found in review: they were, and
+    /// the header kept its `LONG_FOLIOS` bit set).
+    #[test]
+    fn freeing_a_run_at_the_end_together_leaves_no_long_folios() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut holes = Vec::new();
+        for together in [false, true] {
+            let (mut region, run) = region_with_run(&dir.path().join(format!("r{together}")));
+            if together {
+                region.free_many(&run).unwrap();
+            } else {
+                for &slot in &run {
+                    region.free(slot).unwrap();
+                }
+            }
+            assert!(
+                region.policy.large_folios.is_empty(),
+                "together: {together}"
+            );
+            let word = region.mapping.load_word(WRITE_PIECE_OFFSET).unwrap();
+            assert_eq!(word & LONG_FOLIOS, 0, "together: {together}");
+            holes.push(region.policy.holes.bytes());
+            region.check_consistency().unwrap();
+        }
+        assert!(
+            holes[1] >= holes[0],
+            "holes one by one {}, together {}",
+            holes[0],
+            holes[1]
+        );
     }
 
     /// Writes into freed, punched space get their payload with the refill
