@@ -29,7 +29,7 @@ use crate::space::{Allocation, Extent, GRANULE, Released, Space};
 use crate::stats::{Accounting, RegionStats};
 use crate::sys::checksum;
 use crate::sys::file::{self, Inode};
-use crate::sys::mapping::{self, MAX_WRITE_PIECE, Mapping};
+use crate::sys::mapping::{self, MAX_WRITE_PIECE, Mapping, part_ranges};
 use crate::tuning::MemoryTuning;
 use giveback::NewPayload;
 
@@ -1019,6 +1019,7 @@ impl OverflowRegion {
         let direct = self.writes_direct(&allocation);
         let new_payload = NewPayload {
             offset: allocation.extent.offset + header_len,
+            len: payload_len,
             parts,
         };
         let placed = self.make_writable(&allocation, direct, Some(new_payload))?;
@@ -2113,27 +2114,6 @@ impl OverflowRegion {
         self.header_map_charged.set(map);
         self.policy.disk_budget = Some(budget);
     }
-}
-
-/// The pieces of the concatenation of `parts` between byte `from` and byte
-/// `to` of it, each with its position in the concatenation.
-fn part_ranges<'a>(
-    parts: &'a [&'a [u8]],
-    from: u64,
-    to: u64,
-) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
-    let mut start = 0u64;
-    parts.iter().filter_map(move |part| {
-        let (part_start, part_end) = (start, start + part.len() as u64);
-        start = part_end;
-        let (lo, hi) = (from.max(part_start), to.min(part_end));
-        (lo < hi).then(|| {
-            (
-                lo,
-                &part[(lo - part_start) as usize..(hi - part_start) as usize],
-            )
-        })
-    })
 }
 
 /// What [`OverflowRegion::verify`] found.

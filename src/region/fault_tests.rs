@@ -16,6 +16,20 @@ fn pattern(seed: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + seed * 7) as u8).collect()
 }
 
+/// Asserts that `error` is a failed `pwrite`.
+fn assert_pwrite_error(error: &Error) {
+    assert!(
+        matches!(
+            error,
+            Error::Io {
+                operation: "pwrite",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
 /// Writes 100 slots of 1000 bytes (`pattern(i, 1000)`) and frees the
 /// even ones, so a compaction step has gaps to move the odd ones into.
 fn write_and_free_every_second(region: &mut OverflowRegion) -> Vec<usize> {
@@ -259,16 +273,7 @@ fn a_failed_refill_is_an_error_and_the_space_stays_usable() {
         .write(&vec![4u8; 40 << 10], EngineId::Query)
         .unwrap_err();
     fault::disarm();
-    assert!(
-        matches!(
-            error,
-            Error::Io {
-                operation: "pwrite",
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert_pwrite_error(&error);
     assert_eq!(region.policy.holes.bytes(), holes_before);
     region.check_consistency().unwrap();
 
@@ -307,16 +312,7 @@ fn a_refill_that_fails_halfway_through_its_payload_changes_nothing() {
     let fired = !fault::armed(Call::Pwrite);
     fault::disarm();
     assert!(fired, "the second pwrite failed");
-    assert!(
-        matches!(
-            error,
-            Error::Io {
-                operation: "pwrite",
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert_pwrite_error(&error);
     assert_eq!(region.stats().live_bytes, live_before);
     // The hole it failed in, the first call's granules with it, is
     // punched again.

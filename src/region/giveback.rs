@@ -67,27 +67,28 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::compact::{AutoCompaction, Candidates};
-use super::{DIRECT_MIN, OverflowRegion, Settings, pages_touching, part_ranges};
+use super::{DIRECT_MIN, OverflowRegion, Settings, pages_touching};
 use crate::budget::DiskBudget;
 use crate::error::{Error, Result};
 use crate::holes::Holes;
 use crate::layout::{CANNOT_PUNCH, DATA_START, EXTENT_HEADER_LEN, LONG_FOLIOS, WRITE_PIECE_OFFSET};
 use crate::space::Allocation;
 use crate::space::Extent;
-use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock};
+use crate::sys::mapping::{self, MAX_WRITE_PIECE, ReadersLock, part_ranges};
 
-/// A write's payload, for `make_writable`: where it starts in the file and
-/// its bytes (one part for `write`).
+/// A write's payload, for `make_writable`: where it starts in the file, its
+/// length and its bytes (one part for `write`).
 #[derive(Clone, Copy)]
 pub(super) struct NewPayload<'a> {
     pub(super) offset: u64,
+    pub(super) len: u64,
     pub(super) parts: &'a [&'a [u8]],
 }
 
 impl NewPayload<'_> {
     /// Where the payload ends in the file.
     fn end(&self) -> u64 {
-        self.offset + self.parts.iter().map(|part| part.len() as u64).sum::<u64>()
+        self.offset + self.len
     }
 }
 
@@ -820,10 +821,13 @@ impl OverflowRegion {
         });
         for (index, &(hole_start, hole_end)) in taken.iter().enumerate() {
             let refilled = match payload {
-                Some(payload) => {
-                    self.mapping
-                        .write_over(hole_start, hole_end, payload.offset, payload.parts)
-                }
+                Some(payload) => self.mapping.write_over(
+                    hole_start,
+                    hole_end,
+                    payload.offset,
+                    payload.len,
+                    payload.parts,
+                ),
                 None => self.mapping.write_zeros(hole_start, hole_end),
             };
             if let Err(source) = refilled {

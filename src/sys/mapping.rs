@@ -58,6 +58,27 @@ fn zero_piece() -> &'static [u8] {
     ZEROS.get_or_init(|| vec![0; MAX_WRITE_PIECE as usize].into_boxed_slice())
 }
 
+/// The pieces of the concatenation of `parts` between byte `from` and byte
+/// `to` of it, each with its position in the concatenation.
+pub(crate) fn part_ranges<'a>(
+    parts: &'a [&'a [u8]],
+    from: u64,
+    to: u64,
+) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+    let mut start = 0u64;
+    parts.iter().filter_map(move |part| {
+        let (part_start, part_end) = (start, start + part.len() as u64);
+        start = part_end;
+        let (lo, hi) = (from.max(part_start), to.min(part_end));
+        (lo < hi).then(|| {
+            (
+                lo,
+                &part[(lo - part_start) as usize..(hi - part_start) as usize],
+            )
+        })
+    })
+}
+
 /// A file mapped over a fixed address-space reservation.
 pub(crate) struct Mapping {
     /// Start of the reservation. Invariant: the range `base..base + reserved`
@@ -284,9 +305,9 @@ impl Mapping {
     }
 
     /// Writes `start..end` as `write_zeros` does (`pwrite`, in calls that
-    /// never cross a multiple of the write piece), except that the bytes
-    /// from `at` on are `parts`, one after another, where they fall inside
-    /// the range. The caller guarantees that nothing live lies in the range.
+    /// never cross a multiple of the write piece), except that the `len`
+    /// bytes from `at` on are `parts`, one after another, where they fall
+    /// inside the range. The caller guarantees that nothing live lies in the range.
     /// A refill of punched pages that a payload is about to cover: the
     /// payload goes in with the call that allocates the blocks, where zeros
     /// and then stores through the mapping would copy twice and fault on
@@ -296,11 +317,12 @@ impl Mapping {
         start: u64,
         end: u64,
         at: u64,
+        len: u64,
         parts: &[&[u8]],
     ) -> io::Result<()> {
         debug_assert!(start <= end && end <= self.file_len);
         let zeros = zero_piece();
-        let payload_end = at + parts.iter().map(|part| part.len() as u64).sum::<u64>();
+        let payload_end = at + len;
         let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(parts.len() + 2);
         let mut piece_start = start;
         while piece_start < end {
@@ -317,16 +339,10 @@ impl Mapping {
                     &zeros[..(bytes_from - piece_start) as usize],
                 ));
             }
-            let mut part_start = at;
-            for part in parts {
-                let part_end = part_start + part.len() as u64;
-                let (lo, hi) = (bytes_from.max(part_start), bytes_to.min(part_end));
-                if lo < hi {
-                    slices.push(io::IoSlice::new(
-                        &part[(lo - part_start) as usize..(hi - part_start) as usize],
-                    ));
+            if bytes_from < bytes_to {
+                for (_, bytes) in part_ranges(parts, bytes_from - at, bytes_to - at) {
+                    slices.push(io::IoSlice::new(bytes));
                 }
-                part_start = part_end;
             }
             if piece_end > bytes_to {
                 slices.push(io::IoSlice::new(&zeros[..(piece_end - bytes_to) as usize]));
